@@ -1,0 +1,1 @@
+"""mlrpl_jax: multi-label recognition with partial labels in JAX/Flax."""
