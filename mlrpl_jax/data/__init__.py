@@ -1,0 +1,1 @@
+"""Data: TFDS builders, partial labels, label graph, input pipeline."""

@@ -1,0 +1,1 @@
+"""Method plug-ins: baseline, SST, HST, SARB, DSRB, SATL."""

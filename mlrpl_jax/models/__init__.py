@@ -1,0 +1,1 @@
+"""Flax modules of the shared network (METHODS.md §4)."""

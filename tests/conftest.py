@@ -1,0 +1,30 @@
+"""Shared test set-up: 8 simulated CPU devices and a persistent compilation cache.
+
+Both must be configured before JAX is imported anywhere, which is why they live here.
+"""
+import os
+import pathlib
+
+_ROOT = pathlib.Path(__file__).resolve().parent.parent
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_ROOT / ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"
+VECTORS_DIR = DATA_DIR / "vectors"
+
+
+@pytest.fixture
+def vectors():
+    """Loads a parity-vector file from tests/data/vectors by stem, e.g. vectors('bce_loss')."""
+
+    def load(name: str) -> dict[str, np.ndarray]:
+        with np.load(VECTORS_DIR / f"{name}.npz") as f:
+            return {k: f[k] for k in f.files}
+
+    return load
