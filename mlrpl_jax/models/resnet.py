@@ -1,0 +1,148 @@
+"""torchvision-layout ResNet backbone with frozen stem..stage 3 and an extra 2x2 pool (METHODS.md §4.1).
+
+NHWC. Padding is explicit and symmetric (3 for the 7x7 stem, 1 for 3x3 convs, 1 with -inf for
+the max pool) so that converted torchvision weights compute the same function; 'SAME' would
+pad stride-2 layers asymmetrically.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mlrpl_jax.models.batch_norm import TorchBatchNorm
+from mlrpl_jax.models.initializers import kaiming_normal_fan_out
+
+# Submodules of ResNet that are never trained: inference-mode BN, no gradient (METHODS.md §4.1).
+FROZEN_BACKBONE_MODULES = ("conv1", "bn1", "layer1", "layer2", "layer3")
+
+# depth -> (bottleneck blocks?, blocks per stage), as in torchvision.
+RESNET_STAGES: dict[int, tuple[bool, tuple[int, int, int, int]]] = {
+    18: (False, (2, 2, 2, 2)),
+    34: (False, (3, 4, 6, 3)),
+    50: (True, (3, 4, 6, 3)),
+    101: (True, (3, 4, 23, 3)),
+    152: (True, (3, 8, 36, 3)),
+}
+
+
+def resnet_stages(depth: int) -> tuple[bool, tuple[int, int, int, int]]:
+    """(uses bottleneck blocks, number of blocks in layer1..layer4) for a torchvision depth."""
+    if depth not in RESNET_STAGES:
+        raise ValueError(f"Unsupported ResNet depth {depth}; choose one of {sorted(RESNET_STAGES)}.")
+    return RESNET_STAGES[depth]
+
+
+def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
+    pad = (kernel - 1) // 2
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        use_bias=False,
+        kernel_init=kaiming_normal_fan_out,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
+    )
+
+
+class ResidualBlock(nn.Module):
+    """torchvision BasicBlock (two 3x3 convs) or Bottleneck (1x1, 3x3 with the stride, 1x1 x4).
+
+    The projection shortcut 'downsample_conv'/'downsample_bn' exists when the stride or the
+    channel count changes (torchvision's downsample.0 / downsample.1).
+    """
+
+    planes: int
+    stride: int
+    bottleneck: bool
+    project: bool
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        frozen_bn = not train
+        if self.bottleneck:
+            out_features = 4 * self.planes
+            y = _conv(self.planes, 1, 1, self.dtype, "conv1")(x)
+            y = nn.relu(TorchBatchNorm(dtype=self.dtype, name="bn1")(y, frozen_bn))
+            y = _conv(self.planes, 3, self.stride, self.dtype, "conv2")(y)
+            y = nn.relu(TorchBatchNorm(dtype=self.dtype, name="bn2")(y, frozen_bn))
+            y = _conv(out_features, 1, 1, self.dtype, "conv3")(y)
+            y = TorchBatchNorm(dtype=self.dtype, name="bn3")(y, frozen_bn)
+        else:
+            out_features = self.planes
+            y = _conv(self.planes, 3, self.stride, self.dtype, "conv1")(x)
+            y = nn.relu(TorchBatchNorm(dtype=self.dtype, name="bn1")(y, frozen_bn))
+            y = _conv(self.planes, 3, 1, self.dtype, "conv2")(y)
+            y = TorchBatchNorm(dtype=self.dtype, name="bn2")(y, frozen_bn)
+        if self.project:
+            x = _conv(out_features, 1, self.stride, self.dtype, "downsample_conv")(x)
+            x = TorchBatchNorm(dtype=self.dtype, name="downsample_bn")(x, frozen_bn)
+        return nn.relu(y + x)
+
+
+class ResNetStage(nn.Module):
+    """torchvision layerN: blocks named '0', '1', ...; the first carries the stride."""
+
+    planes: int
+    num_blocks: int
+    stride: int
+    bottleneck: bool
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        out_features = 4 * self.planes if self.bottleneck else self.planes
+        for i in range(self.num_blocks):
+            first = i == 0
+            x = ResidualBlock(
+                planes=self.planes,
+                stride=self.stride if first else 1,
+                bottleneck=self.bottleneck,
+                project=first and (self.stride != 1 or x.shape[-1] != out_features),
+                dtype=self.dtype,
+                name=str(i),
+            )(x, train)
+        return x
+
+
+class ResNet(nn.Module):
+    """ResNet-{18,34,50,101,152} without pooling/fc, plus a 2x2/2 average pool (METHODS.md §4.1).
+
+    (B, H, W, 3) -> (B, H/64, W/64, 8*width*expansion) with extra_pool (H/32 without). With
+    freeze_early_stages (the reference), stem and layer1..layer3 always run inference-mode BN
+    and get no gradient (stop_gradient on the output of layer3); layer4 uses batch statistics
+    when train=True. Without it (training from scratch) every stage trains like layer4.
+    """
+
+    depth: int = 101
+    width: int = 64
+    extra_pool: bool = True
+    freeze_early_stages: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        bottleneck, blocks = resnet_stages(self.depth)
+        x = x.astype(self.dtype)
+        x = _conv(self.width, 7, 2, self.dtype, "conv1")(x)
+        stem_train = train and not self.freeze_early_stages
+        x = nn.relu(TorchBatchNorm(dtype=self.dtype, name="bn1")(x, use_running_average=not stem_train))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pads with -inf
+        for stage, num_blocks in enumerate(blocks):
+            x = ResNetStage(
+                planes=self.width * 2**stage,
+                num_blocks=num_blocks,
+                stride=1 if stage == 0 else 2,
+                bottleneck=bottleneck,
+                dtype=self.dtype,
+                name=f"layer{stage + 1}",
+            )(x, train=train and (stage == 3 or not self.freeze_early_stages))
+            if stage == 2 and self.freeze_early_stages:
+                x = jax.lax.stop_gradient(x)
+        if self.extra_pool:
+            x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        return x
