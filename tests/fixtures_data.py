@@ -1,0 +1,16 @@
+"""Shared data fixtures. Import into a test module with `from fixtures_data import digit_scenes_dir`."""
+import pytest
+import tensorflow_datasets as tfds
+
+from mlrpl_jax.data.datasets import prepare_dataset
+
+TINY_DATASET = "digit_scenes/tiny"
+
+
+@pytest.fixture(scope="session")
+def digit_scenes_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """data_dir holding the 'tiny' digit-scenes build (96 train / 40 test), built once per session."""
+    data_dir = tmp_path_factory.mktemp("tfds_data")
+    tfds.display_progress_bar(False)
+    prepare_dataset(TINY_DATASET, str(data_dir))
+    return str(data_dir)
