@@ -1,0 +1,81 @@
+"""Atomic, asynchronous checkpoints of the full train state with orbax.
+
+A checkpoint holds the TrainState (parameters, BN statistics, optimiser state, method state,
+step, RNG) and a JSON record (epoch, position in the epoch's batch order, best mAP so far,
+the run's identity). The data iterator position is the step itself: the order of epoch e is
+a function of (seed, e) only, so restoring the step restores the iterator exactly.
+orbax writes into a temporary directory and renames it when complete, so a half-written
+checkpoint is never picked up. We keep the latest `keep_last` and the best `keep_best`
+(by test mAP) checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy
+
+BEST_METRIC = "mAP"
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint in the workdir belongs to a different run configuration."""
+
+
+class Checkpointer:
+    def __init__(self, directory: str, *, keep_last: int, keep_best: int, async_save: bool):
+        def best_metric(metrics: dict[str, float]) -> float:
+            return metrics[BEST_METRIC]
+
+        policies = [preservation_policy.LatestN(n=keep_last)]
+        if keep_best > 0:
+            policies.append(preservation_policy.BestN(
+                get_metric_fn=best_metric, reverse=False, n=keep_best,
+                keep_checkpoints_without_metrics=False))
+        options = ocp.CheckpointManagerOptions(
+            best_fn=best_metric, best_mode="max",
+            preservation_policy=preservation_policy.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=async_save, create=True)
+        self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def best_step(self) -> int | None:
+        return self._manager.best_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, record: dict[str, Any],
+             metrics: dict[str, float] | None = None) -> None:
+        """Starts saving `state` at `step` (returns before the write completes when async)."""
+        self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)),
+            metrics=metrics, force=True)
+
+    def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
+        """Restores the state at `step` with the structure, shapes and shardings of `target`."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
+        except (ValueError, KeyError) as error:
+            raise CheckpointMismatchError(
+                f"checkpoint at step {step} in {self._manager.directory} does not match this "
+                f"run's state (different method, dataset or model size?): {error}. Use a new "
+                "--workdir or the config the checkpoint was written with.") from error
+        return restored.state, restored.record
+
+    def read_record(self, step: int) -> dict[str, Any]:
+        return self._manager.restore(step, args=ocp.args.Composite(
+            record=ocp.args.JsonRestore())).record
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()

@@ -1,0 +1,142 @@
+"""Experiment configuration: the schema every config file extends, and its validation.
+
+Config files in `configs/` are `get_config()` modules that start from `base_config()` and
+change what their experiment needs. `validate_config` compares a (possibly command-line
+overridden) config against the schema, so a typo or a wrong type stops the run at once with
+the list of valid keys. Defaults are the reference's launch-script values (METHODS.md
+Appendix A), never its argparse defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from mlrpl_jax import methods
+
+
+class ConfigError(ValueError):
+    """A config value or key is invalid; the message says which and what is allowed."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Schema with the paper defaults (COCO 2014, ResNet-101, 448², batch 8, 20 epochs)."""
+    config = ml_collections.ConfigDict()
+    config.method = "baseline"
+    config.seed = 0
+    config.known_ratio = 0.5  # proportion of known labels p (METHODS.md §1.3); 1.0 = complete
+    config.batch_size = 8  # global batch size, split over all devices of all processes
+    config.epochs = 20
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "coco2014"
+    config.data.data_dir = ""  # '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets
+    config.data.image_size = 448
+    config.data.num_workers = 0  # grain worker processes; 0 = decode in the main process
+
+    config.embeddings = ml_collections.ConfigDict()
+    config.embeddings.kind = "npy"  # 'npy' | 'glove' | 'random' (data/label_embeddings.py)
+    config.embeddings.path = ""
+    config.embeddings.dim = 300
+
+    config.model = ml_collections.ConfigDict()
+    config.model.depth = 101
+    config.model.width = 64
+    config.model.extra_pool = True  # the reference's 2x2 pool after stage 4 (METHODS.md §4.1)
+    config.model.freeze_early_stages = True  # stem..stage 3 frozen as in the reference
+    config.model.feature_dim = 1024
+    config.model.attention_dim = 512
+    config.model.output_dim = 1024
+    config.model.ggnn_steps = 3
+    config.model.pretrained = ""  # .npz of torchvision-layout ResNet weights; '' = from scratch
+    config.model.dtype = "float32"
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.name = "adam"
+    config.optim.lr = 1e-5
+    config.optim.b1 = 0.9
+    config.optim.b2 = 0.999
+    config.optim.eps = 1e-8
+    config.optim.weight_decay = 5e-4
+    config.optim.lr_decay_epochs = 10
+    config.optim.lr_decay_factor = 0.1
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.every_epochs = 1
+    config.eval.batch_size = 0  # 0 -> same as config.batch_size
+    config.eval.drop_last = False  # True reproduces the reference's dropped test tail (§12.1)
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every_steps = 0  # extra mid-epoch checkpoints; 0 = only after each epoch
+    config.checkpoint.keep_last = 2
+    config.checkpoint.keep_best = 1
+    config.checkpoint.async_save = True
+
+    config.logging = ml_collections.ConfigDict()
+    config.logging.every_steps = 50
+    config.logging.progress_bar = True  # shown only on interactive terminals
+    return config
+
+
+def schema_for(method_name: str) -> ml_collections.ConfigDict:
+    """The base schema plus the section of `method_name` (if that method has options)."""
+    schema = base_config()
+    schema.method = method_name
+    section = methods.get_method_class(method_name).default_config()
+    if section is not None:
+        schema[method_name] = section
+    return schema
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError on unknown keys, wrong types or out-of-range values."""
+    if "method" not in config:
+        raise ConfigError("config has no 'method' key; valid methods: "
+                          + ", ".join(methods.available_methods()))
+    try:
+        schema = schema_for(config.method)
+    except KeyError as error:
+        raise ConfigError(str(error.args[0])) from None
+    _check_against_schema(config, schema, prefix="")
+    _check_values(config)
+
+
+def _check_against_schema(config: Any, schema: ml_collections.ConfigDict, prefix: str) -> None:
+    for key in config.keys():
+        name = prefix + key
+        if key not in schema:
+            valid = ", ".join(sorted(prefix + k for k in schema.keys()))
+            raise ConfigError(f"unknown config key '{name}'. Valid keys here: {valid}")
+        value, expected = config[key], schema[key]
+        if isinstance(expected, ml_collections.ConfigDict):
+            if not isinstance(value, ml_collections.ConfigDict):
+                raise ConfigError(f"config key '{name}' must be a section, got {value!r}")
+            _check_against_schema(value, expected, prefix=name + ".")
+        elif not _same_type(value, expected):
+            raise ConfigError(f"config key '{name}' must be of type {type(expected).__name__} "
+                              f"(default {expected!r}), got {type(value).__name__} {value!r}")
+
+
+def _same_type(value: Any, expected: Any) -> bool:
+    if isinstance(expected, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(expected, bool)
+    if isinstance(expected, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(expected))
+
+
+def _check_values(config: ml_collections.ConfigDict) -> None:
+    if not 0.0 < config.known_ratio <= 1.0:
+        raise ConfigError(f"known_ratio must be in (0, 1] (1.0 = complete labels), "
+                          f"got {config.known_ratio}")
+    positive = {"batch_size": config.batch_size, "epochs": config.epochs,
+                "data.image_size": config.data.image_size,
+                "eval.every_epochs": config.eval.every_epochs,
+                "logging.every_steps": config.logging.every_steps,
+                "checkpoint.keep_last": config.checkpoint.keep_last}
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"config key '{name}' must be positive, got {value}")
+    if config.model.dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"model.dtype must be 'float32' or 'bfloat16', got {config.model.dtype!r}")

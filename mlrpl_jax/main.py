@@ -1,0 +1,36 @@
+"""Command-line entry point.
+
+    python -m mlrpl_jax.main --config=configs/baseline_digits.py --workdir=workdirs/demo \
+        --config.known_ratio=0.3 --config.batch_size=16
+
+Running the same command again in the same workdir resumes from its latest checkpoint.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from mlrpl_jax import config as config_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    # Imported here so that `--help` and flag errors do not pay for importing JAX.
+    from mlrpl_jax import train
+
+    config = _CONFIG.value
+    try:
+        config_lib.validate_config(config)
+    except config_lib.ConfigError as error:
+        raise app.UsageError(str(error)) from None
+    logging.info("config:\n%s", config)
+    train.train_and_evaluate(config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,136 @@
+"""The plug-in interface every method implements.
+
+A method owns four things and nothing else:
+  * its model (the shared network of METHODS.md §4, possibly with extra heads),
+  * its loss, computed inside the jitted train step from (variables, method state, batch),
+  * its method state (banks, prototypes, threshold statistics, margins): a PyTree that is
+    updated inside the step, replicated over the mesh and checkpointed with the rest,
+  * host-side hooks run between epochs (K-means prototypes, margin schedules).
+The train loop (train.py) calls only this interface.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Callable, ClassVar, Iterator
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mlrpl_jax.data.pipeline import DataInfo
+from mlrpl_jax.models.network import SharedNetwork
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class StepContext:
+    """Where the step is in training; everything a loss may depend on besides the data."""
+
+    epoch: jax.Array  # int32 scalar, 0-based
+    step_in_epoch: jax.Array  # int32 scalar, i in METHODS.md §5.4
+    rng: jax.Array  # PRNG key for this step's in-step randomness
+    steps_per_epoch: int = flax.struct.field(pytree_node=False)
+
+
+@flax.struct.dataclass
+class LossAux:
+    """Everything a loss returns besides the scalar it is differentiated on."""
+
+    batch_stats: PyTree  # updated BN running statistics
+    method_state: PyTree  # updated method state
+    metrics: dict[str, jax.Array]  # scalars to log (averaged over logging windows)
+
+
+@dataclasses.dataclass(frozen=True)
+class HostContext:
+    """What host-side hooks may use: the data, the device layout and jitted helpers."""
+
+    data: Any  # mlrpl_jax.data.pipeline.PartialLabelData
+    global_batch_size: int
+    process_index: int
+    process_count: int
+    to_global: Callable[[dict], dict]  # local numpy batch -> global sharded arrays
+    log: Callable[[int, dict], None]  # (step, scalars) -> logs on process 0
+
+    def train_batches(self, epoch: int) -> Iterator[dict]:
+        """Local batches of one (augmented, shuffled) training epoch, as hooks need them."""
+        return self.data.train_batches(epoch, self.global_batch_size,
+                                       process_index=self.process_index,
+                                       process_count=self.process_count)
+
+
+class Method(abc.ABC):
+    """Base class; subclasses define at least `loss`."""
+
+    name: ClassVar[str]
+
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo,
+                 word_embeddings: np.ndarray, adjacency: np.ndarray):
+        self.config = config
+        self.info = info
+        self.model = self.build_model(network_kwargs(config, info.num_classes,
+                                                     word_embeddings, adjacency))
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict | None:
+        """The method's own config section (config.<name>), or None if it has no options."""
+        return None
+
+    def build_model(self, kwargs: dict[str, Any]) -> nn.Module:
+        return SharedNetwork(**kwargs)
+
+    def init_variables(self, rng: jax.Array, image_shape: tuple[int, ...]) -> dict[str, PyTree]:
+        """Model variables {'params', 'batch_stats'} for images of `image_shape` (B, H, W, 3)."""
+        return self.model.init(rng, jnp.zeros(image_shape, jnp.float32), train=False)
+
+    def init_method_state(self) -> PyTree:
+        return {}
+
+    def active_params(self, params: PyTree, epoch: jax.Array) -> PyTree | None:
+        """Per-leaf booleans: which parameters took part in this step's backward pass.
+
+        Parameters that are absent from the reference's graph before some epoch (SARB's α, β,
+        HST's margins) must not be touched by Adam until then (METHODS.md §10.2). None means
+        every parameter is active.
+        """
+        return None
+
+    def project_params(self, params: PyTree) -> PyTree:
+        """Projection applied after each optimiser update (e.g. clamping α, β to [0, 1])."""
+        return params
+
+    @abc.abstractmethod
+    def loss(self, variables: dict[str, PyTree], method_state: PyTree, batch: dict[str, jax.Array],
+             ctx: StepContext) -> tuple[jax.Array, LossAux]:
+        """Scalar training loss of one global batch (train-mode forward) and its aux outputs."""
+
+    def predict(self, variables: dict[str, PyTree], method_state: PyTree,
+                images: jax.Array) -> jax.Array:
+        """Inference-mode logits (B, C) used for evaluation."""
+        return self.model.apply(variables, images, train=False).logits
+
+    def on_epoch_start(self, state: Any, epoch: int, host: HostContext) -> Any:
+        """Host hook before the first step of `epoch` (not re-run when resuming mid-epoch)."""
+        return state
+
+    def on_epoch_end(self, state: Any, epoch: int, host: HostContext) -> Any:
+        """Host hook after `epoch` has been trained and evaluated, before its checkpoint."""
+        return state
+
+
+def network_kwargs(config: ml_collections.ConfigDict, num_classes: int,
+                   word_embeddings: np.ndarray, adjacency: np.ndarray) -> dict[str, Any]:
+    """Constructor arguments of the shared network from config.model."""
+    model = config.model
+    return dict(num_classes=num_classes, word_embeddings=word_embeddings, adjacency=adjacency,
+                depth=model.depth, width=model.width, extra_pool=model.extra_pool,
+                freeze_early_stages=model.freeze_early_stages,
+                feature_dim=model.feature_dim, attention_dim=model.attention_dim,
+                output_dim=model.output_dim, ggnn_steps=model.ggnn_steps,
+                dtype=jnp.dtype(model.dtype))

@@ -1,0 +1,113 @@
+"""Config schema, validation messages and the command line's handling of overrides."""
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from mlrpl_jax import config as config_lib
+from mlrpl_jax import methods
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONFIG_FILES = sorted((ROOT / "configs").glob("*.py"))
+
+
+def load_config_file(path: pathlib.Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_every_config_file_validates_and_documents_its_command(path):
+    config = load_config_file(path)
+    config_lib.validate_config(config)
+    module_doc = path.read_text().split('"""')[1]
+    assert f"--config=configs/{path.name}" in module_doc
+
+
+def test_base_config_has_the_reference_script_defaults():
+    config = config_lib.base_config()
+    assert (config.optim.lr, config.optim.weight_decay, config.batch_size, config.epochs) == (
+        1e-5, 5e-4, 8, 20)
+    assert (config.data.image_size, config.model.depth, config.known_ratio) == (448, 101, 0.5)
+
+
+def test_unknown_key_lists_the_valid_keys():
+    config = config_lib.base_config()
+    config.optim.learning_rate = 0.1
+    with pytest.raises(config_lib.ConfigError, match=r"unknown config key 'optim.learning_rate'"
+                       r".*optim\.lr"):
+        config_lib.validate_config(config)
+
+
+def test_unknown_top_level_key():
+    config = config_lib.base_config()
+    config.knwon_ratio = 0.3
+    with pytest.raises(config_lib.ConfigError, match="knwon_ratio.*known_ratio"):
+        config_lib.validate_config(config)
+
+
+def test_wrong_type_is_reported_with_the_expected_type():
+    values = config_lib.base_config().to_dict()
+    values["batch_size"] = "eight"
+    config = ml_collections.ConfigDict(values)
+    with pytest.raises(config_lib.ConfigError, match="'batch_size' must be of type int"):
+        config_lib.validate_config(config)
+
+
+def test_integer_is_accepted_for_a_float_but_not_a_bool_for_an_int():
+    config = config_lib.base_config()
+    config.known_ratio = 1
+    config_lib.validate_config(config)
+    values = config.to_dict()
+    values["epochs"] = True
+    config = ml_collections.ConfigDict(values)
+    with pytest.raises(config_lib.ConfigError, match="'epochs' must be of type int"):
+        config_lib.validate_config(config)
+
+
+@pytest.mark.parametrize("ratio", [0.0, -0.1, 1.5])
+def test_known_ratio_outside_the_unit_interval(ratio):
+    config = config_lib.base_config()
+    config.known_ratio = ratio
+    with pytest.raises(config_lib.ConfigError, match=r"known_ratio must be in \(0, 1\]"):
+        config_lib.validate_config(config)
+
+
+def test_unknown_method_lists_the_registered_methods():
+    config = config_lib.base_config()
+    config.method = "sstt"
+    with pytest.raises(config_lib.ConfigError, match="unknown method 'sstt'.*baseline"):
+        config_lib.validate_config(config)
+    assert "baseline" in methods.available_methods()
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlrpl_jax.main", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_command_line_rejects_an_unknown_override(tmp_path):
+    result = run_main("--config=configs/baseline_digits.py", f"--workdir={tmp_path}",
+                      "--config.optim.learning_rate=0.1")
+    assert result.returncode != 0
+    assert "learning_rate" in result.stderr
+
+
+def test_command_line_rejects_a_mistyped_override(tmp_path):
+    result = run_main("--config=configs/baseline_digits.py", f"--workdir={tmp_path}",
+                      "--config.batch_size=big")
+    assert result.returncode != 0
+    assert "batch_size" in result.stderr
+
+
+def test_command_line_rejects_a_bad_known_ratio(tmp_path):
+    result = run_main("--config=configs/baseline_digits.py", f"--workdir={tmp_path}",
+                      "--config.known_ratio=1.5")
+    assert result.returncode != 0
+    assert "known_ratio must be in (0, 1]" in result.stderr
