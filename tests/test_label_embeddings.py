@@ -73,14 +73,14 @@ def test_glove_malformed_line_reported(tmp_path):
         load_glove_embeddings(path, ["cat"])
 
 
-def test_random_embeddings_deterministic_unit_norm_distinct():
+def test_random_embeddings_deterministic_unit_rms_distinct():
     emb = random_embeddings(6, dim=16, seed=7)
     assert emb.dtype == np.float32 and emb.shape == (6, 16)
     np.testing.assert_array_equal(emb, random_embeddings(6, dim=16, seed=7))
-    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 4.0, rtol=1e-6)  # sqrt(16)
     gaussian = np.random.default_rng(7).standard_normal((6, 16))
     np.testing.assert_allclose(
-        emb, gaussian / np.linalg.norm(gaussian, axis=1, keepdims=True), rtol=1e-6
+        emb, 4.0 * gaussian / np.linalg.norm(gaussian, axis=1, keepdims=True), rtol=1e-6
     )
     assert len({row.tobytes() for row in emb}) == 6
     assert not np.array_equal(emb, random_embeddings(6, dim=16, seed=8))

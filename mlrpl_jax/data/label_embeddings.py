@@ -97,9 +97,12 @@ def load_glove_embeddings(path: str | os.PathLike, class_names: Sequence[str]) -
 
 
 def random_embeddings(num_classes: int, dim: int = 300, seed: int = 0) -> np.ndarray:
-    """Float32 (C, dim) unit-norm rows e_c = z_c / |z_c|, z_c ~ N(0, I) from default_rng(seed).
+    """Float32 (C, dim) rows e_c = sqrt(dim) z_c / |z_c|, z_c ~ N(0, I) from default_rng(seed).
 
     Our no-download fallback: every class gets a distinct, fixed, deterministic query vector.
+    Rows have norm sqrt(dim) (unit RMS entries): with PyTorch's default init of the word
+    projection P_2 (§4.3), P_2 e_c then has entries of order 1 as with GloVe vectors, so the
+    attention is not flat at initialisation (unit-norm rows left it uniform for epochs).
     """
     if num_classes < 1 or dim < 1:
         raise ValueError(
@@ -107,7 +110,8 @@ def random_embeddings(num_classes: int, dim: int = 300, seed: int = 0) -> np.nda
             f"{num_classes}, dim={dim}."
         )
     gaussian = np.random.default_rng(seed).standard_normal((num_classes, dim))  # (C, dim)
-    return (gaussian / np.linalg.norm(gaussian, axis=1, keepdims=True)).astype(np.float32)
+    rows = gaussian / np.linalg.norm(gaussian, axis=1, keepdims=True) * np.sqrt(dim)
+    return rows.astype(np.float32)
 
 
 def _load_npy_embeddings(path: str | os.PathLike, num_classes: int) -> np.ndarray:
