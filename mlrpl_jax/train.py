@@ -16,7 +16,6 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -198,7 +197,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     to_global = functools.partial(parallel.to_global, mesh=mesh)
     host = HostContext(data=data, global_batch_size=config.batch_size,
                        process_index=process_index, process_count=process_count,
-                       to_global=to_global, log=writer.write)
+                       to_global=to_global,
+                       replicate=functools.partial(parallel.replicate, mesh=mesh),
+                       log=writer.write)
     train_step = jit_train_step(make_train_step(method, optimizer, steps_per_epoch), mesh)
     predict = jit_predict(method, mesh)
     show_progress = (config.logging.progress_bar and process_index == 0

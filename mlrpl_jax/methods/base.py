@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mlrpl_jax import parallel
 from mlrpl_jax.data.pipeline import DataInfo
 from mlrpl_jax.models.network import SharedNetwork
 
@@ -56,6 +57,7 @@ class HostContext:
     process_index: int
     process_count: int
     to_global: Callable[[dict], dict]  # local numpy batch -> global sharded arrays
+    replicate: Callable[[PyTree], PyTree]  # host PyTree -> arrays replicated over the mesh
     log: Callable[[int, dict], None]  # (step, scalars) -> logs on process 0
 
     def train_batches(self, epoch: int) -> Iterator[dict]:
@@ -63,6 +65,22 @@ class HostContext:
         return self.data.train_batches(epoch, self.global_batch_size,
                                        process_index=self.process_index,
                                        process_count=self.process_count)
+
+    def inference_pass(self, state: Any, features_fn: Callable[[dict, PyTree, jax.Array], dict],
+                       epoch: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        """Runs `features_fn(variables, method_state, images)` over one augmented training epoch.
+
+        This is the reference's prototype pass (METHODS.md §7.3, §8.3, §9.3): inference-mode
+        features of the shuffled, augmented training loader. Yields, for every global batch,
+        the outputs and the partial labels (B, C) as NumPy arrays that are identical on every
+        process (gathered from all of them), so host-side K-means agrees everywhere.
+        """
+        jitted = jax.jit(lambda st, images: features_fn(st.variables(), st.method_state, images))
+        for batch in self.train_batches(epoch):
+            global_batch = self.to_global({"image": batch["image"], "labels": batch["labels"]})
+            outputs = jitted(state, global_batch["image"])
+            yield ({key: parallel.gather_to_host(value) for key, value in outputs.items()},
+                   parallel.gather_to_host(global_batch["labels"]))
 
 
 class Method(abc.ABC):
@@ -74,6 +92,7 @@ class Method(abc.ABC):
                  word_embeddings: np.ndarray, adjacency: np.ndarray):
         self.config = config
         self.info = info
+        self.options = self.method_options(config)
         self.model = self.build_model(network_kwargs(config, info.num_classes,
                                                      word_embeddings, adjacency))
 
@@ -81,6 +100,15 @@ class Method(abc.ABC):
     def default_config(cls) -> ml_collections.ConfigDict | None:
         """The method's own config section (config.<name>), or None if it has no options."""
         return None
+
+    @classmethod
+    def method_options(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+        """config.<name> laid over `default_config()` (a config without the section gets the defaults)."""
+        defaults = cls.default_config()
+        options = ml_collections.ConfigDict(defaults.to_dict() if defaults is not None else {})
+        if cls.name in config:
+            options.update(config[cls.name].to_dict())
+        return options
 
     def build_model(self, kwargs: dict[str, Any]) -> nn.Module:
         return SharedNetwork(**kwargs)
