@@ -1,0 +1,22 @@
+"""HST on Pascal VOC 2007 (20 classes) with the reference launch script's settings (METHODS.md §7, App. A).
+
+    python -m mlrpl_jax.main --config=configs/hst_voc.py --workdir=workdirs/hst_voc
+
+ResNet-101 at 448 px with stem..stage 3 frozen, Adam lr 1e-5 (x0.1 after epoch 9), weight
+decay 5e-4, batch 32, 20 epochs; pseudo labels and learnable margins (start 1.0) from epoch 5,
+K = 10 K-means prototypes per class at epochs 5, 10, 15; weights 0.1 (score BCEs), 10
+(co-occurrence), 0.05 (instance contrastive), 0.05 (prototype). Every test image is
+evaluated; --config.eval.drop_last=True reproduces the reference's dropped test tail.
+"""
+
+from mlrpl_jax.config import base_config
+from mlrpl_jax.methods.hst import HeterogeneousSemanticTransfer
+
+
+def get_config():
+    config = base_config()
+    config.method = "hst"
+    config.batch_size = 32
+    config.data.name = "voc2007"
+    config.hst = HeterogeneousSemanticTransfer.default_config()
+    return config

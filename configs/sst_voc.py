@@ -1,0 +1,20 @@
+"""SST on Pascal VOC 2007 (20 classes) with the reference launch script's settings (METHODS.md §6, App. A).
+
+    python -m mlrpl_jax.main --config=configs/sst_voc.py --workdir=workdirs/sst_voc
+
+ResNet-101 at 448 px with stem..stage 3 frozen, Adam lr 1e-5 (x0.1 after epoch 9), weight
+decay 5e-4, batch 8, 20 epochs; pseudo labels from epoch 5, margins 0.95 -> 0.75, loss
+weights (1, 1, 10, 0.05), bank of 100 positives per class. Set --config.known_ratio for the
+other label proportions and --config.model.pretrained to the converted ImageNet weights.
+"""
+
+from mlrpl_jax.config import base_config
+from mlrpl_jax.methods.sst import StructuredSemanticTransfer
+
+
+def get_config():
+    config = base_config()
+    config.method = "sst"
+    config.data.name = "voc2007"
+    config.sst = StructuredSemanticTransfer.default_config()
+    return config

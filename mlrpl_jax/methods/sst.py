@@ -1,0 +1,132 @@
+"""SST — Structured Semantic Transfer (METHODS.md §6).
+
+Intra-image pseudo positives from the predicted co-occurrence of each image's known positives
+(§6.2) and cross-image ones from a bank of recent known-positive features (§6.3), with margins
+that fall by a fixed schedule (§6.4). The bank is method state updated inside the jitted step
+from the global batch; the margins are a pure function of the epoch, so neither depends on
+host-side bookkeeping and both survive a checkpoint/restore exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mlrpl_jax import losses, losses_transfer, semantic_transfer
+from mlrpl_jax.data.pipeline import DataInfo
+from mlrpl_jax.methods.base import LossAux, Method, PyTree, StepContext
+from mlrpl_jax.models.network import SharedNetwork
+from mlrpl_jax.models.semantic_transfer_network import SemanticTransferNetwork
+
+
+def margin_schedule(initial: float, decay: float, floor: float, start_epoch: int,
+                    num_epochs: int) -> np.ndarray:
+    """Margins in force during epochs 0..num_epochs-1 (METHODS.md §6.4), float32 (num_epochs,).
+
+    After epoch e >= start_epoch the margin becomes max(floor, m - decay), by repeated float64
+    subtraction as in the reference, then rounded once to float32.
+    """
+    margins, margin = [], float(initial)
+    for epoch in range(num_epochs):
+        margins.append(margin)
+        if epoch >= start_epoch:
+            margin = max(floor, margin - decay)
+    return np.asarray(margins, np.float64).astype(np.float32)
+
+
+class StructuredSemanticTransfer(Method):
+    name = "sst"
+
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo,
+                 word_embeddings: np.ndarray, adjacency: np.ndarray):
+        super().__init__(config, info, word_embeddings, adjacency)
+        opts = self.options
+        if opts.bank_size < 1 or opts.generate_label_epoch < 0:
+            raise ValueError(f"sst.bank_size must be >= 1 and sst.generate_label_epoch >= 0, got "
+                             f"{opts.bank_size} and {opts.generate_label_epoch}")
+        self.margins = {which: margin_schedule(opts[f"{which}_margin"], opts.margin_decay,
+                                               opts.margin_floor, opts.generate_label_epoch,
+                                               max(config.epochs, 1))
+                        for which in ("intra", "inter")}  # float32 tables (num_epochs,)
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        """Script values of METHODS.md Appendix A (reference argument names in comments)."""
+        return ml_collections.ConfigDict({
+            "generate_label_epoch": 5,  # e_g, generateLabelEpoch: first epoch with pseudo labels
+            "intra_margin": 0.95,  # intraBCEMargin: initial intra margin
+            "inter_margin": 0.95,  # interBCEMargin: initial inter margin
+            "margin_decay": 0.025,  # per epoch from e_g on (hard-coded in the reference)
+            "margin_floor": 0.75,  # (hard-coded in the reference)
+            "intra_bce_weight": 1.0,  # intraBCEWeight
+            "cooccurrence_weight": 10.0,  # intraCooccurrenceWeight
+            "inter_bce_weight": 1.0,  # interBCEWeight
+            "contrastive_weight": 0.05,  # interDistanceWeight
+            "bank_size": 100,  # interExampleNumber: N_Q positives per class
+        })
+
+    def build_model(self, kwargs: dict[str, Any]) -> nn.Module:
+        return self.network(SharedNetwork(**kwargs))
+
+    def network(self, base: nn.Module) -> SemanticTransferNetwork:
+        """The SST model around `base` (a SharedNetwork, or a SharedHead for feature maps)."""
+        return SemanticTransferNetwork(base=base)
+
+    def init_method_state(self) -> PyTree:
+        """The positive-feature bank (C, N_Q, D), zeros, as a ring buffer (§6.3)."""
+        return {"bank": semantic_transfer.init_positive_bank(
+            self.info.num_classes, self.options.bank_size, self.config.model.feature_dim)}
+
+    def margins_at(self, epoch: jax.Array) -> dict[str, jax.Array]:
+        """Float32 intra and inter margins of `epoch` (traced), from the §6.4 table."""
+        return {which: jnp.asarray(table)[jnp.clip(epoch, 0, len(table) - 1)]
+                for which, table in self.margins.items()}
+
+    def loss(self, variables: dict[str, PyTree], method_state: PyTree, batch: dict[str, jax.Array],
+             ctx: StepContext) -> tuple[jax.Array, LossAux]:
+        """§6.5: BCE(z,t) + [e>=e_g](λ1 BCE(z,t^intra) + λ2 BCE(z,t^inter))
+        + w_e (λ3 L_cooc + λ4 L_con)."""
+        opts = self.options
+        output, updates = self.model.apply(variables, batch["image"], train=True,
+                                           mutable=["batch_stats"])
+        targets = batch["labels"]  # (B, C)
+        bank = semantic_transfer.positive_bank_update(method_state["bank"], output.semantic, targets)
+        margins = self.margins_at(ctx.epoch)
+        intra_targets = semantic_transfer.sst_intra_pseudo_labels(
+            output.pair_logits, targets, margins["intra"])
+        inter_targets = semantic_transfer.sst_inter_pseudo_labels(
+            output.semantic, targets, bank["rows"], margins["inter"])
+        pseudo_on = (ctx.epoch >= opts.generate_label_epoch).astype(jnp.float32)
+        warmup = losses.warmup_factor(ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
+
+        terms = {
+            "bce": losses.partial_bce(output.logits, targets),
+            "intra_bce": losses.partial_bce(output.logits, intra_targets),
+            "inter_bce": losses.partial_bce(output.logits, inter_targets),
+            "cooccurrence": losses_transfer.pair_asymmetric_loss(output.pair_logits, targets),
+            "contrastive": losses_transfer.contrastive_loss(output.semantic, targets, ctx.rng),
+        }
+        total = (terms["bce"]
+                 + pseudo_on * (opts.intra_bce_weight * terms["intra_bce"]
+                                + opts.inter_bce_weight * terms["inter_bce"])
+                 + warmup * (opts.cooccurrence_weight * terms["cooccurrence"]
+                             + opts.contrastive_weight * terms["contrastive"]))
+        metrics = {
+            **terms,
+            "intra_margin": margins["intra"],
+            "inter_margin": margins["inter"],
+            "intra_pseudo_positives": pseudo_on * count_new_positives(intra_targets, targets),
+            "inter_pseudo_positives": pseudo_on * count_new_positives(inter_targets, targets),
+        }
+        return total, LossAux(batch_stats=updates["batch_stats"], method_state={"bank": bank},
+                              metrics=metrics)
+
+
+def count_new_positives(pseudo_targets: jax.Array, targets: jax.Array) -> jax.Array:
+    """Number of unknown entries turned into pseudo positives in the batch (float32 scalar)."""
+    return jnp.sum((pseudo_targets == 1) & (targets == 0), dtype=jnp.float32)

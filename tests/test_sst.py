@@ -1,0 +1,125 @@
+"""SST as a method plug-in (METHODS.md §6, §13 items 13-15): one reference training step, the
+margin schedule, the bank across devices and checkpoints, and a short end-to-end run."""
+import jax
+import numpy as np
+import pytest
+
+import head_parity
+import method_harness
+from mlrpl_jax import checkpointing, semantic_transfer, train
+from mlrpl_jax.methods.sst import StructuredSemanticTransfer, margin_schedule
+
+
+def sst_section(v):
+    section = StructuredSemanticTransfer.default_config()
+    section.update(
+        generate_label_epoch=int(v["hp/generateLabelEpoch"]),
+        intra_margin=float(v["hp/intraBCEMargin"]), inter_margin=float(v["hp/interBCEMargin"]),
+        intra_bce_weight=float(v["hp/intraBCEWeight"]),
+        cooccurrence_weight=float(v["hp/intraCooccurrenceWeight"]),
+        inter_bce_weight=float(v["hp/interBCEWeight"]),
+        contrastive_weight=float(v["hp/interDistanceWeight"]),  # 0: the recorded term is random
+        bank_size=int(v["hp/interExampleNumber"]))
+    return section
+
+
+def test_one_training_step_matches_the_reference(vectors):
+    v = vectors("sst_head")
+    config = head_parity.head_config("sst", sst_section(v))
+    method = head_parity.build(StructuredSemanticTransfer, config, v)
+    bank = semantic_transfer.positive_bank_from_newest_first(v["posFeature_before"])
+    output, loss, grads, metrics, after = head_parity.reference_step(method, v, {"bank": bank})
+
+    head_parity.check_forward_grads_and_update(v, output, loss, grads, after)
+    for metric, criterion in (("bce", "BCELoss"), ("intra_bce", "IntraBCELoss"),
+                              ("cooccurrence", "IntraCooccurrenceLoss"), ("inter_bce", "InterBCELoss")):
+        np.testing.assert_allclose(metrics[metric], v[f"train/crit/{criterion}/0/out"],
+                                   rtol=head_parity.HEAD_RTOL, err_msg=metric)
+    # The pseudo targets themselves are exact (hard thresholds): count the new positives.
+    target = v["target"]
+    for metric, criterion in (("intra_pseudo_positives", "IntraBCELoss"),
+                              ("inter_pseudo_positives", "InterBCELoss")):
+        recorded = v[f"train/crit/{criterion}/0/arg1"]
+        np.testing.assert_array_equal(recorded[target != 0], target[target != 0])
+        assert float(metrics[metric]) == np.sum(recorded[target == 0] == 1) > 0
+    np.testing.assert_allclose(
+        semantic_transfer.bank_rows_newest_first(after.method_state["bank"]), v["posFeature_after"],
+        rtol=head_parity.HEAD_RTOL, atol=head_parity.HEAD_ATOL)
+
+
+def test_margin_schedule_is_the_reference_table():
+    # METHODS.md §6.4: margins in force during epochs 0..19 for the script values.
+    expected = [0.95] * 6 + [0.925, 0.9, 0.875, 0.85, 0.825, 0.8, 0.775] + [0.75] * 7
+    table = margin_schedule(0.95, 0.025, 0.75, start_epoch=5, num_epochs=20)
+    assert table.dtype == np.float32
+    np.testing.assert_array_equal(table, np.asarray(expected, np.float32))
+    config = method_harness.tiny_config("sst", **StructuredSemanticTransfer.default_config())
+    method, _, _ = method_harness.build(StructuredSemanticTransfer, config,
+                                        method_harness.SyntheticTrainingData())
+    margins_at = jax.jit(method.margins_at)
+    for epoch, margin in enumerate(expected):
+        assert float(margins_at(np.int32(epoch))["intra"]) == np.float32(margin)
+    assert float(margins_at(np.int32(25))["inter"]) == np.float32(0.75)  # past the last epoch
+
+
+@pytest.fixture(scope="module")
+def sst_setup():
+    config = method_harness.tiny_config("sst", generate_label_epoch=1, bank_size=3,
+                                        intra_margin=0.6, inter_margin=0.3)
+    data = method_harness.SyntheticTrainingData()
+    method, optimizer, host_state = method_harness.build(StructuredSemanticTransfer, config, data)
+    return method, optimizer, host_state, data
+
+
+def test_bank_and_training_agree_on_one_and_eight_devices(sst_setup):
+    method, optimizer, host_state, data = sst_setup
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        runner = method_harness.Runner(method, optimizer, data, devices)
+        results.append(runner.run(runner.replicate(host_state), 4))
+    (state_1, history_1), (state_8, history_8) = results
+    # Epoch 1 uses pseudo labels; the bank (N_Q = 3) has wrapped around by then.
+    assert sum(h["intra_pseudo_positives"] + h["inter_pseudo_positives"] for h in history_8[2:]) > 0
+    assert int(np.min(state_8.method_state["bank"]["next_slot"])) >= 0
+    assert np.count_nonzero(np.abs(state_8.method_state["bank"]["rows"]).sum(-1)) > 0
+    np.testing.assert_array_equal(state_1.method_state["bank"]["next_slot"],
+                                  state_8.method_state["bank"]["next_slot"])
+    method_harness.assert_trees_close(state_1.method_state, state_8.method_state, rtol=1e-4, atol=1e-5)
+    method_harness.assert_trees_close(state_1.params, state_8.params, rtol=1e-4, atol=1e-6,
+                                      scaled_atol=1e-4)
+    np.testing.assert_allclose([h["loss"] for h in history_1], [h["loss"] for h in history_8], rtol=1e-5)
+
+
+def test_bank_survives_checkpoint_and_resume(sst_setup, tmp_path):
+    method, optimizer, host_state, data = sst_setup
+    runner = method_harness.Runner(method, optimizer, data, jax.devices())
+    uninterrupted, history = runner.run(runner.replicate(host_state), 4)
+    first_part, _ = runner.run(runner.replicate(host_state), 3)
+    saver = checkpointing.Checkpointer(str(tmp_path), keep_last=1, keep_best=0, async_save=False)
+    saver.save(3, first_part, {"step": 3})
+    restored, _ = saver.restore(3, runner.replicate(host_state))
+    saver.close()
+    method_harness.assert_trees_close(restored.method_state, first_part.method_state, rtol=0, atol=0)
+    resumed, resumed_history = runner.run(restored, 1)
+    assert float(resumed_history[0]["loss"]) == float(history[3]["loss"])
+    method_harness.assert_trees_close(resumed, uninterrupted, rtol=0, atol=0)
+
+
+def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
+    config = method_harness.digit_run_config("sst", digit_scenes_dir, epochs=2, generate_label_epoch=1,
+                                             bank_size=5, intra_margin=0.6, inter_margin=0.3)
+    results = train.train_and_evaluate(config, str(tmp_path))
+    assert results["last"]["epoch"] == 1 and 0.0 < results["last"]["mAP"] <= 100.0
+    windows = method_harness.logged_train_metrics(str(tmp_path))
+    epoch_1 = [w for w in windows if w["step"] > 12]  # 12 steps per epoch
+    assert all(w["train/intra_pseudo_positives"] == 0 for w in windows if w["step"] <= 12)
+    assert sum(w["train/intra_pseudo_positives"] + w["train/inter_pseudo_positives"] for w in epoch_1) > 0
+    assert all(w["train/intra_margin"] == pytest.approx(0.6) for w in epoch_1)
+    bank = method_harness.restore_final_state(config, str(tmp_path)).method_state["bank"]
+    rows = np.asarray(bank["rows"])  # (C, 5, 16)
+    assert np.all(np.any(rows != 0, axis=-1))  # 24 steps of 8 scenes fill every class's 5 rows
+
+
+def test_paper_model_has_the_reference_parameter_count():
+    # METHODS.md §4.9, VOC (C = 20): shared network + co-occurrence head.
+    assert method_harness.paper_trainable_parameter_count(StructuredSemanticTransfer, 20) == 32_385_747
