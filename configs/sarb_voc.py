@@ -1,0 +1,20 @@
+"""SARB (METHODS.md §8) on Pascal VOC 2007 (C = 20) with the launch-script settings (METHODS.md Appendix A).
+
+    python -m mlrpl_jax.main --config=configs/sarb_voc.py --workdir=workdirs/sarb_voc
+
+ResNet-101 at 448 px, batch 8, Adam lr 1e-5 -> 1e-6 after epoch 9, 20 epochs; blending and
+prototypes from epoch 5. For the papers' setting add the converted ImageNet backbone with
+--config.model.pretrained=<resnet101 .npz>; change the known ratio with --config.known_ratio.
+"""
+
+from mlrpl_jax.config import base_config
+from mlrpl_jax.methods.sarb import SARB
+
+
+def get_config():
+    config = base_config()
+    config.method = "sarb"
+    config.data.name = "voc2007"
+    config.known_ratio = 0.5
+    config.sarb = SARB.default_config()
+    return config

@@ -1,0 +1,192 @@
+"""Shared set-up of the SARB and DSRB tests: tiny head-only methods, a fake host, step runners.
+
+The head-only variants feed (B, h, w, C_in) "feature maps" straight into SharedHead, so the
+train step, the hooks and the checkpoints run without compiling a ResNet.
+"""
+import importlib.util
+import pathlib
+
+import jax
+import numpy as np
+
+from fixtures_data import TINY_DATASET
+from mlrpl_jax import checkpointing, methods, optim, parallel, train
+from mlrpl_jax.checkpointing import Checkpointer
+from mlrpl_jax.config import base_config, validate_config
+from mlrpl_jax.data.label_embeddings import random_embeddings
+from mlrpl_jax.data.label_graph import label_adjacency
+from mlrpl_jax.data.pipeline import PartialLabelData
+from mlrpl_jax.data.synthetic import synthetic_batch, synthetic_data_info
+from mlrpl_jax.methods.sarb import SARB
+from mlrpl_jax.models.network import SharedHead
+from mlrpl_jax.train import jit_train_step, make_train_step
+
+NUM_CLASSES = 6
+
+HEAD_FIELDS = ("num_classes", "word_embeddings", "adjacency", "feature_dim", "attention_dim",
+               "output_dim", "ggnn_steps", "dtype")
+
+
+def head_only(method_class):
+    """`method_class` with SharedHead as its base network (inputs are backbone feature maps)."""
+
+    class HeadOnly(method_class):
+        def build_model(self, kwargs):
+            return SharedHead(**{key: kwargs[key] for key in HEAD_FIELDS})
+
+    HeadOnly.__name__ = f"HeadOnly{method_class.__name__}"
+    return HeadOnly
+
+
+def tiny_config(method_class, grid=4, **options):
+    """Config of a tiny head-only run; the 'image' is a (grid, grid, 3) feature map."""
+    config = base_config()
+    config.method = method_class.name
+    config.batch_size = 8
+    config.data.image_size = grid
+    config.embeddings.kind = "random"
+    config.embeddings.dim = 12
+    config.model.update(feature_dim=16, attention_dim=8, output_dim=16)
+    config.optim.lr = 1e-2
+    section = method_class.default_config()
+    section.update(options)
+    config[method_class.name] = section
+    return config
+
+
+class FakeHost:
+    """The part of HostContext the prototype hooks use, over fixed local batches on one device."""
+
+    def __init__(self, batches):
+        self.batches = batches
+        self.passes = []  # epochs of the inference passes run
+
+    def inference_pass(self, state, features_fn, epoch):
+        self.passes.append(epoch)
+        apply = jax.jit(lambda st, images: features_fn(st.variables(), st.method_state, images))
+        for batch in self.batches:
+            outputs = apply(state, batch["image"])
+            yield {key: np.asarray(value) for key, value in outputs.items()}, batch["labels"]
+
+    def replicate(self, tree):
+        return jax.tree.map(np.asarray, tree)
+
+
+def run_steps(method, host_state, batches, devices, num_steps, steps_per_epoch, state=None):
+    """Trains `num_steps` steps from `state` (default host_state) on a mesh over `devices`."""
+    optimizer = optim.build_optimizer(method.config.optim, steps_per_epoch)
+    mesh = parallel.create_mesh(devices)
+    state = parallel.replicate(host_state if state is None else state, mesh)
+    step = jit_train_step(make_train_step(method, optimizer, steps_per_epoch), mesh)
+    start = int(jax.device_get(state.step))
+    scalars = []
+    for k in range(start, start + num_steps):
+        state, values = step(state, parallel.to_global(batches[k % len(batches)], mesh))
+        scalars.append(jax.device_get(values))
+    return state, scalars
+
+
+def assert_trees_close(a, b, rtol, atol, scaled_atol=0.0):
+    """Leaf-wise allclose; `scaled_atol` adds an absolute tolerance relative to the leaf's scale."""
+    flat_a, tree_a = jax.tree.flatten(jax.device_get(a))
+    flat_b, tree_b = jax.tree.flatten(jax.device_get(b))
+    assert tree_a == tree_b
+    for x, y in zip(flat_a, flat_b):
+        x, y = np.asarray(x), np.asarray(y)
+        scale = float(np.max(np.abs(y))) if y.size else 0.0
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol + scaled_atol * scale)
+
+
+def training_batches(info, num_batches, grid=4, batch_size=8):
+    """Training batches of random (grid, grid, 3) feature maps in the pipeline's format."""
+    return [{key: value for key, value in synthetic_batch(info, batch_size, grid, seed=k).items()
+             if key in ("image", "labels")} for k in range(num_batches)]
+
+
+def tiny_method(method_class=SARB, **options):
+    info = synthetic_data_info(NUM_CLASSES, 64, known_ratio=0.5, positive_rate=0.4)
+    config = tiny_config(method_class, **options)
+    method = head_only(method_class)(config, info, random_embeddings(NUM_CLASSES, 12),
+                                     label_adjacency(info.train_partial_labels))
+    return method, info
+
+
+def prepared_state(method, info):
+    """A fresh host state with random prototypes, as after the first prototype pass."""
+    state = train.create_train_state(method, optim.build_optimizer(method.config.optim, 2), method.config)
+    shape = method.prototype_table_shape()
+    prototypes = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    return state.replace(method_state={"prototypes": prototypes, "prototype_epoch": np.int32(1)})
+
+
+def check_devices_and_schedule(method_class):
+    """1 vs 8 devices over e_m = 1 (2 steps per epoch); α, β frozen at 0.5 before, moving after."""
+    method, info = tiny_method(method_class, mixup_epoch=1)
+    host_state = prepared_state(method, info)
+    batches = training_batches(info, 4)
+    single, scalars_1 = run_steps(method, host_state, batches, jax.devices()[:1], 4, steps_per_epoch=2)
+    multi, scalars_8 = run_steps(method, host_state, batches, jax.devices(), 4, steps_per_epoch=2)
+    assert_trees_close(scalars_1, scalars_8, rtol=1e-5, atol=1e-6)
+    # Adam steps of near-zero gradient entries differ in summation order only.
+    assert_trees_close(single.params, multi.params, rtol=1e-4, atol=1e-6, scaled_atol=1e-3)
+    assert_trees_close(single.method_state, multi.method_state, rtol=0, atol=0)
+    assert_trees_close(single.batch_stats, multi.batch_stats, rtol=1e-4, atol=1e-6)
+
+    before, _ = run_steps(method, host_state, batches, jax.devices(), 2, steps_per_epoch=2)
+    counts = jax.device_get(before.opt_state.leaf_counts)
+    for name in ("alpha", "beta"):
+        assert float(before.params[name]) == 0.5 and int(counts[name]) == 0
+        assert int(multi.opt_state.leaf_counts[name]) == 2 and float(multi.params[name]) != 0.5
+    assert [s["instance_bce"] for s in scalars_8[:2]] == [0.0, 0.0]
+    assert all(s["instance_bce"] > 0 and s["prototype_bce"] > 0 for s in scalars_8[2:])
+
+
+def check_checkpoint_round_trip(method_class, tmp_path):
+    method, info = tiny_method(method_class, mixup_epoch=0)
+    state, _ = run_steps(method, prepared_state(method, info), training_batches(info, 1),
+                         jax.devices(), 1, steps_per_epoch=2)
+    saver = Checkpointer(str(tmp_path), keep_last=1, keep_best=0, async_save=False)
+    saver.save(1, state, {"note": "blending"})
+    saver.wait()
+    template = parallel.replicate(train.create_train_state(
+        method, optim.build_optimizer(method.config.optim, 2), method.config), parallel.create_mesh())
+    restored, _ = saver.restore(1, template)
+    saver.close()
+    assert_trees_close(restored, state, rtol=0, atol=0)
+    assert int(restored.method_state["prototype_epoch"]) == 1
+
+
+def end_to_end(method_name, digit_scenes_dir, workdir):
+    """Two epochs on the tiny digit scenes with e_m = 1; returns (initial, final) train states."""
+    config = tiny_config(methods.get_method_class(method_name), grid=32, mixup_epoch=1)
+    config.data.update(name=TINY_DATASET, data_dir=digit_scenes_dir)
+    config.model.update(depth=18, width=8, extra_pool=False, freeze_early_stages=False)
+    config.epochs = 2
+    config.optim.lr = 1e-3
+    config.logging.every_steps = 6
+    results = train.train_and_evaluate(config, str(workdir))
+    assert results["last"]["epoch"] == 1
+
+    data = PartialLabelData(dataset=config.data.name, data_dir=config.data.data_dir,
+                                  image_size=32, known_ratio=config.known_ratio, seed=config.seed)
+    method = train.build_method(config, data)
+    optimizer = optim.build_optimizer(config.optim, data.steps_per_epoch(config.batch_size))
+    initial = parallel.replicate(train.create_train_state(method, optimizer, config), parallel.create_mesh())
+    saver = checkpointing.Checkpointer(str(workdir / "checkpoints"), keep_last=2, keep_best=1,
+                                       async_save=False)
+    final, _ = saver.restore(saver.latest_step(), initial)
+    saver.close()
+    return jax.device_get(initial), jax.device_get(final)
+
+
+def check_config_file(name):
+    """configs/<name>.py validates and its docstring holds its launch command."""
+    path = pathlib.Path(__file__).resolve().parent.parent / "configs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert f"--config=configs/{name}.py" in module.__doc__
+    config = module.get_config()
+    validate_config(config)
+    assert config.data.name == {"coco": "coco2014", "vg": "vg200", "voc": "voc2007",
+                                "digits": "digit_scenes"}[name.split("_")[1]]
