@@ -19,7 +19,6 @@ import statistics
 import time
 
 import jax
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 

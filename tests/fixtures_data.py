@@ -1,4 +1,4 @@
-"""Shared data fixtures. Import into a test module with `from fixtures_data import digit_scenes_dir`."""
+"""Shared data fixtures; tests/conftest.py makes `digit_scenes_dir` available to every test."""
 import pytest
 import tensorflow_datasets as tfds
 

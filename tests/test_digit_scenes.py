@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from fixtures_data import TINY_DATASET, digit_scenes_dir  # noqa: F401  (pytest fixture)
+from fixtures_data import TINY_DATASET
 from sklearn.datasets import load_digits
 
 from mlrpl_jax.data import digit_scenes

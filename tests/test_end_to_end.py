@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from fixtures_data import TINY_DATASET, digit_scenes_dir  # noqa: F401 (pytest fixture)
+from fixtures_data import TINY_DATASET
 from mlrpl_jax import train
 from mlrpl_jax.config import base_config
 from mlrpl_jax.data.pipeline import DatasetNotPreparedError

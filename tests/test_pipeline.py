@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 import pytest
-from fixtures_data import TINY_DATASET, digit_scenes_dir  # noqa: F401  (pytest fixture)
+from fixtures_data import TINY_DATASET
 from PIL import Image
 
 from mlrpl_jax.data import digit_scenes, preprocessing

@@ -10,6 +10,10 @@ import importlib
 
 _REGISTRY = {
     "baseline": "mlrpl_jax.methods.baseline:PartialBCEBaseline",
+    "sst": "mlrpl_jax.methods.sst:StructuredSemanticTransfer",
+    "hst": "mlrpl_jax.methods.hst:HeterogeneousSemanticTransfer",
+    "sarb": "mlrpl_jax.methods.sarb:SARB",
+    "dsrb": "mlrpl_jax.methods.dsrb:DSRB",
 }
 
 
