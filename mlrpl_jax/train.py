@@ -78,7 +78,8 @@ def with_pretrained_backbone(variables: dict[str, Any], path: str, depth: int) -
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"pretrained backbone weights not found at {path!r}. Convert torchvision weights "
-            "once with the weight-import tool, or set --config.model.pretrained='' to train "
+            f"once with: python -m mlrpl_jax.tools.import_weights --input=resnet{depth}.pth "
+            f"--output={path} --depth={depth}; or set --config.model.pretrained='' to train "
             "from scratch.")
     with np.load(path) as archive:
         backbone = torch_layout.resnet_variables_from_torch(dict(archive), depth)

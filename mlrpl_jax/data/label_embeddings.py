@@ -14,10 +14,22 @@ EMBEDDING_KINDS = ("glove", "npy", "random")
 
 _WORD_SEPARATORS = re.compile(r"[\s_\-]+")
 
+# Class names written as one token that GloVe does not know, and the words looked up instead
+# (VOC 2007's compound names). Every other COCO, VOC and VG-200 name splits into GloVe words.
+GLOVE_SPELLINGS = {
+    "diningtable": "dining table",
+    "pottedplant": "potted plant",
+    "tvmonitor": "tv monitor",
+}
+
 
 def class_name_words(class_name: str) -> list[str]:
-    """Lower-cased words of a class name split on spaces, underscores and hyphens."""
-    words = [w for w in _WORD_SEPARATORS.split(class_name.strip().lower()) if w]
+    """Lower-cased words of a class name split on spaces, underscores and hyphens.
+
+    Names in GLOVE_SPELLINGS are first replaced by their spelling ('tvmonitor' -> tv, monitor).
+    """
+    name = class_name.strip().lower()
+    words = [w for w in _WORD_SEPARATORS.split(GLOVE_SPELLINGS.get(name, name)) if w]
     if not words:
         raise ValueError(f"class name {class_name!r} contains no word to look up an embedding for.")
     return words

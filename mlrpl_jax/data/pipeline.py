@@ -16,6 +16,7 @@ saved next to the dataset files on first use (`<split>_labels_by_index.npy`,
 """
 import dataclasses
 import io
+import json
 import math
 import uuid
 from collections.abc import Iterator
@@ -67,12 +68,27 @@ def find_builder_dir(spec: DatasetSpec, data_dir: str) -> epath.Path:
                 except ValueError:
                     continue
     if not versions:
+        layout = f" The raw data it reads is laid out as:\n{spec.raw_layout}" if spec.raw_layout else ""
         raise DatasetNotPreparedError(
             f"Dataset {spec.name!r} is not prepared in data_dir {data_dir!r} (no "
             f"{dataset_dir}/<version>/dataset_info.json). Build it once with: "
-            f"{spec.prepare_command_for(data_dir)}"
+            f"{spec.prepare_command_for(data_dir)}{layout}"
         )
     return dataset_dir / str(max(versions))
+
+
+def with_prepared_class_names(spec: DatasetSpec, builder_dir: epath.Path) -> DatasetSpec:
+    """spec with the class names stored in the prepared dataset's metadata, when it has C of them.
+
+    Builders that choose their categories at build time (vg200) record them only there.
+    """
+    metadata_path = builder_dir / "metadata.json"
+    if not metadata_path.exists():
+        return spec
+    names = json.loads(metadata_path.read_text()).get("class_names")
+    if not names or len(names) != spec.num_classes or tuple(names) == spec.class_names:
+        return spec
+    return dataclasses.replace(spec, class_names=tuple(names))
 
 
 def _open_split(builder_dir: epath.Path, split: str) -> Any:
@@ -272,6 +288,7 @@ class PartialLabelData:
             raise ValueError(f"seed must be a non-negative integer, got {seed}.")
         spec = get_dataset_spec(dataset)
         self._builder_dir = find_builder_dir(spec, data_dir)
+        spec = with_prepared_class_names(spec, self._builder_dir)
         self._image_size = image_size
         self._seed = seed
         self._num_workers = num_workers

@@ -1,6 +1,9 @@
 """Builds a registered dataset offline.
 
     python -m mlrpl_jax.data.prepare --dataset=digit_scenes --data_dir=DIR
+    python -m mlrpl_jax.data.prepare --dataset=coco2014 --data_dir=DIR --manual_dir=RAW
+
+Expected raw layouts: docs/paper_datasets.md.
 """
 from absl import app, flags
 
@@ -10,13 +13,17 @@ _DATASET = flags.DEFINE_string(
     "dataset", None, f"Dataset to build, one of: {', '.join(datasets.dataset_names())}."
 )
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Directory that receives the TFDS dataset.")
+_MANUAL_DIR = flags.DEFINE_string(
+    "manual_dir", None,
+    "Directory holding the raw dataset files (coco2014, voc2007, vg200); default "
+    "<data_dir>/downloads/manual. Not used by digit_scenes.")
 flags.mark_flags_as_required(["dataset", "data_dir"])
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
-    datasets.prepare_dataset(_DATASET.value, _DATA_DIR.value)
+    datasets.prepare_dataset(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value)
 
 
 if __name__ == "__main__":

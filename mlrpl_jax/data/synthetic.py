@@ -9,7 +9,7 @@ from mlrpl_jax.data.partial_labels import make_partial_labels
 from mlrpl_jax.data.pipeline import DataInfo
 
 
-def _not_preparable(data_dir: str) -> None:
+def _not_preparable(data_dir: str, manual_dir: str | None = None) -> None:
     raise ValueError("the synthetic dataset exists only in memory and cannot be prepared")
 
 
