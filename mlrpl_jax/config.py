@@ -100,19 +100,17 @@ def digit_scenes_config(method_name: str) -> ml_collections.ConfigDict:
                         feature_dim=128, attention_dim=64, output_dim=128)
     config.optim.update(lr=3e-3, weight_decay=1e-4, lr_decay_epochs=6)
     config.logging.every_steps = 25
-    section = methods.get_method_class(method_name).default_config()
-    if section is not None:
-        config[method_name] = section
+    for name, section in methods.get_method_class(method_name).config_sections(config).items():
+        config[name] = section
     return config
 
 
-def schema_for(method_name: str) -> ml_collections.ConfigDict:
-    """The base schema plus the section of `method_name` (if that method has options)."""
+def schema_for(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The base schema plus the sections the configured method accepts (METHODS' own options)."""
     schema = base_config()
-    schema.method = method_name
-    section = methods.get_method_class(method_name).default_config()
-    if section is not None:
-        schema[method_name] = section
+    schema.method = config.method
+    for name, section in methods.get_method_class(config.method).config_sections(config).items():
+        schema[name] = section
     return schema
 
 
@@ -122,7 +120,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ConfigError("config has no 'method' key; valid methods: "
                           + ", ".join(methods.available_methods()))
     try:
-        schema = schema_for(config.method)
+        schema = schema_for(config)
     except KeyError as error:
         raise ConfigError(str(error.args[0])) from None
     _check_against_schema(config, schema, prefix="")

@@ -156,7 +156,9 @@ def check_workdir(workdir: str) -> None:
 
 def run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
     """What a checkpoint must agree on with the run that restores it."""
-    return {"method": config.method, "dataset": config.data.name, "num_classes": num_classes,
+    sections = sorted(get_method_class(config.method).config_sections(config))
+    return {"method": config.method, "method_sections": sections,
+            "dataset": config.data.name, "num_classes": num_classes,
             "depth": config.model.depth, "width": config.model.width,
             "feature_dim": config.model.feature_dim}
 

@@ -12,7 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from mlrpl_jax.data import builder_common, coco2014, datasets, vg200, voc2007
+from mlrpl_jax.data import builder_common, coco2014, datasets, voc2007
 from mlrpl_jax.data.partial_labels import make_partial_labels
 from mlrpl_jax.data.pipeline import DatasetNotPreparedError, PartialLabelData
 

@@ -14,6 +14,7 @@ _REGISTRY = {
     "hst": "mlrpl_jax.methods.hst:HeterogeneousSemanticTransfer",
     "sarb": "mlrpl_jax.methods.sarb:SARB",
     "dsrb": "mlrpl_jax.methods.dsrb:DSRB",
+    "satl": "mlrpl_jax.methods.satl:SemanticAwareThresholdLearning",
 }
 
 

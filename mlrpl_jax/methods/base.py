@@ -102,6 +102,12 @@ class Method(abc.ABC):
         return None
 
     @classmethod
+    def config_sections(cls, config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+        """Config sections a config of this method may hold, by name, with their defaults."""
+        section = cls.default_config()
+        return {} if section is None else {cls.name: section}
+
+    @classmethod
     def method_options(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         """config.<name> laid over `default_config()` (a config without the section gets the defaults)."""
         defaults = cls.default_config()

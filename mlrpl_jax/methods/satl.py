@@ -1,0 +1,271 @@
+"""SATL — semantic-aware threshold learning, as a wrapper around a base method (SATL.md §4).
+
+This is **our design following the abstract of arXiv 2507.23263** (SATL.md §0, §4), not the
+paper's method: no method text or code of the paper is public. Per category it keeps decayed
+histograms H+, H- (C, K) of the sigmoid scores of known positives and known negatives
+(§4.2-4.3), derives category-specific thresholds τ+, τ- from them (§4.4), turns the scores of
+unknown labels into hard pseudo labels (§4.5) and adds a distribution-anchored differential
+ranking loss (§4.6):
+
+    L = L_base + λ_r r(t) L_rank + [e >= E_w] λ_p BCE(z, ŷ)          (§4.7)
+
+L_base is the whole loss of `config.satl.base_method` (baseline, sst, sarb, dsrb, hst), which
+runs unchanged; with `replace_base_pseudo_labels` the base's own fixed-margin pseudo-label
+terms (SST's intra/inter BCE) get weight 0, so SATL's thresholds take their place (§3.3). z
+are the logits of the base's train-mode forward, captured with `flax.linen.intercept_methods`,
+so SATL adds no forward pass. The histograms, thresholds and ranking loss are in
+mlrpl_jax/thresholds.py.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mlrpl_jax import losses, thresholds
+from mlrpl_jax.data.pipeline import DataInfo
+from mlrpl_jax.methods import get_method_class
+from mlrpl_jax.methods.base import HostContext, LossAux, Method, PyTree, StepContext
+
+# Options of each base method that weight its own pseudo-label terms, zeroed when SATL's
+# thresholds replace them. A base missing here cannot have its pseudo labels replaced.
+REPLACED_PSEUDO_LABEL_WEIGHTS = {
+    "baseline": (),
+    "sst": ("intra_bce_weight", "inter_bce_weight"),
+    "sarb": (),
+    "dsrb": (),
+}
+COUNT_KEYS = ("pseudo_positives", "true_pseudo_positives", "pseudo_negatives",
+              "true_pseudo_negatives", "hidden_positives", "hidden_negatives")
+
+
+class SemanticAwareThresholdLearning(Method):
+    """SATL (SATL.md §4) on top of the base method named in `config.satl.base_method`."""
+
+    name = "satl"
+
+    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo,
+                 word_embeddings: np.ndarray, adjacency: np.ndarray):
+        options = self.method_options(config)
+        check_options(options)
+        self.base = get_method_class(options.base_method)(
+            base_method_config(config, options), info, word_embeddings, adjacency)
+        super().__init__(config, info, word_embeddings, adjacency)
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        """Design defaults of SATL.md §4.8 (symbols in comments)."""
+        section = ml_collections.ConfigDict()
+        section.base_method = "baseline"  # any registered method but satl
+        section.replace_base_pseudo_labels = True  # zero REPLACED_PSEUDO_LABEL_WEIGHTS of the base
+        section.num_bins = 100  # K
+        section.memory_epochs = 1.0  # λ = exp(-1 / (memory_epochs S)), S = steps per epoch
+        section.warmup_epochs = 5  # E_w: first epoch whose pseudo labels enter the loss
+        section.threshold_rule = "precision"  # 'precision' | 'pos_only' | 'bayes' | 'gauss'
+        section.min_precision = 0.9  # ρ+
+        section.max_missed_positive_fraction = 0.05  # ε-
+        section.min_count = 20.0  # n_min, an effective (decayed) count
+        section.gauss_kappa = 2.0  # κ of the 'gauss' rule
+        section.pseudo_weight = 1.0  # λ_p
+        section.ranking_weight = 0.1  # λ_r
+        section.ranking_margin = 0.5  # m, on probabilities
+        section.ranking_smoothness = 10.0  # β of the smooth hinge
+        return section
+
+    @classmethod
+    def config_sections(cls, config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+        """Sections a config of this method may hold: `satl` and the base method's own section."""
+        base_name = cls.method_options(config).base_method
+        sections = {cls.name: cls.default_config()}
+        base_section = get_method_class(base_name).default_config()
+        if base_section is not None:
+            sections[base_name] = base_section
+        return sections
+
+    def build_model(self, kwargs: dict[str, Any]) -> nn.Module:
+        return self.base.model
+
+    def init_variables(self, rng: jax.Array, image_shape: tuple[int, ...]) -> dict[str, PyTree]:
+        return self.base.init_variables(rng, image_shape)
+
+    def init_method_state(self) -> PyTree:
+        """{'base': the base's state, 'satl': H+, H- (C, K) zeros and per-class epoch counts (C,)}."""
+        shape = (self.info.num_classes, self.options.num_bins)
+        return {"base": self.base.init_method_state(),
+                "satl": {"positive_histogram": jnp.zeros(shape, jnp.float32),
+                         "negative_histogram": jnp.zeros(shape, jnp.float32),
+                         "counts": {key: jnp.zeros(self.info.num_classes, jnp.float32)
+                                    for key in COUNT_KEYS}}}
+
+    def active_params(self, params: PyTree, epoch: jax.Array) -> PyTree | None:
+        return self.base.active_params(params, epoch)
+
+    def project_params(self, params: PyTree) -> PyTree:
+        return self.base.project_params(params)
+
+    def predict(self, variables: dict[str, PyTree], method_state: PyTree,
+                images: jax.Array) -> jax.Array:
+        return self.base.predict(variables, method_state["base"], images)
+
+    def thresholds(self, positive: jax.Array, negative: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(τ+, τ-) float32 (C,) of the configured rule (§4.4)."""
+        opts = self.options
+        return thresholds.category_thresholds(
+            positive, negative, rule=opts.threshold_rule, min_precision=opts.min_precision,
+            max_missed_positive_fraction=opts.max_missed_positive_fraction,
+            min_count=opts.min_count, kappa=opts.gauss_kappa)
+
+    def base_loss_and_logits(self, variables: dict[str, PyTree], base_state: PyTree,
+                             batch: dict[str, jax.Array],
+                             ctx: StepContext) -> tuple[jax.Array, LossAux, jax.Array]:
+        """The base's loss and aux, and the logits (B, C) of its one train-mode forward."""
+        outputs = []
+
+        def capture(call, args, kwargs, context):
+            output = call(*args, **kwargs)
+            top_level = not isinstance(context.module.parent, nn.Module)
+            if top_level and context.method_name == "__call__" and kwargs.get("train"):
+                outputs.append(output)
+            return output
+
+        with nn.intercept_methods(capture):
+            base_loss, base_aux = self.base.loss(variables, base_state, batch, ctx)
+        if len(outputs) != 1:
+            raise RuntimeError(f"satl needs exactly one train-mode forward in the loss of base method "
+                               f"'{self.base.name}', found {len(outputs)}")
+        return base_loss, base_aux, outputs[0].logits
+
+    def loss(self, variables: dict[str, PyTree], method_state: PyTree, batch: dict[str, jax.Array],
+             ctx: StepContext) -> tuple[jax.Array, LossAux]:
+        """§4.7: base loss + λ_r r(t) L_rank + [e >= E_w] λ_p BCE(z, ŷ); H± from the global batch."""
+        opts = self.options
+        base_loss, base_aux, logits = self.base_loss_and_logits(variables, method_state["base"], batch, ctx)
+        stats = method_state["satl"]
+        labels = batch["labels"]  # (B, C) in {-1, 0, +1}
+        scores = jax.nn.sigmoid(logits.astype(jnp.float32))  # (B, C)
+        detached = jax.lax.stop_gradient(scores)
+
+        # Thresholds and ranking anchors from the state before this step's update (§4.4).
+        tau_pos, tau_neg = self.thresholds(stats["positive_histogram"], stats["negative_histogram"])
+        pseudo = thresholds.threshold_pseudo_labels(detached, labels, tau_pos, tau_neg)  # (B, C)
+        pseudo_on = (ctx.epoch >= opts.warmup_epochs).astype(jnp.float32)
+        pseudo_bce = losses.partial_bce(logits, pseudo)
+        ranking = thresholds.distribution_ranking_loss(
+            scores, labels, stats["positive_histogram"], stats["negative_histogram"],
+            margin=opts.ranking_margin, smoothness=opts.ranking_smoothness)
+        ramp = losses.warmup_factor(ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
+        total = (base_loss + opts.ranking_weight * ramp * ranking
+                 + pseudo_on * opts.pseudo_weight * pseudo_bce)
+
+        decay = math.exp(-1.0 / (opts.memory_epochs * ctx.steps_per_epoch))
+        positive_counts, negative_counts = thresholds.score_histograms(detached, labels, opts.num_bins)
+        batch_counts = thresholds.pseudo_label_counts(pseudo, labels, batch["complete_labels"])
+        new_epoch = ctx.step_in_epoch == 0
+        counts = {key: jnp.where(new_epoch, 0.0, stats["counts"][key]) + batch_counts[key]
+                  for key in COUNT_KEYS}
+        new_stats = {
+            "positive_histogram": thresholds.decayed_update(
+                stats["positive_histogram"], positive_counts, decay),
+            "negative_histogram": thresholds.decayed_update(
+                stats["negative_histogram"], negative_counts, decay),
+            "counts": counts,
+        }
+        metrics = {
+            **base_aux.metrics,
+            "satl/ranking": ranking,
+            "satl/pseudo_bce": pseudo_bce,
+            "satl/pseudo_on": pseudo_on,
+            "satl/pseudo_positives": jnp.sum(batch_counts["pseudo_positives"]),
+            "satl/pseudo_negatives": jnp.sum(batch_counts["pseudo_negatives"]),
+            "satl/classes_with_positive_threshold": jnp.sum(jnp.isfinite(tau_pos), dtype=jnp.float32),
+            "satl/mean_negative_threshold": jnp.mean(tau_neg),
+        }
+        return total, LossAux(batch_stats=base_aux.batch_stats,
+                              method_state={"base": base_aux.method_state, "satl": new_stats},
+                              metrics=metrics)
+
+    def on_epoch_start(self, state: Any, epoch: int, host: HostContext) -> Any:
+        return self.with_base_hook(self.base.on_epoch_start, state, epoch, host)
+
+    def on_epoch_end(self, state: Any, epoch: int, host: HostContext) -> Any:
+        """Logs the epoch's thresholds and pseudo-label precision / recall (§4.10), then the base hook."""
+        stats = jax.device_get(state.method_state["satl"])
+        tau_pos, tau_neg = jax.device_get(self.thresholds(stats["positive_histogram"],
+                                                          stats["negative_histogram"]))
+        host.log(int(jax.device_get(state.step)),
+                 epoch_diagnostics(tau_pos, tau_neg, stats["counts"], self.info.spec.class_names))
+        return self.with_base_hook(self.base.on_epoch_end, state, epoch, host)
+
+    @staticmethod
+    def with_base_hook(hook, state: Any, epoch: int, host: HostContext) -> Any:
+        """Runs a base host hook on a view of `state` whose method state is the base's own."""
+        method_state = state.method_state
+        base_view = hook(state.replace(method_state=method_state["base"]), epoch, host)
+        return base_view.replace(method_state={**method_state, "base": base_view.method_state})
+
+
+def check_options(options: ml_collections.ConfigDict) -> None:
+    """Raises ValueError on a base method or option value SATL cannot use."""
+    if options.base_method == SemanticAwareThresholdLearning.name:
+        raise ValueError("satl.base_method cannot be 'satl'")
+    if options.replace_base_pseudo_labels and options.base_method not in REPLACED_PSEUDO_LABEL_WEIGHTS:
+        raise ValueError(f"satl cannot replace the pseudo labels of base method '{options.base_method}' "
+                         f"(supported: {', '.join(REPLACED_PSEUDO_LABEL_WEIGHTS)}); set "
+                         "satl.replace_base_pseudo_labels=False to add SATL on top of them")
+    if options.threshold_rule not in thresholds.THRESHOLD_RULES:
+        raise ValueError(f"satl.threshold_rule must be one of {', '.join(thresholds.THRESHOLD_RULES)}, "
+                         f"got {options.threshold_rule!r}")
+    if options.num_bins < 2 or options.memory_epochs <= 0 or options.warmup_epochs < 0:
+        raise ValueError(f"satl.num_bins must be >= 2, satl.memory_epochs > 0 and satl.warmup_epochs "
+                         f">= 0, got {options.num_bins}, {options.memory_epochs}, {options.warmup_epochs}")
+
+
+def base_method_config(config: ml_collections.ConfigDict,
+                       options: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config the base method is built from: method = base, its pseudo-label weights zeroed
+    if SATL replaces them."""
+    base_config = config.copy_and_resolve_references()
+    with base_config.unlocked():
+        base_config.method = options.base_method
+        if options.replace_base_pseudo_labels and REPLACED_PSEUDO_LABEL_WEIGHTS[options.base_method]:
+            section = get_method_class(options.base_method).method_options(config)
+            for key in REPLACED_PSEUDO_LABEL_WEIGHTS[options.base_method]:
+                section[key] = 0.0
+            base_config[options.base_method] = section
+    return base_config
+
+
+def epoch_diagnostics(tau_pos: np.ndarray, tau_neg: np.ndarray, counts: dict[str, np.ndarray],
+                      class_names: tuple[str, ...]) -> dict[str, float]:
+    """Scalars of §4.10 from one epoch's per-class counts (C,) and the thresholds (C,) at its end.
+
+    Per class: τ+ (left out while +inf, i.e. no positive pseudo labels), τ- and, where defined,
+    the precision and recall of positive and negative pseudo labels; overall: the same ratios
+    over all classes, the numbers of pseudo labels and of classes with a finite τ+.
+    """
+    scalars: dict[str, float] = {}
+    ratios = {"positive_precision": ("true_pseudo_positives", "pseudo_positives"),
+              "positive_recall": ("true_pseudo_positives", "hidden_positives"),
+              "negative_precision": ("true_pseudo_negatives", "pseudo_negatives"),
+              "negative_recall": ("true_pseudo_negatives", "hidden_negatives")}
+    for c, name in enumerate(class_names):
+        if np.isfinite(tau_pos[c]):
+            scalars[f"satl/threshold_pos/{name}"] = float(tau_pos[c])
+        scalars[f"satl/threshold_neg/{name}"] = float(tau_neg[c])
+        for ratio, (numerator, denominator) in ratios.items():
+            if counts[denominator][c] > 0:
+                scalars[f"satl/{ratio}/{name}"] = float(counts[numerator][c] / counts[denominator][c])
+    for ratio, (numerator, denominator) in ratios.items():
+        total = float(np.sum(counts[denominator]))
+        if total > 0:
+            scalars[f"satl/{ratio}"] = float(np.sum(counts[numerator])) / total
+    scalars["satl/epoch_pseudo_positives"] = float(np.sum(counts["pseudo_positives"]))
+    scalars["satl/epoch_pseudo_negatives"] = float(np.sum(counts["pseudo_negatives"]))
+    scalars["satl/classes_with_positive_threshold"] = float(np.sum(np.isfinite(tau_pos)))
+    return scalars

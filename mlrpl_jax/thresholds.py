@@ -1,0 +1,200 @@
+"""Per-category score distributions, the thresholds derived from them and the ranking loss (SATL).
+
+Pure jnp functions of SATL.md §4.2-4.6. This is **our design following the abstract of arXiv
+2507.23263**, not the paper's method (no method text or code of the paper is public). The
+distributions are histograms H+, H- (C, K) of the sigmoid scores of known positive and known
+negative entries, with K equal bins on [0, 1]; every threshold is a bin edge e_k = k / K.
+All arithmetic is float32 whatever the network's dtype (§4.11).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+THRESHOLD_RULES = ("precision", "pos_only", "bayes", "gauss")
+_TINY = 1e-12
+
+
+def bin_edges(num_bins: int) -> jax.Array:
+    """Lower edges e_k = k / K of the K bins, float32 (K,)."""
+    return jnp.arange(num_bins, dtype=jnp.float32) / num_bins
+
+
+def bin_centres(num_bins: int) -> jax.Array:
+    """Centres v_k = (k + 0.5) / K, float32 (K,)."""
+    return (jnp.arange(num_bins, dtype=jnp.float32) + 0.5) / num_bins
+
+
+def score_histograms(scores: jax.Array, labels: jax.Array, num_bins: int) -> tuple[jax.Array, jax.Array]:
+    """Counts (C, K) of the known-positive and known-negative scores of one batch (§4.3).
+
+    Bin k holds scores in [k/K, (k+1)/K); a score of exactly 1 goes into the last bin.
+    `scores` (B, C) in [0, 1]; `labels` (B, C) in {-1, 0, +1}, unknown (0) entries are ignored.
+    Under jit with a batch sharded over devices the sums run over the global batch.
+    """
+    scores = jnp.asarray(scores, jnp.float32)
+    bins = jnp.clip(jnp.floor(scores * num_bins).astype(jnp.int32), 0, num_bins - 1)  # (B, C)
+    onehot = jax.nn.one_hot(bins, num_bins, dtype=jnp.float32)  # (B, C, K)
+    positive = (labels == 1).astype(jnp.float32)
+    negative = (labels == -1).astype(jnp.float32)
+    return (jnp.einsum("bc,bck->ck", positive, onehot),
+            jnp.einsum("bc,bck->ck", negative, onehot))
+
+
+def decayed_update(histogram: jax.Array, counts: jax.Array, decay: float) -> jax.Array:
+    """H <- λ H + counts (§4.3)."""
+    return decay * histogram + counts
+
+
+def tail_counts(histogram: jax.Array) -> jax.Array:
+    """T[c, k] = Σ_{k' >= k} H[c, k']: entries scoring at least e_k, (C, K)."""
+    return jax.lax.cumsum(histogram, axis=1, reverse=True)
+
+
+def counts_below(histogram: jax.Array) -> jax.Array:
+    """L[c, k] = Σ_{k' < k} H[c, k']: entries scoring below e_k, (C, K); L[c, 0] = 0."""
+    zeros = jnp.zeros_like(histogram[:, :1])
+    return jnp.concatenate([zeros, jnp.cumsum(histogram, axis=1)[:, :-1]], axis=1)
+
+
+def precision_thresholds(positive: jax.Array, negative: jax.Array, *, min_precision: float,
+                         max_missed_positive_fraction: float,
+                         min_count: float) -> tuple[jax.Array, jax.Array]:
+    """The default rule of §4.4: (τ+, τ-), each float32 (C,).
+
+    τ+_c: the first edge e_k where the reverse cumulative minimum of T+/(T+ + T-) reaches ρ+
+    with T+ + T- >= n_min (tails with fewer entries count as precision 1); +inf if none.
+    τ-_c: the largest edge with L+ <= ε- n+_c, 0 if n+_c < n_min; then τ- <- min(τ-, τ+).
+    """
+    edges = bin_edges(positive.shape[1])
+    pos_tail, neg_tail = tail_counts(positive), tail_counts(negative)  # (C, K)
+    tail = pos_tail + neg_tail
+    enough = tail >= min_count
+    precision = jnp.where(enough, pos_tail / jnp.maximum(tail, _TINY), 1.0)
+    precision = jax.lax.cummin(precision, axis=1, reverse=True)  # non-decreasing in k
+    qualifies = (precision >= min_precision) & enough
+    tau_pos = jnp.where(jnp.any(qualifies, axis=1), edges[jnp.argmax(qualifies, axis=1)], jnp.inf)
+
+    num_pos = pos_tail[:, 0]  # (C,)
+    within_budget = counts_below(positive) <= max_missed_positive_fraction * num_pos[:, None]  # (C, K)
+    last = jnp.max(jnp.where(within_budget, jnp.arange(positive.shape[1]), 0), axis=1)
+    tau_neg = jnp.where(num_pos >= min_count, edges[last], 0.0)
+    return tau_pos, jnp.minimum(tau_neg, tau_pos)
+
+
+def bayes_cut(positive: jax.Array, negative: jax.Array) -> jax.Array:
+    """τ_c = e_k with k = argmin_k (L+[c, k] + T-[c, k]), the known-label error-minimising cut, (C,)."""
+    errors = counts_below(positive) + tail_counts(negative)  # (C, K)
+    return bin_edges(positive.shape[1])[jnp.argmin(errors, axis=1)]
+
+
+def bayes_thresholds(positive: jax.Array, negative: jax.Array, *,
+                     min_count: float) -> tuple[jax.Array, jax.Array]:
+    """`bayes` rule of §4.4: τ+ = τ- = the Bayes cut; no pseudo labels unless n+, n- >= n_min."""
+    cut = bayes_cut(positive, negative)
+    enough = (jnp.sum(positive, axis=1) >= min_count) & (jnp.sum(negative, axis=1) >= min_count)
+    return jnp.where(enough, cut, jnp.inf), jnp.where(enough, cut, 0.0)
+
+
+def histogram_moments(histogram: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean and standard deviation (C,) of the scores, each taken at its bin centre."""
+    centres = bin_centres(histogram.shape[1])
+    count = jnp.maximum(jnp.sum(histogram, axis=1), _TINY)
+    mean = jnp.sum(histogram * centres, axis=1) / count
+    variance = jnp.sum(histogram * jnp.square(centres - mean[:, None]), axis=1) / count
+    return mean, jnp.sqrt(variance)
+
+
+def gauss_thresholds(positive: jax.Array, negative: jax.Array, *, kappa: float,
+                     min_count: float) -> tuple[jax.Array, jax.Array]:
+    """`gauss` rule of §4.4: τ+ = max(μ- + κσ-, cut), τ- = min(μ+ - κσ+, cut), guarded as `bayes`."""
+    cut = bayes_cut(positive, negative)
+    mean_pos, std_pos = histogram_moments(positive)
+    mean_neg, std_neg = histogram_moments(negative)
+    enough = (jnp.sum(positive, axis=1) >= min_count) & (jnp.sum(negative, axis=1) >= min_count)
+    tau_pos = jnp.maximum(mean_neg + kappa * std_neg, cut)
+    tau_neg = jnp.minimum(mean_pos - kappa * std_pos, cut)
+    return jnp.where(enough, tau_pos, jnp.inf), jnp.where(enough, tau_neg, 0.0)
+
+
+def category_thresholds(positive: jax.Array, negative: jax.Array, *, rule: str, min_precision: float,
+                        max_missed_positive_fraction: float, min_count: float,
+                        kappa: float) -> tuple[jax.Array, jax.Array]:
+    """(τ+, τ-) float32 (C,) of `rule` in THRESHOLD_RULES (§4.4); `pos_only` has τ- = 0."""
+    positive = jnp.asarray(positive, jnp.float32)
+    negative = jnp.asarray(negative, jnp.float32)
+    if rule in ("precision", "pos_only"):
+        tau_pos, tau_neg = precision_thresholds(
+            positive, negative, min_precision=min_precision,
+            max_missed_positive_fraction=max_missed_positive_fraction, min_count=min_count)
+        return tau_pos, (tau_neg if rule == "precision" else jnp.zeros_like(tau_neg))
+    if rule == "bayes":
+        return bayes_thresholds(positive, negative, min_count=min_count)
+    if rule == "gauss":
+        return gauss_thresholds(positive, negative, kappa=kappa, min_count=min_count)
+    raise ValueError(f"unknown threshold rule {rule!r}; valid rules: {', '.join(THRESHOLD_RULES)}")
+
+
+def threshold_pseudo_labels(scores: jax.Array, labels: jax.Array, tau_pos: jax.Array,
+                            tau_neg: jax.Array) -> jax.Array:
+    """ŷ (B, C) of §4.5: +1 where unknown and s >= τ+_c, -1 where unknown and s < τ-_c, else 0."""
+    unknown = labels == 0
+    positive = unknown & (scores >= tau_pos)
+    negative = unknown & (scores < tau_neg) & ~positive
+    return positive.astype(jnp.float32) - negative.astype(jnp.float32)
+
+
+def smooth_hinge(x: jax.Array, smoothness: float) -> jax.Array:
+    """h(x) = softplus(β x) / β."""
+    return jax.nn.softplus(smoothness * x) / smoothness
+
+
+def distribution_ranking_loss(scores: jax.Array, labels: jax.Array, positive: jax.Array,
+                              negative: jax.Array, *, margin: float, smoothness: float) -> jax.Array:
+    """Differential ranking loss of §4.6 (distribution-anchored pairwise smooth hinge), scalar.
+
+    R+[i, c] = Σ_k w-[c, k] h(m - (s[i, c] - v_k)) for known positives, R-[j, c] =
+    Σ_k w+[c, k] h(m - (v_k - s[j, c])) for known negatives, w± = H± / Σ_k H±; the loss is
+    mean R+ over positives of classes with n- > 0 plus mean R- over negatives of classes with
+    n+ > 0 (0 for an empty set). The histograms are constants; gradients flow through `scores`.
+    """
+    scores = jnp.asarray(scores, jnp.float32)  # (B, C)
+    positive = jax.lax.stop_gradient(jnp.asarray(positive, jnp.float32))
+    negative = jax.lax.stop_gradient(jnp.asarray(negative, jnp.float32))
+    num_pos, num_neg = jnp.sum(positive, axis=1), jnp.sum(negative, axis=1)  # (C,)
+    w_pos = positive / jnp.maximum(num_pos, _TINY)[:, None]  # (C, K)
+    w_neg = negative / jnp.maximum(num_neg, _TINY)[:, None]
+    gap = scores[:, :, None] - bin_centres(positive.shape[1])  # (B, C, K): s - v_k
+    rank_pos = jnp.sum(w_neg * smooth_hinge(margin - gap, smoothness), axis=-1)  # (B, C)
+    rank_neg = jnp.sum(w_pos * smooth_hinge(margin + gap, smoothness), axis=-1)  # (B, C)
+    return (masked_mean(rank_pos, (labels == 1) & (num_neg > 0))
+            + masked_mean(rank_neg, (labels == -1) & (num_pos > 0)))
+
+
+def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of `values` where `mask`; 0 with zero gradient when the mask is empty."""
+    count = jnp.sum(mask, dtype=jnp.float32)
+    return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(count, 1.0)
+
+
+def pseudo_label_counts(pseudo_labels: jax.Array, labels: jax.Array,
+                        complete_labels: jax.Array) -> dict[str, jax.Array]:
+    """Per-class counts (C,) float32 for the precision and recall of pseudo labels (§4.10).
+
+    Diagnostics only: `complete_labels` (B, C) in {-1, +1} are the hidden full labels and must
+    never reach a loss. `hidden_*` count the unknown entries whose hidden label is +1 / -1.
+    """
+    unknown = labels == 0
+    hidden_pos, hidden_neg = unknown & (complete_labels == 1), unknown & (complete_labels == -1)
+    pseudo_pos, pseudo_neg = pseudo_labels == 1, pseudo_labels == -1
+
+    def per_class(mask: jax.Array) -> jax.Array:
+        return jnp.sum(mask, axis=0, dtype=jnp.float32)
+
+    return {"pseudo_positives": per_class(pseudo_pos),
+            "true_pseudo_positives": per_class(pseudo_pos & hidden_pos),
+            "pseudo_negatives": per_class(pseudo_neg),
+            "true_pseudo_negatives": per_class(pseudo_neg & hidden_neg),
+            "hidden_positives": per_class(hidden_pos),
+            "hidden_negatives": per_class(hidden_neg)}

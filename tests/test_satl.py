@@ -1,0 +1,200 @@
+"""SATL as a method plug-in (SATL.md §4, our design): histograms in the jitted step against NumPy,
+1 vs 8 devices, complete labels only in diagnostics, checkpoints, composition with SST and DSRB,
+and a short end-to-end run on the digit scenes."""
+import json
+import math
+import os
+
+import jax
+import numpy as np
+import pytest
+
+import method_harness
+from mlrpl_jax import checkpointing, thresholds, train
+from mlrpl_jax.config import validate_config
+from mlrpl_jax.methods.base import StepContext
+from mlrpl_jax.methods.satl import SemanticAwareThresholdLearning
+from mlrpl_jax.methods.sst import StructuredSemanticTransfer
+
+SATL_OPTIONS = dict(warmup_epochs=1, num_bins=10, min_count=2.0, min_precision=0.5)
+
+
+def build_satl(base_section=None, **options):
+    config = method_harness.tiny_config("satl", **{**SATL_OPTIONS, **options})
+    if base_section is not None:
+        config[options["base_method"]] = base_section
+    data = method_harness.SyntheticTrainingData()
+    method, optimizer, host_state = method_harness.build(SemanticAwareThresholdLearning, config, data)
+    return method, optimizer, host_state, data
+
+
+@pytest.fixture(scope="module")
+def satl_setup():
+    return build_satl()
+
+
+def train_mode_scores(method, state, batch):
+    """sigmoid of the train-mode logits the step sees for `batch` (B, C)."""
+    apply = jax.jit(lambda variables, images: method.model.apply(
+        variables, images, train=True, mutable=["batch_stats"])[0].logits)
+    return np.asarray(jax.nn.sigmoid(apply(jax.device_get(state).variables(), batch["image"])))
+
+
+def test_histograms_in_the_step_equal_a_numpy_recomputation(satl_setup):
+    method, optimizer, host_state, data = satl_setup
+    runner = method_harness.Runner(method, optimizer, data, jax.devices()[:1])
+    decay = math.exp(-1.0 / method_harness.STEPS_PER_EPOCH)  # memory_epochs = 1
+    state = runner.replicate(host_state)
+    expected = np.zeros((2, method_harness.NUM_CLASSES, 10))
+    for step in range(2):
+        batch = data.batch(step)
+        scores = train_mode_scores(method, state, batch)
+        labels = batch["labels"]
+        bins = np.minimum(np.floor(scores * 10).astype(int), 9)
+        for sign, index in ((1, 0), (-1, 1)):
+            counts = np.zeros((method_harness.NUM_CLASSES, 10))
+            np.add.at(counts, (np.nonzero(labels == sign)[1], bins[labels == sign]), 1.0)
+            expected[index] = decay * expected[index] + counts
+        state, _ = runner.run(state, 1)
+    stats = jax.device_get(state.method_state["satl"])
+    np.testing.assert_allclose(stats["positive_histogram"], expected[0], rtol=1e-6)
+    np.testing.assert_allclose(stats["negative_histogram"], expected[1], rtol=1e-6)
+    assert stats["positive_histogram"].sum() > 0 and stats["negative_histogram"].sum() > 0
+
+
+def test_state_and_training_agree_on_one_and_eight_devices(satl_setup):
+    method, optimizer, host_state, data = satl_setup
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        runner = method_harness.Runner(method, optimizer, data, devices)
+        results.append(runner.run(runner.replicate(host_state), 4))
+    (state_1, history_1), (state_8, history_8) = results
+    # Epoch 1 uses pseudo labels (8 devices hold one example each: per-device statistics would differ).
+    assert all(h["satl/pseudo_on"] == 1.0 for h in history_8[2:])
+    assert sum(h["satl/pseudo_positives"] + h["satl/pseudo_negatives"] for h in history_8[2:]) > 0
+    method_harness.assert_trees_close(state_1.method_state, state_8.method_state, rtol=1e-5, atol=1e-5)
+    method_harness.assert_trees_close(state_1.params, state_8.params, rtol=1e-4, atol=1e-6,
+                                      scaled_atol=1e-4)
+    for key in ("loss", "satl/ranking", "satl/pseudo_bce"):
+        np.testing.assert_allclose([h[key] for h in history_1], [h[key] for h in history_8],
+                                   rtol=1e-5, atol=1e-7, err_msg=key)
+
+
+def test_loss_and_gradients_do_not_depend_on_complete_labels(satl_setup):
+    method, optimizer, host_state, data = satl_setup
+    runner = method_harness.Runner(method, optimizer, data, jax.devices()[:1])
+    state, _ = runner.run(runner.replicate(host_state), 3)
+    state = jax.device_get(state)
+    batch = data.batch(3)
+    flipped = {**batch, "complete_labels": -batch["complete_labels"]}
+    ctx = StepContext(epoch=np.int32(1), step_in_epoch=np.int32(0), rng=jax.random.PRNGKey(0),
+                      steps_per_epoch=method_harness.STEPS_PER_EPOCH)
+
+    @jax.jit
+    def loss_and_grads(params, batch):
+        return jax.value_and_grad(lambda p: method.loss(state.variables(p), state.method_state,
+                                                        batch, ctx), has_aux=True)(params)
+
+    (loss_a, aux_a), grads_a = loss_and_grads(state.params, batch)
+    (loss_b, aux_b), grads_b = loss_and_grads(state.params, flipped)
+    assert float(aux_a.metrics["satl/pseudo_positives"] + aux_a.metrics["satl/pseudo_negatives"]) > 0
+    assert float(loss_a) == float(loss_b)
+    method_harness.assert_trees_close(grads_a, grads_b, rtol=0, atol=0)
+    # ... while the diagnostics (reset at step_in_epoch 0, so this batch only) do use them.
+    counts_a, counts_b = aux_a.method_state["satl"]["counts"], aux_b.method_state["satl"]["counts"]
+    np.testing.assert_array_equal(counts_a["hidden_positives"], counts_b["hidden_negatives"])
+    for sign in ("positives", "negatives"):  # each pseudo label is true under exactly one of the two
+        np.testing.assert_array_equal(counts_a[f"true_pseudo_{sign}"] + counts_b[f"true_pseudo_{sign}"],
+                                      counts_a[f"pseudo_{sign}"])
+
+
+def test_state_survives_checkpoint_and_resume(satl_setup, tmp_path):
+    method, optimizer, host_state, data = satl_setup
+    runner = method_harness.Runner(method, optimizer, data, jax.devices())
+    uninterrupted, history = runner.run(runner.replicate(host_state), 4)
+    first_part, _ = runner.run(runner.replicate(host_state), 3)
+    saver = checkpointing.Checkpointer(str(tmp_path), keep_last=1, keep_best=0, async_save=False)
+    saver.save(3, first_part, {"step": 3})
+    restored, _ = saver.restore(3, runner.replicate(host_state))
+    saver.close()
+    method_harness.assert_trees_close(restored.method_state, first_part.method_state, rtol=0, atol=0)
+    resumed, resumed_history = runner.run(restored, 1)
+    assert float(resumed_history[0]["loss"]) == float(history[3]["loss"])
+    method_harness.assert_trees_close(resumed, uninterrupted, rtol=0, atol=0)
+
+
+def test_with_zero_weights_satl_is_its_base_method():
+    method, _, host_state, data = build_satl(base_method="sst", replace_base_pseudo_labels=False,
+                                             ranking_weight=0.0, pseudo_weight=0.0)
+    config = method_harness.tiny_config("sst")
+    sst, _, _ = method_harness.build(StructuredSemanticTransfer, config, data)
+    ctx = StepContext(epoch=np.int32(1), step_in_epoch=np.int32(0), rng=jax.random.PRNGKey(0),
+                      steps_per_epoch=method_harness.STEPS_PER_EPOCH)
+    variables, batch = host_state.variables(), data.batch(0)
+    loss, aux = jax.jit(method.loss)(variables, host_state.method_state, batch, ctx)
+    sst_loss, sst_aux = jax.jit(sst.loss)(variables, host_state.method_state["base"], batch, ctx)
+    assert float(loss) == float(sst_loss)
+    method_harness.assert_trees_close(aux.method_state["base"], sst_aux.method_state, rtol=0, atol=0)
+    assert {"intra_bce", "satl/ranking"} <= set(aux.metrics)
+
+
+def test_sst_margins_are_replaced_and_dsrb_hooks_run():
+    method, optimizer, host_state, data = build_satl(base_method="sst")
+    assert method.base.options.intra_bce_weight == method.base.options.inter_bce_weight == 0.0
+    assert method.base.options.cooccurrence_weight == 10.0  # the rest of SST is unchanged
+
+    method, optimizer, host_state, data = build_satl(
+        base_method="dsrb", base_section={"mixup_epoch": 1, "samples_per_quadrant": 4})
+    runner = method_harness.Runner(method, optimizer, data, jax.devices()[:1])
+    state, history = runner.run(runner.replicate(host_state), 3)
+    assert int(state.method_state["base"]["prototype_epoch"]) == 1  # DSRB's hook ran at epoch 1
+    assert np.any(np.asarray(state.method_state["base"]["prototypes"]) != 0)
+    assert history[2]["prototype_bce"] > 0 and history[2]["satl/pseudo_on"] == 1.0
+    assert np.all(np.isfinite([h["loss"] for h in history]))
+
+
+def test_invalid_options_are_rejected():
+    with pytest.raises(ValueError, match="cannot be 'satl'"):
+        build_satl(base_method="satl")
+    with pytest.raises(ValueError, match="cannot replace the pseudo labels of base method 'hst'"):
+        build_satl(base_method="hst")
+    with pytest.raises(ValueError, match="threshold_rule"):
+        build_satl(threshold_rule="median")
+
+
+def test_configs_validate_and_name_the_base_section():
+    for name in ("coco", "vg", "digits"):
+        module = {}
+        with open(os.path.join(os.path.dirname(__file__), "..", "configs", f"satl_{name}.py"),
+                  encoding="utf-8") as f:
+            exec(f.read(), module)  # noqa: S102 (our own config files)
+        config = module["get_config"]()
+        validate_config(config)
+        assert config.satl.base_method == "baseline"
+        config.satl.base_method = "sst"
+        assert set(SemanticAwareThresholdLearning.config_sections(config)) == {"satl", "sst"}
+
+
+def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
+    config = method_harness.digit_run_config("satl", digit_scenes_dir, epochs=2, **SATL_OPTIONS)
+    results = train.train_and_evaluate(config, str(tmp_path))
+    assert results["last"]["epoch"] == 1 and 0.0 < results["last"]["mAP"] <= 100.0
+    windows = method_harness.logged_train_metrics(str(tmp_path))
+    assert all(w["train/satl/pseudo_on"] == 0 for w in windows if w["step"] <= 12)  # 12 steps/epoch
+    assert sum(w["train/satl/pseudo_positives"] + w["train/satl/pseudo_negatives"]
+               for w in windows if w["step"] > 12) > 0
+    with open(os.path.join(tmp_path, "metrics.jsonl"), encoding="utf-8") as f:
+        entries = [json.loads(line) for line in f]
+    epoch_logs = [e for e in entries if "satl/threshold_neg/zero" in e]
+    assert [e["step"] for e in epoch_logs] == [12, 24]
+    last = epoch_logs[-1]
+    assert all(f"satl/threshold_neg/{name}" in last for name in ("zero", "five", "nine"))
+    assert 0.0 <= last["satl/negative_precision"] <= 1.0 and 0.0 <= last["satl/negative_recall"] <= 1.0
+    assert 0.0 <= last.get("satl/positive_precision", 0.0) <= 1.0  # absent without pseudo positives
+    assert last["satl/epoch_pseudo_positives"] + last["satl/epoch_pseudo_negatives"] > 0
+    stats = method_harness.restore_final_state(config, str(tmp_path)).method_state["satl"]
+    _, tau_neg = thresholds.category_thresholds(
+        stats["positive_histogram"], stats["negative_histogram"], rule="precision",
+        min_precision=0.5, max_missed_positive_fraction=0.05, min_count=2.0, kappa=2.0)
+    names = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    np.testing.assert_allclose([last[f"satl/threshold_neg/{n}"] for n in names], tau_neg)
