@@ -23,7 +23,8 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m mlrpl_jax.data.prepare --dataset=digit_scenes --data_dir=$(DATA_DIR)
 	$(PY) -m mlrpl_jax.sweep --config=configs/baseline_digits.py --workdir=$(WORKDIR) \
-		--known_ratios=0.1,0.3,0.5 --seeds=0 --config.data.data_dir=$(DATA_DIR)
+		--known_ratios=0.1,0.3,0.5 --seeds=0 --config.data.data_dir=$(DATA_DIR) \
+		--config.eval.every_epochs=6
 
 test: install
 	$(PY) -m pytest -q tests

@@ -3,7 +3,7 @@
     python -m mlrpl_jax.main --config=configs/dsrb_digits.py --workdir=workdirs/dsrb_digits
 
 Model, optimiser and schedule from `mlrpl_jax.config.digit_scenes_config` (ResNet-18 of width
-16 trained from scratch at 64 px, 7 epochs).
+16 trained from scratch at 64 px, 6 epochs).
 Blending and quadrant prototypes start at epoch 2 instead of 5 and are recomputed every
 2 epochs.
 """

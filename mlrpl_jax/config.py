@@ -92,13 +92,13 @@ def digit_scenes_config(method_name: str) -> ml_collections.ConfigDict:
     config.method = method_name
     config.known_ratio = 0.5
     config.batch_size = 32
-    config.epochs = 7
+    config.epochs = 6
     config.data.name = "digit_scenes"
     config.data.image_size = 64
     config.embeddings.kind = "random"
     config.model.update(depth=18, width=16, extra_pool=False, freeze_early_stages=False,
                         feature_dim=128, attention_dim=64, output_dim=128)
-    config.optim.update(lr=3e-3, weight_decay=1e-4, lr_decay_epochs=6)
+    config.optim.update(lr=3e-3, weight_decay=1e-4, lr_decay_epochs=5)
     config.logging.every_steps = 25
     for name, section in methods.get_method_class(method_name).config_sections(config).items():
         config[name] = section
