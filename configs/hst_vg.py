@@ -9,14 +9,8 @@ K = 10 K-means prototypes per class at epochs 5, 10, 15; weights 0.1 (score BCEs
 evaluated; --config.eval.drop_last=True reproduces the reference's dropped test tail.
 """
 
-from mlrpl_jax.config import base_config
-from mlrpl_jax.methods.hst import HeterogeneousSemanticTransfer
+from mlrpl_jax.config import paper_config
 
 
 def get_config():
-    config = base_config()
-    config.method = "hst"
-    config.batch_size = 32
-    config.data.name = "vg200"
-    config.hst = HeterogeneousSemanticTransfer.default_config()
-    return config
+    return paper_config("hst", "vg200")

@@ -7,14 +7,8 @@ prototypes from epoch 5. For the papers' setting add the converted ImageNet back
 --config.model.pretrained=<resnet101 .npz>; change the known ratio with --config.known_ratio.
 """
 
-from mlrpl_jax.config import base_config
-from mlrpl_jax.methods.sarb import SARB
+from mlrpl_jax.config import paper_config
 
 
 def get_config():
-    config = base_config()
-    config.method = "sarb"
-    config.data.name = "coco2014"
-    config.known_ratio = 0.5
-    config.sarb = SARB.default_config()
-    return config
+    return paper_config("sarb", "coco2014")

@@ -12,14 +12,8 @@ pseudo labels from epoch 5 with ρ+ = 0.9, ε- = 0.05, n_min = 20, λ_p = 1, λ_
 --config.model.pretrained to the converted ImageNet weights.
 """
 
-from mlrpl_jax.config import base_config
-from mlrpl_jax.methods.satl import SemanticAwareThresholdLearning
+from mlrpl_jax.config import paper_config
 
 
 def get_config():
-    config = base_config()
-    config.method = "satl"
-    config.batch_size = 32
-    config.data.name = "coco2014"
-    config.satl = SemanticAwareThresholdLearning.default_config()
-    return config
+    return paper_config("satl", "coco2014")

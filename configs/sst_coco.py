@@ -8,13 +8,8 @@ weights (1, 1, 10, 0.05), bank of 100 positives per class. Set --config.known_ra
 other label proportions and --config.model.pretrained to the converted ImageNet weights.
 """
 
-from mlrpl_jax.config import base_config
-from mlrpl_jax.methods.sst import StructuredSemanticTransfer
+from mlrpl_jax.config import paper_config
 
 
 def get_config():
-    config = base_config()
-    config.method = "sst"
-    config.data.name = "coco2014"
-    config.sst = StructuredSemanticTransfer.default_config()
-    return config
+    return paper_config("sst", "coco2014")

@@ -100,7 +100,33 @@ def digit_scenes_config(method_name: str) -> ml_collections.ConfigDict:
                         feature_dim=128, attention_dim=64, output_dim=128)
     config.optim.update(lr=3e-3, weight_decay=1e-4, lr_decay_epochs=5)
     config.logging.every_steps = 25
-    for name, section in methods.get_method_class(method_name).config_sections(config).items():
+    return with_method_sections(config)
+
+
+PAPER_DATASETS = ("coco2014", "vg200", "voc2007")
+
+
+def paper_config(method_name: str, dataset: str) -> ml_collections.ConfigDict:
+    """A method on a paper dataset with the launch-script settings (METHODS.md Appendix A).
+
+    ResNet-101 at 448², Adam 1e-5 with coupled L2 5e-4, lr x0.1 after epoch 9, 20 epochs,
+    batch 8 (HST's script and SATL: 32), the method's script hyperparameters. The ImageNet
+    backbone (`model.pretrained`) and the label embeddings (`embeddings.path`) are files the
+    user provides (docs/paper_datasets.md).
+    """
+    if dataset not in PAPER_DATASETS:
+        raise ConfigError(f"unknown paper dataset {dataset!r}; valid: {', '.join(PAPER_DATASETS)}")
+    config = base_config()
+    config.method = method_name
+    config.data.name = dataset
+    if method_name in ("hst", "satl"):
+        config.batch_size = 32
+    return with_method_sections(config)
+
+
+def with_method_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds the configured method's sections (with their defaults) to `config`."""
+    for name, section in methods.get_method_class(config.method).config_sections(config).items():
         config[name] = section
     return config
 
