@@ -15,6 +15,32 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 
+class PaperDatasetBuilder(tfds.core.GeneratorBasedBuilder):
+    """What the paper-dataset builders share: array_record output and the project's features.
+
+    Subclasses set CLASS_NAMES and describe themselves in their class docstring. This class
+    stays abstract (no split generators), so TFDS does not register it as a dataset.
+    """
+
+    CLASS_NAMES: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        *,
+        file_format: str | tfds.core.FileFormat = tfds.core.FileFormat.ARRAY_RECORD,
+        **kwargs: Any,
+    ):
+        super().__init__(file_format=file_format, **kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=type(self).__doc__,
+            features=example_features(len(self.CLASS_NAMES)),
+            metadata=tfds.core.MetadataDict(class_names=list(self.CLASS_NAMES)),
+        )
+
+
 class RawDataNotFoundError(FileNotFoundError):
     """The raw dataset files are missing from manual_dir; the message shows the expected layout."""
 

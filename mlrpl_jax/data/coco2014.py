@@ -92,28 +92,14 @@ def split_labels(instances: dict[str, Any], index_of_id: dict[int, int]) -> np.n
     return labels
 
 
-class Coco2014(tfds.core.GeneratorBasedBuilder):
+class Coco2014(builder_common.PaperDatasetBuilder):
     """MS-COCO 2014 multi-label classification (80 classes), TF-free, array_record."""
+
+    CLASS_NAMES = CLASS_NAMES
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = RAW_LAYOUT
-
-    def __init__(
-        self,
-        *,
-        file_format: str | tfds.core.FileFormat = tfds.core.FileFormat.ARRAY_RECORD,
-        **kwargs: Any,
-    ):
-        super().__init__(file_format=file_format, **kwargs)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=builder_common.example_features(NUM_CLASSES),
-            metadata=tfds.core.MetadataDict(class_names=list(CLASS_NAMES)),
-        )
 
     def _split_generators(
         self, dl_manager: tfds.download.DownloadManager

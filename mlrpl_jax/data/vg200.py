@@ -103,8 +103,10 @@ def find_image(manual_dir: epath.Path, file_name: str, image_dirs: Sequence[str]
     )
 
 
-class Vg200(tfds.core.GeneratorBasedBuilder):
+class Vg200(builder_common.PaperDatasetBuilder):
     """Visual Genome multi-label classification over 200 object categories, TF-free, array_record."""
+
+    CLASS_NAMES = PLACEHOLDER_CLASS_NAMES
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -117,22 +119,6 @@ class Vg200(tfds.core.GeneratorBasedBuilder):
             derived=True,
         ),
     ]
-
-    def __init__(
-        self,
-        *,
-        file_format: str | tfds.core.FileFormat = tfds.core.FileFormat.ARRAY_RECORD,
-        **kwargs: Any,
-    ):
-        super().__init__(file_format=file_format, **kwargs)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=builder_common.example_features(NUM_CLASSES),
-            metadata=tfds.core.MetadataDict(class_names=list(PLACEHOLDER_CLASS_NAMES)),
-        )
 
     def _split_generators(
         self, dl_manager: tfds.download.DownloadManager

@@ -84,8 +84,10 @@ def image_labels(
     return labels
 
 
-class Voc2007(tfds.core.GeneratorBasedBuilder):
+class Voc2007(builder_common.PaperDatasetBuilder):
     """Pascal VOC 2007 multi-label classification (20 classes), TF-free, array_record."""
+
+    CLASS_NAMES = CLASS_NAMES
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -101,22 +103,6 @@ class Voc2007(tfds.core.GeneratorBasedBuilder):
             ignore_difficult_at_test=True,
         ),
     ]
-
-    def __init__(
-        self,
-        *,
-        file_format: str | tfds.core.FileFormat = tfds.core.FileFormat.ARRAY_RECORD,
-        **kwargs: Any,
-    ):
-        super().__init__(file_format=file_format, **kwargs)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=__doc__,
-            features=builder_common.example_features(NUM_CLASSES),
-            metadata=tfds.core.MetadataDict(class_names=list(CLASS_NAMES)),
-        )
 
     def _split_generators(
         self, dl_manager: tfds.download.DownloadManager
