@@ -18,6 +18,8 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
+from mlrpl_jax import fault_injection
+
 BEST_METRIC = "mAP"
 
 
@@ -41,6 +43,10 @@ class Checkpointer:
             enable_async_checkpointing=async_save, create=True)
         self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
+    @property
+    def directory(self) -> str:
+        return str(self._manager.directory)
+
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
@@ -56,6 +62,7 @@ class Checkpointer:
         self._manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)),
             metrics=metrics, force=True)
+        fault_injection.signal_if_requested("save", step)
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
         """Restores the state at `step` with the structure, shapes and shardings of `target`."""

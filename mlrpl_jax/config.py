@@ -67,6 +67,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval.batch_size = 0  # 0 -> same as config.batch_size
     config.eval.drop_last = False  # True reproduces the reference's dropped test tail (§12.1)
 
+    config.train = ml_collections.ConfigDict()
+    # A step with a non-finite loss or gradient never updates the state; 'stop' then ends the
+    # run with an error naming the step and the loss term, 'skip' goes on (train.py).
+    config.train.on_nonfinite = "stop"
+
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 0  # extra mid-epoch checkpoints; 0 = only after each epoch
     config.checkpoint.keep_last = 2
@@ -189,5 +194,8 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config key '{name}' must be positive, got {value}")
+    if config.train.on_nonfinite not in ("stop", "skip"):
+        raise ConfigError(f"train.on_nonfinite must be 'stop' or 'skip', got "
+                          f"{config.train.on_nonfinite!r}")
     if config.model.dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"model.dtype must be 'float32' or 'bfloat16', got {config.model.dtype!r}")

@@ -37,6 +37,7 @@ def pair_asymmetric_loss_elementwise(
     the focusing weight is not detached.
     """
     pair_logits = jnp.asarray(pair_logits)
+    pair_logits = pair_logits.astype(jnp.promote_types(pair_logits.dtype, jnp.float32))  # bf16 -> f32
     num_classes = jnp.shape(targets)[-1]
     if pair_logits.shape[-1] != num_pairs(num_classes):
         raise ValueError(
@@ -166,6 +167,7 @@ def contrastive_loss_with_priorities(
 
     Weighted mean of the terms over the kept multiset; 0 with zero gradient when it is empty.
     """
+    features = features.astype(jnp.promote_types(features.dtype, jnp.float32))  # bf16 -> f32
     terms, weights = contrastive_terms_and_weights(features, targets, priorities)
     return jnp.sum(weights * terms) / jnp.maximum(jnp.sum(weights), 1.0)
 

@@ -4,12 +4,15 @@
         --config.known_ratio=0.3 --config.batch_size=16
 
 Running the same command again in the same workdir resumes from its latest checkpoint.
+On a TPU pod, a SLURM job or with --coordinator_address/--num_processes/--process_id the
+processes join one cluster first (mlrpl_jax/distributed.py, launch/README.md).
 """
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from mlrpl_jax import config as config_lib
+from mlrpl_jax import distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
                                           lock_config=True)
@@ -28,6 +31,7 @@ def main(argv: list[str]) -> None:
         config_lib.validate_config(config)
     except config_lib.ConfigError as error:
         raise app.UsageError(str(error)) from None
+    distributed.initialize_from_flags()
     logging.info("config:\n%s", config)
     train.train_and_evaluate(config, _WORKDIR.value)
 

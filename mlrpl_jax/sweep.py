@@ -18,6 +18,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from mlrpl_jax import config as config_lib
+from mlrpl_jax import distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
                                           lock_config=True)
@@ -66,9 +67,14 @@ def main(argv: list[str]) -> None:
         config_lib.validate_config(config)
     except config_lib.ConfigError as error:
         raise app.UsageError(str(error)) from None
+    distributed.initialize_from_flags()
+    import jax
+
     ratios = [float(r) for r in _KNOWN_RATIOS.value]
     seeds = [int(s) for s in _SEEDS.value]
     table = run_sweep(config, _WORKDIR.value, ratios, seeds)
+    if jax.process_index() != 0:  # process 0 writes the table
+        return
     text = format_table(table, config.method, config.data.name)
     os.makedirs(_WORKDIR.value, exist_ok=True)
     with open(os.path.join(_WORKDIR.value, "table.md"), "w", encoding="utf-8") as f:

@@ -11,18 +11,21 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 import tqdm
 from absl import logging
 
-from mlrpl_jax import checkpointing, metrics, optim, parallel
+from mlrpl_jax import checkpointing, fault_injection, metrics, optim, parallel
 from mlrpl_jax.config import validate_config
 from mlrpl_jax.data import label_embeddings, label_graph
 from mlrpl_jax.data.pipeline import PartialLabelData
@@ -53,7 +56,9 @@ def build_method(config: ml_collections.ConfigDict, data: PartialLabelData) -> M
     embeddings = label_embeddings.build_label_embeddings(
         config.embeddings.kind, info.spec.class_names, path=config.embeddings.path or None,
         dim=config.embeddings.dim, seed=config.seed)
-    return get_method_class(config.method)(config, info, embeddings, adjacency)
+    method = get_method_class(config.method)(config, info, embeddings, adjacency)
+    method.check_training_labels()
+    return method
 
 
 def create_train_state(method: Method, optimizer: optax.GradientTransformation,
@@ -91,7 +96,13 @@ def with_pretrained_backbone(variables: dict[str, Any], path: str, depth: int) -
 
 def make_train_step(method: Method, optimizer: optax.GradientTransformationExtraArgs,
                     steps_per_epoch: int) -> TrainStep:
-    """The (un-jitted) step: forward, loss, gradients, optimiser update, method-state update."""
+    """The (un-jitted) step: forward, loss, gradients, optimiser update, method-state update.
+
+    A step whose loss or gradient norm is not finite keeps the previous parameters, optimiser,
+    BN and method state (only the step counter advances) and reports `skipped_update` = 1, so
+    non-finite values never reach the state; the loop decides on the host, at logging and
+    checkpoint time, whether to stop or go on (config.train.on_nonfinite).
+    """
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
         epoch = state.step // steps_per_epoch
@@ -106,9 +117,14 @@ def make_train_step(method: Method, optimizer: optax.GradientTransformationExtra
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params,
                                               active=method.active_params(state.params, epoch))
         params = method.project_params(optax.apply_updates(state.params, updates))
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                                  batch_stats=aux.batch_stats, method_state=aux.method_state)
-        scalars = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux.metrics}
+        updated = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                                batch_stats=aux.batch_stats, method_state=aux.method_state)
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                 updated, state.replace(step=state.step + 1))
+        scalars = {"loss": loss, "grad_norm": grad_norm, **aux.metrics,
+                   "skipped_update": 1.0 - finite.astype(jnp.float32)}
         return new_state, scalars
 
     return train_step
@@ -132,9 +148,11 @@ def evaluate(state: TrainState, data: PartialLabelData, predict, config: ml_coll
              mesh: jax.sharding.Mesh) -> dict[str, float]:
     """Metrics of METHODS.md §11 over every test image (padding is cut off before scoring)."""
     batch_size = config.eval.batch_size or config.batch_size
-    batch_logits = [predict(state, parallel.to_global({"image": batch["image"]}, mesh)["image"])
-                    for batch in data.eval_batches(batch_size, process_index=jax.process_index(),
-                                                   process_count=jax.process_count())]
+    batch_logits = []
+    for batch in data.eval_batches(batch_size, process_index=jax.process_index(),
+                                   process_count=jax.process_count()):
+        batch_logits.append(predict(state, parallel.to_global({"image": batch["image"]}, mesh)["image"]))
+        fault_injection.signal_if_requested("eval", state.step)
     num_test = data.info.num_test
     if config.eval.drop_last:
         num_test = num_test // batch_size * batch_size
@@ -213,6 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 "step_in_epoch": step % steps_per_epoch, "history": history,
                 "config": config.to_json()}
 
+    preemption = PreemptionNotice()
     step = int(jax.device_get(state.step))
     for epoch in range(step // steps_per_epoch, config.epochs):
         start_step = step - epoch * steps_per_epoch
@@ -228,13 +247,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             state, scalars = train_step(state, to_global(batch))
             window.append(scalars)
             step += 1
+            fault_injection.signal_if_requested("step", step)
             progress.update(1)
             if len(window) == config.logging.every_steps or step % steps_per_epoch == 0:
-                _log_train_window(writer, step, window, time.time() - epoch_start)
+                _log_train_window(writer, step, window, time.time() - epoch_start,
+                                  config.train.on_nonfinite)
                 window = []
             if (config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0
                     and step % steps_per_epoch):
+                _check_nonfinite(jax.device_get(window), step, config.train.on_nonfinite)
                 checkpointer.save(step, state, record_for(step))
+            if preemption.received and step % steps_per_epoch:
+                _check_nonfinite(jax.device_get(window), step, config.train.on_nonfinite)
+                preemption.checkpoint_and_exit(checkpointer, step, state, record_for(step))
         progress.close()
 
         last_epoch = epoch == config.epochs - 1
@@ -246,7 +271,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         evaluated = bool(history) and history[-1]["epoch"] == epoch
         checkpointer.save(step, state, record_for(step),
                           metrics={checkpointing.BEST_METRIC: history[-1]["mAP"]} if evaluated else None)
+        if preemption.received:
+            preemption.checkpoint_and_exit(checkpointer, step, state, record_for(step))
 
+    preemption.restore_handler()
     checkpointer.wait()
     checkpointer.close()
     writer.close()
@@ -258,12 +286,72 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return results
 
 
+class PreemptionNotice:
+    """SIGTERM (how schedulers announce preemption) as a flag the loop checks between steps.
+
+    On the main thread only (Python delivers signals there); `checkpoint_and_exit` writes a
+    synchronous checkpoint of the current step and exits with status 143 (128 + SIGTERM).
+    """
+
+    def __init__(self):
+        self.received = False
+        self._previous_handler = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGTERM, self._record)
+
+    def _record(self, signum: int, frame: Any) -> None:
+        del signum, frame
+        self.received = True
+
+    def restore_handler(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGTERM, self._previous_handler)
+            self._previous_handler = None
+
+    def checkpoint_and_exit(self, checkpointer: checkpointing.Checkpointer, step: int,
+                            state: TrainState, record: dict[str, Any]) -> None:
+        if checkpointer.latest_step() != step:
+            checkpointer.save(step, state, record)
+        checkpointer.wait()
+        checkpointer.close()
+        self.restore_handler()
+        logging.warning("SIGTERM received: saved the checkpoint of step %d in %s and stopped; run "
+                        "the same command again to resume", step, checkpointer.directory)
+        sys.exit(128 + signal.SIGTERM)
+
+
+def _check_nonfinite(values: list[dict[str, np.ndarray]], last_step: int, on_nonfinite: str) -> list[int]:
+    """Steps of the window ending at `last_step` whose update was skipped as non-finite.
+
+    With on_nonfinite='stop', raises FloatingPointError naming the first such step and its
+    non-finite terms (the method's loss terms are logged in LossAux.metrics).
+    """
+    first_step = last_step - len(values) + 1
+    skipped = [first_step + k for k, v in enumerate(values) if v["skipped_update"]]
+    if skipped and on_nonfinite == "stop":
+        bad = values[skipped[0] - first_step]
+        headline_first = sorted(bad, key=lambda key: ({"loss": 0, "grad_norm": 1}.get(key, 2), key))
+        terms = ", ".join(f"{key}={float(bad[key])}" for key in headline_first
+                          if key != "skipped_update" and not np.isfinite(bad[key]))
+        raise FloatingPointError(
+            f"non-finite loss or gradients at training step {skipped[0]}: {terms}. That update "
+            "was not applied and no checkpoint holds it. Lower optim.lr or check the inputs; "
+            "--config.train.on_nonfinite=skip skips such steps instead of stopping.")
+    return skipped
+
+
 def _log_train_window(writer: MetricWriter, step: int, window: list[dict[str, jax.Array]],
-                      elapsed: float) -> None:
+                      elapsed: float, on_nonfinite: str) -> None:
+    """Logs the means over the applied steps of the window and the number of skipped ones."""
     values = jax.device_get(window)
-    means = {key: float(np.mean([v[key] for v in values])) for key in values[0]}
-    if not np.isfinite(means["loss"]):
-        raise FloatingPointError(f"non-finite training loss at step {step}: {means}")
+    skipped = _check_nonfinite(values, step, on_nonfinite)
+    if skipped:
+        logging.warning("non-finite loss or gradients at steps %s: updates skipped "
+                        "(train.on_nonfinite='skip')", skipped)
+    applied = [v for v in values if not v["skipped_update"]]
+    means = {key: float(np.mean([v[key] for v in applied]))
+             for key in (applied[0] if applied else {}) if key != "skipped_update"}
+    means["skipped_updates"] = float(len(skipped))
     means["epoch_time_s"] = elapsed
     writer.write(step, means, prefix="train/")
 

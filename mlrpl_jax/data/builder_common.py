@@ -4,15 +4,22 @@ Every builder writes the project's example format (see digit_scenes.py): 'image'
 bytes, stored as read from disk), 'labels' int8 (C,), 'index' int64 (position of the image in
 the split's reference order, METHODS.md §1.2) and 'image_id' text. Builders read the user's raw
 data from TFDS's manual_dir and never download anything. Images are handed to TFDS as bytes:
-tfds.features.Image would encode numpy images with TensorFlow.
+tfds.features.Image would encode numpy images with TensorFlow. Every raw image is decoded once
+while building; one that cannot be (corrupt or truncated) stops the build with its path, or with
+`corrupt_images='skip'` is left out and the later images' 'index' closes the gap.
 """
+import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from etils import epath
+from PIL import Image
+
+CORRUPT_IMAGE_ACTIONS = ("fail", "skip")
 
 
 class PaperDatasetBuilder(tfds.core.GeneratorBasedBuilder):
@@ -28,9 +35,29 @@ class PaperDatasetBuilder(tfds.core.GeneratorBasedBuilder):
         self,
         *,
         file_format: str | tfds.core.FileFormat = tfds.core.FileFormat.ARRAY_RECORD,
+        corrupt_images: str = "fail",
         **kwargs: Any,
     ):
+        if corrupt_images not in CORRUPT_IMAGE_ACTIONS:
+            raise ValueError(f"corrupt_images must be one of {CORRUPT_IMAGE_ACTIONS}, got {corrupt_images!r}.")
+        self.corrupt_images = corrupt_images
         super().__init__(file_format=file_format, **kwargs)
+
+    def read_image(self, path: epath.Path) -> bytes | None:
+        """The file's bytes once they decode as an image; None for a corrupt file with 'skip'."""
+        data = path.read_bytes()
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+        except (OSError, ValueError) as error:
+            if self.corrupt_images == "fail":
+                raise CorruptImageError(
+                    f"Raw image {path} cannot be decoded ({error}). Replace the file, or build with "
+                    "--corrupt_images=skip to leave such images out."
+                ) from None
+            logging.warning("Skipping raw image %s: it cannot be decoded (%s).", path, error)
+            return None
+        return data
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -39,6 +66,10 @@ class PaperDatasetBuilder(tfds.core.GeneratorBasedBuilder):
             features=example_features(len(self.CLASS_NAMES)),
             metadata=tfds.core.MetadataDict(class_names=list(self.CLASS_NAMES)),
         )
+
+
+class CorruptImageError(ValueError):
+    """An image file or record cannot be decoded; the message names the file or record."""
 
 
 class RawDataNotFoundError(FileNotFoundError):
@@ -57,10 +88,15 @@ def example_features(num_classes: int, image_format: str = "jpeg") -> tfds.featu
     )
 
 
-def labels_from_positives(positives: Iterable[int], num_classes: int) -> np.ndarray:
-    """Int8 (C,): +1 at the given class indices, -1 elsewhere."""
+def labels_from_positives(positives: Iterable[int], num_classes: int, image_id: str = "") -> np.ndarray:
+    """Int8 (C,): +1 at the given class indices, -1 elsewhere; ValueError for an index outside 0..C-1."""
+    positives = [int(c) for c in positives]
+    out_of_range = [c for c in positives if not 0 <= c < num_classes]
+    if out_of_range:
+        raise ValueError(f"Class indices {out_of_range} of image {image_id!r} are out of range: "
+                         f"valid class indices are 0..{num_classes - 1}.")
     labels = np.full(num_classes, -1, dtype=np.int8)
-    labels[list(positives)] = 1
+    labels[positives] = 1
     return labels
 
 

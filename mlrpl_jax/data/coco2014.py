@@ -125,16 +125,21 @@ class Coco2014(builder_common.PaperDatasetBuilder):
         self, image_dir: epath.Path, instances: dict[str, Any], index_of_id: dict[int, int]
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         labels = split_labels(instances, index_of_id)  # (N, 80)
-        for index, image in enumerate(instances["images"]):
+        index = 0
+        for row, image in enumerate(instances["images"]):
             path = image_dir / image["file_name"]
             builder_common.require_files([path], "COCO 2014", RAW_LAYOUT)
+            image_bytes = self.read_image(path)
+            if image_bytes is None:
+                continue
             image_id = str(image["id"])
             yield image_id, {
-                "image": path.read_bytes(),
-                "labels": labels[index],
+                "image": image_bytes,
+                "labels": labels[row],
                 "index": index,
                 "image_id": image_id,
             }
+            index += 1
 
     def _stock_examples(self, stock_dir: epath.Path, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
         names = tfds.builder_from_directory(stock_dir).info.features["objects"]["label"].names

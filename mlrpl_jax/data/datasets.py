@@ -15,7 +15,9 @@ class DatasetSpec:
     `prepare_command` is the shell command that builds the dataset; the text "{data_dir}" in
     it stands for the data directory (see `prepare_command_for`). `raw_layout` describes the
     raw files that command reads from --manual_dir ('' when it needs none). `prepare(data_dir,
-    manual_dir)` builds it; manual_dir None means TFDS's default, <data_dir>/downloads/manual.
+    manual_dir, corrupt_images)` builds it; manual_dir None means TFDS's default,
+    <data_dir>/downloads/manual; corrupt_images ('fail' | 'skip') is what a paper builder does
+    with a raw image that cannot be decoded (builder_common.py).
     Class names of datasets whose categories are chosen at build time (vg200) are placeholders
     here; the pipeline takes the prepared dataset's own names (its metadata 'class_names').
     """
@@ -26,7 +28,7 @@ class DatasetSpec:
     train_split: str
     test_split: str
     prepare_command: str
-    prepare: Callable[[str, str | None], None] = dataclasses.field(repr=False, compare=False)
+    prepare: Callable[[str, str | None, str], None] = dataclasses.field(repr=False, compare=False)
     raw_layout: str = ""
 
     @property
@@ -38,9 +40,10 @@ class DatasetSpec:
         return self.prepare_command.format(data_dir=data_dir)
 
 
-def _prepare_digit_scenes(config_name: str, data_dir: str, manual_dir: str | None = None) -> None:
+def _prepare_digit_scenes(config_name: str, data_dir: str, manual_dir: str | None = None,
+                          corrupt_images: str = "fail") -> None:
     """Builds one digit-scenes config into data_dir (offline, a few seconds; no raw data)."""
-    del manual_dir
+    del manual_dir, corrupt_images  # generated images: nothing to read or skip
     from mlrpl_jax.data import digit_scenes  # deferred: imports scikit-learn
 
     builder = digit_scenes.DigitScenes(config=config_name, data_dir=data_dir)
@@ -77,12 +80,14 @@ def _paper_module(name: str):
     return importlib.import_module(f"mlrpl_jax.data.{_PAPER_BUILDERS[name][0]}")
 
 
-def _prepare_paper_dataset(name: str, data_dir: str, manual_dir: str | None = None) -> None:
+def _prepare_paper_dataset(name: str, data_dir: str, manual_dir: str | None = None,
+                           corrupt_images: str = "fail") -> None:
     """Builds a paper dataset from the raw files in manual_dir (no network)."""
     import tensorflow_datasets as tfds
 
     _, class_name, config = _PAPER_BUILDERS[name]
-    builder = getattr(_paper_module(name), class_name)(config=config, data_dir=data_dir)
+    builder = getattr(_paper_module(name), class_name)(
+        config=config, data_dir=data_dir, corrupt_images=corrupt_images)
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     builder.download_and_prepare(download_config=download_config)
 
@@ -128,6 +133,11 @@ def get_dataset_spec(name: str) -> DatasetSpec:
     return _REGISTRY[name]()
 
 
-def prepare_dataset(name: str, data_dir: str, manual_dir: str | None = None) -> None:
-    """Builds dataset `name` into data_dir from the raw data in manual_dir, without network access."""
-    get_dataset_spec(name).prepare(data_dir, manual_dir)
+def prepare_dataset(name: str, data_dir: str, manual_dir: str | None = None,
+                    corrupt_images: str = "fail") -> None:
+    """Builds dataset `name` into data_dir from the raw data in manual_dir, without network access.
+
+    corrupt_images: 'fail' stops at a raw image that cannot be decoded, naming its path;
+    'skip' leaves it out with a warning.
+    """
+    get_dataset_spec(name).prepare(data_dir, manual_dir, corrupt_images)

@@ -30,6 +30,7 @@ from etils import epath
 from PIL import Image
 
 from mlrpl_jax.data import preprocessing
+from mlrpl_jax.data.builder_common import CorruptImageError
 from mlrpl_jax.data.datasets import DatasetSpec, get_dataset_spec
 from mlrpl_jax.data.partial_labels import make_partial_labels
 
@@ -211,7 +212,16 @@ class _ExampleLoader:
                 f"index {record['index']}, expected {index}: the label cache is stale; delete "
                 f"the *_labels_by_index.npy and *_record_of_index.npy files there."
             )
-        image = decode_image(record["image"])
+        try:
+            image = decode_image(record["image"])
+        except (OSError, ValueError) as error:
+            image_id = record["image_id"]
+            raise CorruptImageError(
+                f"Cannot decode the image of record {self.record_of_index[index]} (image_id "
+                f"{image_id.decode() if isinstance(image_id, bytes) else image_id!r}, index {index}) "
+                f"of {self.builder_dir}/{self.split}: {error}. The prepared dataset is damaged; "
+                "delete it and prepare it again."
+            ) from None
         if self.augment:
             rng = augmentation_rng(self.seed, self.epoch, position)
             pixels = preprocessing.preprocess_for_train(image, self.image_size, rng)

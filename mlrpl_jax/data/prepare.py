@@ -17,13 +17,16 @@ _MANUAL_DIR = flags.DEFINE_string(
     "manual_dir", None,
     "Directory holding the raw dataset files (coco2014, voc2007, vg200); default "
     "<data_dir>/downloads/manual. Not used by digit_scenes.")
+_CORRUPT_IMAGES = flags.DEFINE_enum(
+    "corrupt_images", "fail", ["fail", "skip"],
+    "What to do with a raw image that cannot be decoded: stop with its path, or leave it out.")
 flags.mark_flags_as_required(["dataset", "data_dir"])
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
-    datasets.prepare_dataset(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value)
+    datasets.prepare_dataset(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value, _CORRUPT_IMAGES.value)
 
 
 if __name__ == "__main__":

@@ -167,12 +167,17 @@ class Vg200(builder_common.PaperDatasetBuilder):
         positives: dict[str, Sequence[int]],
         image_dirs: Sequence[str],
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        for index, file_name in enumerate(file_names):
+        index = 0
+        for file_name in file_names:
             if file_name not in positives:
                 raise ValueError(f"Image {file_name} of the list has no entry in the labels file.")
+            image_bytes = self.read_image(find_image(manual_dir, file_name, image_dirs))
+            if image_bytes is None:
+                continue
             yield file_name, {
-                "image": find_image(manual_dir, file_name, image_dirs).read_bytes(),
-                "labels": builder_common.labels_from_positives(positives[file_name], NUM_CLASSES),
+                "image": image_bytes,
+                "labels": builder_common.labels_from_positives(positives[file_name], NUM_CLASSES, file_name),
                 "index": index,
                 "image_id": file_name,
             }
+            index += 1

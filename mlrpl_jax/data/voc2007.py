@@ -125,16 +125,21 @@ class Voc2007(builder_common.PaperDatasetBuilder):
     def _generate_examples(
         self, root: epath.Path, list_file: epath.Path, ignore_difficult: bool
     ) -> Iterator[tuple[str, dict[str, Any]]]:
-        for index, image_id in enumerate(builder_common.read_list_file(list_file)):
+        index = 0
+        for image_id in builder_common.read_list_file(list_file):
             annotation = root / "Annotations" / f"{image_id}.xml"
             image = root / "JPEGImages" / f"{image_id}.jpg"
             builder_common.require_files([annotation, image], "VOC 2007", RAW_LAYOUT)
+            image_bytes = self.read_image(image)
+            if image_bytes is None:
+                continue
             yield image_id, {
-                "image": image.read_bytes(),
+                "image": image_bytes,
                 "labels": image_labels(annotation.read_bytes(), ignore_difficult),
                 "index": index,
                 "image_id": image_id,
             }
+            index += 1
 
     def _stock_examples(
         self, stock_dir: epath.Path, split: str, ignore_difficult: bool

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mlrpl_jax import parallel
+from mlrpl_jax import fault_injection, parallel
 from mlrpl_jax.data.pipeline import DataInfo
 from mlrpl_jax.models.network import SharedNetwork
 
@@ -79,6 +79,7 @@ class HostContext:
         for batch in self.train_batches(epoch):
             global_batch = self.to_global({"image": batch["image"], "labels": batch["labels"]})
             outputs = jitted(state, global_batch["image"])
+            fault_injection.signal_if_requested("hook", state.step)
             yield ({key: parallel.gather_to_host(value) for key, value in outputs.items()},
                    parallel.gather_to_host(global_batch["labels"]))
 
@@ -95,6 +96,25 @@ class Method(abc.ABC):
         self.options = self.method_options(config)
         self.model = self.build_model(network_kwargs(config, info.num_classes,
                                                      word_embeddings, adjacency))
+
+    def check_training_labels(self) -> None:
+        """Raises ValueError, before training, if the partial labels cannot support this method."""
+
+    def require_known_positive_per_class(self, needed_for: str) -> None:
+        """ValueError before training naming every class without a known positive training label.
+
+        For methods whose per-class statistics (`needed_for`, e.g. K-means prototypes) are
+        computed from the known positives of each class and are undefined without any.
+        """
+        counts = np.sum(self.info.train_partial_labels == 1, axis=0)  # (C,)
+        missing = np.flatnonzero(counts == 0)
+        if missing.size:
+            names = ", ".join(f"{self.info.spec.class_names[c]!r} (index {c})" for c in missing)
+            raise ValueError(
+                f"{self.name}: no known positive training label for class {names} at "
+                f"known_ratio={self.config.known_ratio}, so its {needed_for} cannot be computed. "
+                "Use a larger known_ratio or another seed, or a method without per-class "
+                "prototypes (baseline, sst).")
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict | None:

@@ -49,6 +49,9 @@ class HeterogeneousSemanticTransfer(Method):
                              f"hst.generate_label_epoch >= 0, got {opts.num_prototypes}, "
                              f"{opts.prototype_interval} and {opts.generate_label_epoch}")
 
+    def check_training_labels(self) -> None:
+        self.require_known_positive_per_class("K-means prototypes")
+
     @property
     def learnable_margins(self) -> tuple[str, ...]:
         """Parameter names of the margins trained by Adam (the others are constants)."""

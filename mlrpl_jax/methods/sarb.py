@@ -96,6 +96,9 @@ class SARB(Method):
                 raise ValueError(f"{self.name}.{name} must lie in [0, 1], got {opts[name]}.")
         self.check_prototype_options()
 
+    def check_training_labels(self) -> None:
+        self.require_known_positive_per_class("prototypes")
+
     def check_prototype_options(self) -> None:
         if self.options.num_prototypes < 1:
             raise ValueError(f"sarb.num_prototypes must be >= 1, got {self.options.num_prototypes}.")
@@ -166,7 +169,8 @@ class SARB(Method):
                     classify(prototype_features), prototype_targets)
 
         def no_blending() -> tuple[jax.Array, ...]:
-            return tuple(jnp.zeros_like(output.logits) for _ in range(4))
+            logits, blended_targets = jnp.zeros_like(output.logits), jnp.zeros(targets.shape, jnp.float32)
+            return logits, blended_targets, logits, blended_targets
 
         # All-zero targets select nothing, so the blended BCE terms are 0 before e_m.
         branches = jax.lax.cond(epoch >= self.options.mixup_epoch, blended_branches, no_blending)

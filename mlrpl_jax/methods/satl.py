@@ -103,6 +103,9 @@ class SemanticAwareThresholdLearning(Method):
                          "counts": {key: jnp.zeros(self.info.num_classes, jnp.float32)
                                     for key in COUNT_KEYS}}}
 
+    def check_training_labels(self) -> None:
+        self.base.check_training_labels()
+
     def active_params(self, params: PyTree, epoch: jax.Array) -> PyTree | None:
         return self.base.active_params(params, epoch)
 
