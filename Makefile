@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA_DIR ?= $(CURDIR)/data/tfds
 WORKDIR ?= $(CURDIR)/workdirs/demo
-export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
+export JAX_COMPILATION_CACHE_DIR ?= $(HOME)/.cache/mlrpl_jax/jax_compilation_cache
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
 
 .PHONY: install demo test bench clean
@@ -33,4 +33,4 @@ bench: install
 	$(PY) benchmarks/train_step.py --config=configs/baseline_digits.py
 
 clean:
-	rm -rf $(VENV) .jax_cache workdirs
+	rm -rf $(VENV) workdirs
