@@ -66,6 +66,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval.every_epochs = 1
     config.eval.batch_size = 0  # 0 -> same as config.batch_size
     config.eval.drop_last = False  # True reproduces the reference's dropped test tail (§12.1)
+    # Test labels 0 (voc2007/difficult_ignored) are left out of every metric (ML-GCN); False
+    # counts them as negatives. Test labels of the other datasets are +-1, so it changes nothing.
+    config.eval.ignore_zero_labels = True
 
     config.train = ml_collections.ConfigDict()
     # A step with a non-finite loss or gradient never updates the state; 'stop' then ends the

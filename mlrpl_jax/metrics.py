@@ -123,13 +123,20 @@ def threshold_metrics(scores: np.ndarray, targets: np.ndarray, top_k: int | None
     return dict(zip(THRESHOLD_METRIC_NAMES, (float(v) for v in (op, orec, of1, cp, cr, cf1))))
 
 
-def evaluate_scores(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+def evaluate_scores(scores: np.ndarray, targets: np.ndarray, *,
+                    ignore_zero_targets: bool = False) -> dict[str, float]:
     """All test metrics in percent: 'mAP' (interpolated, the reported number), 'mAP_plain', the six
     threshold metrics and the same six with suffix '_top3' (METHODS.md §11).
 
-    Raises ValueError if a class has no positive, since its AP (and so the mAP) would be NaN.
+    With `ignore_zero_targets` (the ML-GCN convention for VOC's difficult objects), entries whose
+    target is 0 take no part: they are ranked below every other image and never predicted, which
+    is the same as removing them from each class's AP and from the threshold counts. Otherwise
+    0 counts as a negative, as in the reference. Raises ValueError if a class has no positive,
+    since its AP (and so the mAP) would be NaN.
     """
     scores, positives = _validated(scores, targets)
+    if ignore_zero_targets:
+        scores = np.where(np.asarray(targets) == 0, np.finfo(np.float64).min, scores)
     missing = np.flatnonzero(~positives.any(axis=0))
     if missing.size:
         raise ValueError(

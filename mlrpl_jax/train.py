@@ -157,7 +157,8 @@ def evaluate(state: TrainState, data: PartialLabelData, predict, config: ml_coll
     if config.eval.drop_last:
         num_test = num_test // batch_size * batch_size
     scores = np.concatenate([parallel.gather_to_host(x) for x in batch_logits])[:num_test]
-    return metrics.evaluate_scores(scores, data.info.test_labels[:num_test])
+    return metrics.evaluate_scores(scores, data.info.test_labels[:num_test],
+                                   ignore_zero_targets=config.eval.ignore_zero_labels)
 
 
 def check_workdir(workdir: str) -> None:

@@ -161,3 +161,18 @@ def test_invalid_inputs_raise(scores, targets, message):
 def test_invalid_top_k_raises(top_k):
     with pytest.raises(ValueError, match="top_k must be a positive integer"):
         threshold_metrics(_SCORES, _TARGETS, top_k=top_k)
+
+
+def test_ignored_zero_targets_equal_removing_those_entries():
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((40, 4))
+    targets = np.where(rng.random((40, 4)) < 0.3, 1, -1)
+    targets[rng.random((40, 4)) < 0.2] = 0  # "difficult": ignored at test (ML-GCN)
+    targets[0] = 1  # every class keeps a positive
+    removed = [average_precision(scores[targets[:, c] != 0, c:c + 1],
+                                 targets[targets[:, c] != 0, c:c + 1])[0] for c in range(4)]
+    ignored = evaluate_scores(scores, targets, ignore_zero_targets=True)
+    np.testing.assert_allclose(ignored["mAP_plain"], 100 * np.mean(removed))
+    as_negatives = evaluate_scores(scores, np.where(targets == 0, -1, targets))
+    assert evaluate_scores(scores, targets)["mAP_plain"] == as_negatives["mAP_plain"]
+    assert ignored["mAP_plain"] != as_negatives["mAP_plain"]
