@@ -11,8 +11,7 @@ processes join one cluster first (mlrpl_jax/distributed.py, launch/README.md).
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from mlrpl_jax import config as config_lib
-from mlrpl_jax import distributed
+from mlrpl_jax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
                                           lock_config=True)
@@ -21,17 +20,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    config = _CONFIG.value
+    cli.start(argv, config)
     # Imported here so that `--help` and flag errors do not pay for importing JAX.
     from mlrpl_jax import train
 
-    config = _CONFIG.value
-    try:
-        config_lib.validate_config(config)
-    except config_lib.ConfigError as error:
-        raise app.UsageError(str(error)) from None
-    distributed.initialize_from_flags()
     logging.info("config:\n%s", config)
     train.train_and_evaluate(config, _WORKDIR.value)
 

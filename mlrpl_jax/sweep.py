@@ -17,8 +17,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
+from mlrpl_jax import cli
 from mlrpl_jax import config as config_lib
-from mlrpl_jax import distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
                                           lock_config=True)
@@ -60,14 +60,8 @@ def format_table(table: dict, method: str, dataset: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     config = _CONFIG.value
-    try:
-        config_lib.validate_config(config)
-    except config_lib.ConfigError as error:
-        raise app.UsageError(str(error)) from None
-    distributed.initialize_from_flags()
+    cli.start(argv, config)
     import jax
 
     ratios = [float(r) for r in _KNOWN_RATIOS.value]

@@ -1,0 +1,24 @@
+"""Start-up shared by the command-line entry points (main.py, sweep.py)."""
+
+from __future__ import annotations
+
+import ml_collections
+from absl import app
+
+from mlrpl_jax import config as config_lib
+from mlrpl_jax import distributed
+
+
+def start(argv: list[str], config: ml_collections.ConfigDict) -> None:
+    """Rejects stray arguments and invalid configs (one usage line), then joins the cluster.
+
+    The cluster (TPU pod, SLURM, explicit coordinator flags; mlrpl_jax/distributed.py) must be
+    joined before anything touches a device.
+    """
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config_lib.validate_config(config)
+    except config_lib.ConfigError as error:
+        raise app.UsageError(str(error)) from None
+    distributed.initialize_from_flags()
