@@ -4,7 +4,6 @@ Layout parity of the conversion itself (torch layout -> Flax ResNet, checked aga
 ResNet run straight from torch-layout weights) is in test_torch_layout.py. A parity test against
 a real torch ResNet needs the optional [torch] extra, which CI does not install.
 """
-import importlib.util
 import os
 import subprocess
 import sys
@@ -66,15 +65,16 @@ def test_wrong_depth_and_format_errors(tmp_path, resnet18):
         import_weights.convert(str(tmp_path / "absent.npz"), str(tmp_path / "w.npz"), depth=18)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torch") is not None, reason="torch is installed")
-def test_pth_without_torch_names_the_extra(tmp_path):
+def test_pth_without_torch_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     (tmp_path / "resnet101.pth").write_bytes(b"not read")
     with pytest.raises(import_weights.WeightImportError, match=r"mlrpl_jax\[torch\]"):
         import_weights.convert(str(tmp_path / "resnet101.pth"), str(tmp_path / "w.npz"), depth=101)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("safetensors") is not None, reason="safetensors is installed")
-def test_safetensors_without_package_is_a_clear_error(tmp_path):
+def test_safetensors_without_package_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if safetensors were not installed
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
     (tmp_path / "resnet101.safetensors").write_bytes(b"not read")
     with pytest.raises(import_weights.WeightImportError, match="pip install safetensors"):
         import_weights.convert(str(tmp_path / "resnet101.safetensors"), str(tmp_path / "w.npz"), depth=101)
