@@ -233,49 +233,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 "config": config.to_json()}
 
     preemption = PreemptionNotice()
-    step = int(jax.device_get(state.step))
-    for epoch in range(step // steps_per_epoch, config.epochs):
-        start_step = step - epoch * steps_per_epoch
-        if start_step == 0:
-            state = method.on_epoch_start(state, epoch, host)
-        window: list[dict[str, jax.Array]] = []
-        epoch_start = time.time()
-        batches = data.train_batches(epoch, config.batch_size, start_step=start_step,
-                                     process_index=process_index, process_count=process_count)
-        progress = tqdm.tqdm(total=steps_per_epoch, initial=start_step, disable=not show_progress,
-                             desc=f"epoch {epoch}", leave=False)
-        for batch in batches:
-            state, scalars = train_step(state, to_global(batch))
-            window.append(scalars)
-            step += 1
-            fault_injection.signal_if_requested("step", step)
-            progress.update(1)
-            if len(window) == config.logging.every_steps or step % steps_per_epoch == 0:
-                _log_train_window(writer, step, window, time.time() - epoch_start,
-                                  config.train.on_nonfinite)
-                window = []
-            if (config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0
-                    and step % steps_per_epoch):
-                _check_nonfinite(jax.device_get(window), step, config.train.on_nonfinite)
-                checkpointer.save(step, state, record_for(step))
-            if preemption.received and step % steps_per_epoch:
-                _check_nonfinite(jax.device_get(window), step, config.train.on_nonfinite)
+    try:
+        step = int(jax.device_get(state.step))
+        for epoch in range(step // steps_per_epoch, config.epochs):
+            start_step = step - epoch * steps_per_epoch
+            if start_step == 0:
+                state = method.on_epoch_start(state, epoch, host)
+            window: list[dict[str, jax.Array]] = []
+            epoch_start = time.time()
+            batches = data.train_batches(epoch, config.batch_size, start_step=start_step,
+                                         process_index=process_index, process_count=process_count)
+            progress = tqdm.tqdm(total=steps_per_epoch, initial=start_step,
+                                 disable=not show_progress, desc=f"epoch {epoch}", leave=False)
+            for batch in batches:
+                state, scalars = train_step(state, to_global(batch))
+                window.append(scalars)
+                step += 1
+                fault_injection.signal_if_requested("step", step)
+                progress.update(1)
+                if len(window) == config.logging.every_steps or step % steps_per_epoch == 0:
+                    _log_train_window(writer, step, window, time.time() - epoch_start,
+                                      config.train.on_nonfinite)
+                    window = []
+                if (config.checkpoint.every_steps and step % config.checkpoint.every_steps == 0
+                        and step % steps_per_epoch):
+                    _check_nonfinite(jax.device_get(window), step, config.train.on_nonfinite)
+                    checkpointer.save(step, state, record_for(step))
+                if preemption.received and step % steps_per_epoch:
+                    _check_nonfinite(jax.device_get(window), step, config.train.on_nonfinite)
+                    preemption.checkpoint_and_exit(checkpointer, step, state, record_for(step))
+            progress.close()
+
+            last_epoch = epoch == config.epochs - 1
+            if (epoch + 1) % config.eval.every_epochs == 0 or last_epoch:
+                test_metrics = evaluate(state, data, predict, config, mesh)
+                writer.write(step, test_metrics, prefix="test/")
+                history.append({"epoch": epoch, **test_metrics})
+            state = method.on_epoch_end(state, epoch, host)
+            evaluated = bool(history) and history[-1]["epoch"] == epoch
+            best_metric = {checkpointing.BEST_METRIC: history[-1]["mAP"]} if evaluated else None
+            checkpointer.save(step, state, record_for(step), metrics=best_metric)
+            if preemption.received:
                 preemption.checkpoint_and_exit(checkpointer, step, state, record_for(step))
-        progress.close()
-
-        last_epoch = epoch == config.epochs - 1
-        if (epoch + 1) % config.eval.every_epochs == 0 or last_epoch:
-            test_metrics = evaluate(state, data, predict, config, mesh)
-            writer.write(step, test_metrics, prefix="test/")
-            history.append({"epoch": epoch, **test_metrics})
-        state = method.on_epoch_end(state, epoch, host)
-        evaluated = bool(history) and history[-1]["epoch"] == epoch
-        checkpointer.save(step, state, record_for(step),
-                          metrics={checkpointing.BEST_METRIC: history[-1]["mAP"]} if evaluated else None)
-        if preemption.received:
-            preemption.checkpoint_and_exit(checkpointer, step, state, record_for(step))
-
-    preemption.restore_handler()
+    finally:
+        preemption.restore_handler()
     checkpointer.wait()
     checkpointer.close()
     writer.close()
