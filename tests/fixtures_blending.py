@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from fixtures_data import TINY_DATASET
+from method_harness import assert_trees_close
 from mlrpl_jax import checkpointing, methods, optim, parallel, train
 from mlrpl_jax.checkpointing import Checkpointer
 from mlrpl_jax.config import base_config, validate_config
@@ -84,17 +85,6 @@ def run_steps(method, host_state, batches, devices, num_steps, steps_per_epoch, 
         state, values = step(state, parallel.to_global(batches[k % len(batches)], mesh))
         scalars.append(jax.device_get(values))
     return state, scalars
-
-
-def assert_trees_close(a, b, rtol, atol, scaled_atol=0.0):
-    """Leaf-wise allclose; `scaled_atol` adds an absolute tolerance relative to the leaf's scale."""
-    flat_a, tree_a = jax.tree.flatten(jax.device_get(a))
-    flat_b, tree_b = jax.tree.flatten(jax.device_get(b))
-    assert tree_a == tree_b
-    for x, y in zip(flat_a, flat_b):
-        x, y = np.asarray(x), np.asarray(y)
-        scale = float(np.max(np.abs(y))) if y.size else 0.0
-        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol + scaled_atol * scale)
 
 
 def training_batches(info, num_batches, grid=4, batch_size=8):

@@ -11,6 +11,7 @@ from mlrpl_jax.data.label_graph import label_adjacency
 from mlrpl_jax.data.synthetic import synthetic_batch, synthetic_data_info
 from mlrpl_jax.methods.baseline import PartialBCEBaseline
 from mlrpl_jax.train import create_train_state, jit_predict, jit_train_step, make_train_step
+from method_harness import assert_trees_close
 
 NUM_CLASSES = 6
 IMAGE_SIZE = 32
@@ -53,17 +54,6 @@ def run_steps(setup, devices, num_steps, state=None):
         state, scalars = step(state, parallel.to_global(batches[k], mesh))
         losses.append(float(scalars["loss"]))
     return state, losses
-
-
-def assert_trees_close(a, b, rtol, atol, scaled_atol=0.0):
-    """Leaf-wise allclose; `scaled_atol` adds an absolute tolerance relative to the leaf's scale."""
-    flat_a, tree_a = jax.tree.flatten(jax.device_get(a))
-    flat_b, tree_b = jax.tree.flatten(jax.device_get(b))
-    assert tree_a == tree_b
-    for x, y in zip(flat_a, flat_b):
-        x, y = np.asarray(x), np.asarray(y)
-        scale = float(np.max(np.abs(y))) if y.size else 0.0
-        np.testing.assert_allclose(x, y, rtol=rtol, atol=atol + scaled_atol * scale)
 
 
 def test_one_and_eight_devices_give_the_same_training(setup):
