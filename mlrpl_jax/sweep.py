@@ -4,8 +4,13 @@
         --known_ratios=0.1,0.3,0.5 --seeds=0,1,2
 
 Each (proportion, seed) trains in its own sub-workdir `p<ratio>_s<seed>` (so an interrupted
-sweep resumes where it stopped). The table (mean ± std over seeds of the last- and best-epoch
-mAP, percent) is printed and written to `<workdir>/table.md` and `<workdir>/table.json`.
+sweep resumes where it stopped, and rerunning a finished sweep only re-tabulates it). The table
+(mean ± std over seeds of the last- and best-epoch mAP, percent) is printed and written to
+`<workdir>/table.md` and `<workdir>/table.json`. `--report_scalars` adds columns with the last
+logged value of other scalars of each run's metrics.jsonl, e.g. SATL's pseudo-label diagnostics:
+
+    python -m mlrpl_jax.sweep --config=configs/satl_digits.py --workdir=workdirs/satl \
+        --seeds=0,1,2 --report_scalars=satl/positive_precision,satl/positive_recall
 """
 
 from __future__ import annotations
@@ -25,11 +30,18 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.p
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the sweep.")
 _KNOWN_RATIOS = flags.DEFINE_list("known_ratios", ["0.1", "0.3", "0.5"], "Known proportions.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (one run per proportion and seed).")
+_REPORT_SCALARS = flags.DEFINE_list(
+    "report_scalars", [], "Logged scalars (metrics.jsonl names) whose last value per run is "
+    "tabulated next to mAP, e.g. satl/positive_precision.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int]) -> dict:
-    """Trains every (ratio, seed) and returns {ratio: {'last': [...], 'best': [...]}}."""
+def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
+              report_scalars: tuple[str, ...] = ()) -> dict:
+    """Trains every (ratio, seed); returns {ratio: {'last': [...], 'best': [...], scalar: [...]}}.
+
+    A reported scalar that a run never logged (e.g. a precision with no pseudo labels) is NaN.
+    """
     from mlrpl_jax import train
 
     table: dict[str, dict[str, list[float]]] = {}
@@ -39,23 +51,48 @@ def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int])
             run_config.known_ratio = ratio
             run_config.seed = seed
             config_lib.validate_config(run_config)
-            results = train.train_and_evaluate(
-                run_config, os.path.join(workdir, f"p{ratio:g}_s{seed}"))
+            run_dir = os.path.join(workdir, f"p{ratio:g}_s{seed}")
+            results = train.train_and_evaluate(run_config, run_dir)
             entry = table.setdefault(f"{ratio:g}", {"last": [], "best": []})
             entry["last"].append(results["last"]["mAP"])
             entry["best"].append(results["best"]["mAP"])
+            for name, value in last_logged_values(run_dir, report_scalars).items():
+                entry.setdefault(name, []).append(value)
     return table
 
 
-def format_table(table: dict, method: str, dataset: str) -> str:
-    def cell(values: list[float]) -> str:
-        return f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+def last_logged_values(run_dir: str, names: tuple[str, ...]) -> dict[str, float]:
+    """The last value of each of `names` in `run_dir`/metrics.jsonl (NaN if never logged)."""
+    values = {name: float("nan") for name in names}
+    if not names:
+        return values
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            values.update({name: record[name] for name in names if name in record})
+    return values
 
-    lines = [f"{method} on {dataset}: test mAP (%), mean ± std over seeds",
-             "", "| known proportion | last epoch | best epoch | runs |", "|---|---|---|---|"]
+
+def format_table(table: dict, method: str, dataset: str) -> str:
+    """Markdown: mAP of the last and best epoch, then any reported scalar, mean ± std over seeds.
+
+    A reported scalar some runs did not log is averaged over the runs that did, with the count.
+    """
+    def cell(values: list[float]) -> str:
+        logged = [v for v in values if not np.isnan(v)]
+        if not logged:
+            return "n/a"
+        text = f"{np.mean(logged):.2f} ± {np.std(logged):.2f}"
+        return text if len(logged) == len(values) else f"{text} ({len(logged)}/{len(values)} runs)"
+
+    scalars = [name for name in next(iter(table.values()), {}) if name not in ("last", "best")]
+    header = ["known proportion", "last epoch", "best epoch", *scalars, "runs"]
+    lines = [f"{method} on {dataset}: test mAP (%), mean ± std over seeds", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for ratio, entry in table.items():
-        lines.append(f"| {ratio} | {cell(entry['last'])} | {cell(entry['best'])} "
-                     f"| {len(entry['last'])} |")
+        cells = [ratio, cell(entry["last"]), cell(entry["best"]),
+                 *(cell(entry[name]) for name in scalars), str(len(entry["last"]))]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -66,7 +103,7 @@ def main(argv: list[str]) -> None:
 
     ratios = [float(r) for r in _KNOWN_RATIOS.value]
     seeds = [int(s) for s in _SEEDS.value]
-    table = run_sweep(config, _WORKDIR.value, ratios, seeds)
+    table = run_sweep(config, _WORKDIR.value, ratios, seeds, tuple(_REPORT_SCALARS.value))
     if jax.process_index() != 0:  # process 0 writes the table
         return
     text = format_table(table, config.method, config.data.name)
