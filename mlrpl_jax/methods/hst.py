@@ -20,7 +20,7 @@ from absl import logging
 from mlrpl_jax import losses, losses_transfer, semantic_transfer
 from mlrpl_jax.data.pipeline import DataInfo
 from mlrpl_jax.methods.base import HostContext, LossAux, Method, PyTree, StepContext
-from mlrpl_jax.methods.sst import count_new_positives
+from mlrpl_jax.methods.sst import transfer_metrics
 from mlrpl_jax.models.network import SharedNetwork
 from mlrpl_jax.models.semantic_transfer_network import SemanticTransferNetwork
 from mlrpl_jax.prototypes import PositiveFeatureCollector
@@ -175,13 +175,7 @@ class HeterogeneousSemanticTransfer(Method):
                                 + opts.prototype_weight * terms["prototype"])
                  + warmup * (opts.cooccurrence_weight * terms["cooccurrence"]
                              + opts.contrastive_weight * terms["contrastive"]))
-        metrics = {
-            **terms,
-            "intra_margin": margins["intra"],
-            "inter_margin": margins["inter"],
-            "intra_pseudo_positives": pseudo_on * count_new_positives(intra_targets, targets),
-            "inter_pseudo_positives": pseudo_on * count_new_positives(inter_targets, targets),
-        }
+        metrics = transfer_metrics(terms, margins, intra_targets, inter_targets, targets, pseudo_on)
         return total, LossAux(batch_stats=updates["batch_stats"], method_state=method_state,
                               metrics=metrics)
 

@@ -116,15 +116,22 @@ class StructuredSemanticTransfer(Method):
                                 + opts.inter_bce_weight * terms["inter_bce"])
                  + warmup * (opts.cooccurrence_weight * terms["cooccurrence"]
                              + opts.contrastive_weight * terms["contrastive"]))
-        metrics = {
-            **terms,
-            "intra_margin": margins["intra"],
-            "inter_margin": margins["inter"],
-            "intra_pseudo_positives": pseudo_on * count_new_positives(intra_targets, targets),
-            "inter_pseudo_positives": pseudo_on * count_new_positives(inter_targets, targets),
-        }
+        metrics = transfer_metrics(terms, margins, intra_targets, inter_targets, targets, pseudo_on)
         return total, LossAux(batch_stats=updates["batch_stats"], method_state={"bank": bank},
                               metrics=metrics)
+
+
+def transfer_metrics(terms: dict[str, jax.Array], margins: dict[str, jax.Array],
+                     intra_targets: jax.Array, inter_targets: jax.Array, targets: jax.Array,
+                     pseudo_on: jax.Array) -> dict[str, jax.Array]:
+    """The loss terms, the margins and the counts of new intra / inter pseudo positives (SST, HST)."""
+    return {
+        **terms,
+        "intra_margin": margins["intra"],
+        "inter_margin": margins["inter"],
+        "intra_pseudo_positives": pseudo_on * count_new_positives(intra_targets, targets),
+        "inter_pseudo_positives": pseudo_on * count_new_positives(inter_targets, targets),
+    }
 
 
 def count_new_positives(pseudo_targets: jax.Array, targets: jax.Array) -> jax.Array:
