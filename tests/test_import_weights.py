@@ -1,8 +1,9 @@
 """The weight-import tool (mlrpl_jax.tools.import_weights) and loading its output as the backbone.
 
 Layout parity of the conversion itself (torch layout -> Flax ResNet, checked against a NumPy
-ResNet run straight from torch-layout weights) is in test_torch_layout.py. A parity test against
-a real torch ResNet needs the optional [torch] extra, which CI does not install.
+ResNet run straight from torch-layout weights) is in test_torch_layout.py; parity with a real
+PyTorch ResNet (.pth files, inference and frozen-BN training mode) is in test_torch_parity.py
+(torch is in the [dev] extra).
 """
 import os
 import subprocess
