@@ -133,9 +133,14 @@ def paper_config(method_name: str, dataset: str) -> ml_collections.ConfigDict:
 
 
 def with_method_sections(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Adds the configured method's sections (with their defaults) to `config`."""
+    """Adds the sections the configured method accepts that `config` lacks, with their defaults.
+
+    Existing sections are kept, so a config that chooses e.g. `satl.base_method` calls this
+    again to gain the base method's section.
+    """
     for name, section in methods.get_method_class(config.method).config_sections(config).items():
-        config[name] = section
+        if name not in config:
+            config[name] = section
     return config
 
 

@@ -11,7 +11,8 @@ import pytest
 
 import method_harness
 from mlrpl_jax import checkpointing, thresholds, train
-from mlrpl_jax.config import validate_config
+from mlrpl_jax.config import digit_scenes_config, validate_config, with_method_sections
+from mlrpl_jax.methods import get_method_class
 from mlrpl_jax.methods.base import StepContext
 from mlrpl_jax.methods.satl import SemanticAwareThresholdLearning
 from mlrpl_jax.methods.sst import StructuredSemanticTransfer
@@ -173,6 +174,16 @@ def test_configs_validate_and_name_the_base_section():
         assert config.satl.base_method == "baseline"
         config.satl.base_method = "sst"
         assert set(SemanticAwareThresholdLearning.config_sections(config)) == {"satl", "sst"}
+
+
+def test_with_method_sections_adds_the_chosen_base_section_and_keeps_the_rest():
+    config = digit_scenes_config("satl")
+    config.satl.warmup_epochs = 3
+    config.satl.base_method = "dsrb"
+    config = with_method_sections(config)
+    assert config.satl.base_method == "dsrb" and config.satl.warmup_epochs == 3
+    assert config.dsrb.to_dict() == get_method_class("dsrb").default_config().to_dict()
+    validate_config(config)
 
 
 def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
