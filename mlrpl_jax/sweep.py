@@ -41,8 +41,14 @@ def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
     """Trains every (ratio, seed); returns {ratio: {'last': [...], 'best': [...], scalar: [...]}}.
 
     A reported scalar that a run never logged (e.g. a precision with no pseudo labels) is NaN.
+    Only process 0 writes metrics.jsonl, so only process 0 reads the reported scalars.
     """
+    import jax
+
     from mlrpl_jax import train
+
+    if jax.process_index() != 0:
+        report_scalars = ()
 
     table: dict[str, dict[str, list[float]]] = {}
     for ratio in known_ratios:
