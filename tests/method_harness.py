@@ -16,6 +16,7 @@ from mlrpl_jax.data.synthetic import synthetic_batch, synthetic_data_info
 from mlrpl_jax.methods.base import HostContext
 from mlrpl_jax.train import create_train_state, jit_train_step, make_train_step
 from mlrpl_jax.train_state import split_params
+from tiny_config import tiny_digit_config
 
 NUM_CLASSES = 6
 IMAGE_SIZE = 32
@@ -101,18 +102,7 @@ def assert_trees_close(a, b, rtol, atol, scaled_atol=0.0):
 
 def digit_run_config(method_name, data_dir, epochs, **section):
     """A short real run on the tiny digit scenes (96 training scenes, 12 steps per epoch)."""
-    config = base_config()
-    config.method = method_name
-    config.batch_size = 8
-    config.epochs = epochs
-    config.data.name = "digit_scenes/tiny"
-    config.data.data_dir = data_dir
-    config.data.image_size = 32
-    config.embeddings.kind = "random"
-    config.embeddings.dim = 16
-    config.model.update(depth=18, width=8, extra_pool=False, freeze_early_stages=False,
-                        feature_dim=16, attention_dim=8, output_dim=16)
-    config.optim.lr = 1e-3
+    config = tiny_digit_config(method_name, batch_size=8, epochs=epochs, data_dir=data_dir)
     config.logging.every_steps = 6
     config.checkpoint.keep_last = 1
     config[method_name] = section

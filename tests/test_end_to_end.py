@@ -6,27 +6,16 @@ import shutil
 
 import pytest
 
-from fixtures_data import TINY_DATASET
 from mlrpl_jax import train
-from mlrpl_jax.config import base_config
 from mlrpl_jax.data.pipeline import DatasetNotPreparedError
+from tiny_config import tiny_digit_config
 
 STEPS_PER_EPOCH = 12  # 96 tiny training scenes / batch 8
 
 
 def tiny_run_config(data_dir: str, epochs: int):
-    config = base_config()
+    config = tiny_digit_config("baseline", batch_size=8, epochs=epochs, data_dir=data_dir)
     config.known_ratio = 0.5
-    config.batch_size = 8
-    config.epochs = epochs
-    config.data.name = TINY_DATASET
-    config.data.data_dir = data_dir
-    config.data.image_size = 32
-    config.embeddings.kind = "random"
-    config.embeddings.dim = 16
-    config.model.update(depth=18, width=8, extra_pool=False, freeze_early_stages=False,
-                        feature_dim=16, attention_dim=8, output_dim=16)
-    config.optim.lr = 1e-3
     config.logging.every_steps = 5
     config.checkpoint.keep_last = 10
     config.checkpoint.every_steps = 5

@@ -2,7 +2,7 @@
 
 `python -m mlrpl_jax.main` runs as two local processes (2 simulated CPU devices each, gloo
 collectives, coordinator on a free port) and as one process with 4 simulated devices, on the
-same tiny config (tests/multihost_config.py) with the same global batch. Losses, evaluation
+same tiny config (tests/tiny_config.py) with the same global batch. Losses, evaluation
 metrics, final parameters, BN statistics and method state must agree, and only process 0 may
 write logs, metrics and results.
 """
@@ -18,11 +18,11 @@ import portpicker
 import pytest
 
 import method_harness
-import multihost_config
+import tiny_config
 from mlrpl_jax import distributed
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CONFIG_FILE = ROOT / "tests" / "multihost_config.py"
+CONFIG_FILE = ROOT / "tests" / "tiny_config.py"
 TIMEOUT_S = 600
 
 
@@ -83,7 +83,7 @@ def test_two_processes_equal_one_process(method, digit_scenes_dir, tmp_path):
     for key, value in results[1]["last"].items():
         assert results[0]["last"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
-    config = multihost_config.get_config(method)
+    config = tiny_config.get_config(method)
     config.data.data_dir = digit_scenes_dir
     states = [method_harness.restore_final_state(config, str(workdir)) for workdir in (cluster, single)]
     assert int(states[0].step) == int(states[1].step) == 6
