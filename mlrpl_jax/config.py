@@ -14,6 +14,8 @@ from typing import Any
 import ml_collections
 
 from mlrpl_jax import methods
+from mlrpl_jax.data.preprocessing import TRAIN_AUGMENTATIONS
+from mlrpl_jax.models.network import BACKBONES
 
 
 class ConfigError(ValueError):
@@ -34,6 +36,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.data_dir = ""  # '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets
     config.data.image_size = 448
     config.data.num_workers = 0  # grain worker processes; 0 = decode in the main process
+    # 'reference' (scale-crop + flip, METHODS.md §2.5) | 'colour' (label-preserving: channel
+    # permutation + brightness, for synthetic scenes) | 'none' (data/preprocessing.py)
+    config.data.train_augmentation = "reference"
 
     config.embeddings = ml_collections.ConfigDict()
     config.embeddings.kind = "npy"  # 'npy' | 'glove' | 'random' (data/label_embeddings.py)
@@ -41,15 +46,20 @@ def base_config() -> ml_collections.ConfigDict:
     config.embeddings.dim = 300
 
     config.model = ml_collections.ConfigDict()
+    # 'resnet' (torchvision layout, the papers') | 'efficientnet_lite0' (docs/backbones.md).
+    # depth, width and extra_pool are ResNet-only; efficientnet_lite0 ignores them.
+    config.model.backbone = "resnet"
     config.model.depth = 101
     config.model.width = 64
     config.model.extra_pool = True  # the reference's 2x2 pool after stage 4 (METHODS.md §4.1)
-    config.model.freeze_early_stages = True  # stem..stage 3 frozen as in the reference
+    # Freeze the backbone up to stride 16: ResNet stem..stage 3 as in the reference,
+    # EfficientNet-Lite0 stem..stage 5 (docs/backbones.md).
+    config.model.freeze_early_stages = True
     config.model.feature_dim = 1024
     config.model.attention_dim = 512
     config.model.output_dim = 1024
     config.model.ggnn_steps = 3
-    config.model.pretrained = ""  # .npz of torchvision-layout ResNet weights; '' = from scratch
+    config.model.pretrained = ""  # .npz from mlrpl_jax.tools.import_weights for the backbone; '' = from scratch
     config.model.dtype = "float32"
 
     config.optim = ml_collections.ConfigDict()
@@ -205,5 +215,11 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
     if config.train.on_nonfinite not in ("stop", "skip"):
         raise ConfigError(f"train.on_nonfinite must be 'stop' or 'skip', got "
                           f"{config.train.on_nonfinite!r}")
+    if config.data.train_augmentation not in TRAIN_AUGMENTATIONS:
+        raise ConfigError(f"data.train_augmentation must be one of {', '.join(TRAIN_AUGMENTATIONS)}, "
+                          f"got {config.data.train_augmentation!r}")
+    if config.model.backbone not in BACKBONES:
+        raise ConfigError(f"model.backbone must be one of {', '.join(BACKBONES)}; got "
+                          f"{config.model.backbone!r}")
     if config.model.dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"model.dtype must be 'float32' or 'bfloat16', got {config.model.dtype!r}")

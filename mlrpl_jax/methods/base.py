@@ -183,7 +183,8 @@ def network_kwargs(config: ml_collections.ConfigDict, num_classes: int,
     """Constructor arguments of the shared network from config.model."""
     model = config.model
     return dict(num_classes=num_classes, word_embeddings=word_embeddings, adjacency=adjacency,
-                depth=model.depth, width=model.width, extra_pool=model.extra_pool,
+                backbone_name=model.backbone, depth=model.depth, width=model.width,
+                extra_pool=model.extra_pool,
                 freeze_early_stages=model.freeze_early_stages,
                 feature_dim=model.feature_dim, attention_dim=model.attention_dim,
                 output_dim=model.output_dim, ggnn_steps=model.ggnn_steps,

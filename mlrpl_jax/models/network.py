@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mlrpl_jax.models import efficientnet_lite
 from mlrpl_jax.models.batch_norm import TorchBatchNorm
 from mlrpl_jax.models.classifier import OutputHead
 from mlrpl_jax.models.ggnn import GatedGNN
@@ -19,13 +20,28 @@ from mlrpl_jax.models.resnet import FROZEN_BACKBONE_MODULES, ResNet
 from mlrpl_jax.models.semantic_decoupling import SemanticDecoupling
 
 __all__ = [
+    "BACKBONES",
     "FROZEN_BACKBONE_MODULES",
     "Features",
     "NetworkOutput",
     "SharedHead",
     "SharedNetwork",
+    "frozen_backbone_modules",
     "is_frozen_param",
 ]
+
+# config.model.backbone -> the backbone's submodules that never train (stem..last stride-16 stage).
+BACKBONES: dict[str, tuple[str, ...]] = {
+    "resnet": FROZEN_BACKBONE_MODULES,
+    "efficientnet_lite0": efficientnet_lite.FROZEN_BACKBONE_MODULES,
+}
+
+
+def frozen_backbone_modules(backbone: str) -> tuple[str, ...]:
+    """Names of the frozen submodules of `backbone` (a key of BACKBONES)."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
+    return BACKBONES[backbone]
 
 
 @flax.struct.dataclass
@@ -44,9 +60,9 @@ class NetworkOutput:
     features: Features
 
 
-def is_frozen_param(path: tuple[str, ...]) -> bool:
-    """Whether a flattened SharedNetwork params path belongs to the frozen stem..stage 3."""
-    return len(path) >= 2 and path[0] == "backbone" and path[1] in FROZEN_BACKBONE_MODULES
+def is_frozen_param(path: tuple[str, ...], backbone: str = "resnet") -> bool:
+    """Whether a flattened SharedNetwork params path belongs to the frozen part of `backbone`."""
+    return len(path) >= 2 and path[0] == "backbone" and path[1] in frozen_backbone_modules(backbone)
 
 
 class SharedHead(nn.Module):
@@ -108,11 +124,16 @@ class SharedHead(nn.Module):
 
 
 class SharedNetwork(nn.Module):
-    """ResNet backbone ('backbone') followed by the SharedHead ('head'): images (B, H, W, 3) -> logits."""
+    """Backbone ('backbone') followed by the SharedHead ('head'): images (B, H, W, 3) -> logits.
+
+    backbone_name 'resnet' is the torchvision-layout ResNet (depth, width, extra_pool apply);
+    'efficientnet_lite0' is EfficientNet-Lite0 (those three are ignored).
+    """
 
     num_classes: int
     word_embeddings: np.ndarray
     adjacency: np.ndarray
+    backbone_name: str = "resnet"
     depth: int = 101
     width: int = 64
     extra_pool: bool = True
@@ -124,8 +145,13 @@ class SharedNetwork(nn.Module):
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
-        self.backbone = ResNet(depth=self.depth, width=self.width, extra_pool=self.extra_pool,
-                               freeze_early_stages=self.freeze_early_stages, dtype=self.dtype)
+        frozen_backbone_modules(self.backbone_name)  # validates the name
+        if self.backbone_name == "efficientnet_lite0":
+            self.backbone = efficientnet_lite.EfficientNetLite0(
+                freeze_early_stages=self.freeze_early_stages, dtype=self.dtype)
+        else:
+            self.backbone = ResNet(depth=self.depth, width=self.width, extra_pool=self.extra_pool,
+                                   freeze_early_stages=self.freeze_early_stages, dtype=self.dtype)
         self.head = SharedHead(
             num_classes=self.num_classes,
             word_embeddings=self.word_embeddings,

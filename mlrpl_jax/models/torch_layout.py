@@ -1,14 +1,16 @@
 """Import PyTorch-layout state dicts (name -> np.ndarray) as Flax variables (METHODS.md App. B).
 
 NumPy only. Linear weight (out, in) -> kernel (in, out); conv weight (O, I, kh, kw) -> kernel
-(kh, kw, I, O); element-wise classifiers keep (C, D); BN weight/bias -> params scale/bias and
-running_mean/var -> batch_stats mean/var. Results are {'params': ..., 'batch_stats': ...}
-trees for ResNet, SharedHead and SharedNetwork (mlrpl_jax.models.network).
+(kh, kw, I, O) (a depthwise (C, 1, k, k) becomes Flax's grouped (k, k, 1, C)); element-wise
+classifiers keep (C, D); BN weight/bias -> params scale/bias and running_mean/var ->
+batch_stats mean/var. Results are {'params': ..., 'batch_stats': ...} trees for ResNet,
+EfficientNetLite0, SharedHead and SharedNetwork (mlrpl_jax.models.network).
 """
 from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from mlrpl_jax.models.efficientnet_lite import lite0_blocks
 from mlrpl_jax.models.resnet import resnet_stages
 
 Variables = dict[str, dict]
@@ -84,6 +86,22 @@ def resnet_key_map(depth: int) -> KeyMap:
             if block == 0 and (stage > 1 or bottleneck):
                 keys[f"{torch_block}.downsample.0.weight"] = ("params", (*path, "downsample_conv", "kernel"), _conv)
                 keys.update(_batch_norm_keys(f"{torch_block}.downsample.1", (*path, "downsample_bn")))
+    return keys
+
+
+def efficientnet_lite0_key_map() -> KeyMap:
+    """EfficientNet-Lite0 port names (lukemelas layout, without _fc) -> models.efficientnet_lite.EfficientNetLite0."""
+    keys: KeyMap = {"_conv_stem.weight": ("params", ("stem_conv", "kernel"), _conv)}
+    keys.update(_batch_norm_keys("_bn0", ("stem_bn",)))
+    for i, spec in enumerate(lite0_blocks()):
+        torch_block, path = f"_blocks.{i}", (f"block{i}",)
+        layers = [("_expand_conv", "_bn0", "expand")] if spec.expand_ratio != 1 else []
+        layers += [("_depthwise_conv", "_bn1", "depthwise"), ("_project_conv", "_bn2", "project")]
+        for conv, bn, ours in layers:
+            keys[f"{torch_block}.{conv}.weight"] = ("params", (*path, f"{ours}_conv", "kernel"), _conv)
+            keys.update(_batch_norm_keys(f"{torch_block}.{bn}", (*path, f"{ours}_bn")))
+    keys["_conv_head.weight"] = ("params", ("head_conv", "kernel"), _conv)
+    keys.update(_batch_norm_keys("_bn1", ("head_bn",)))
     return keys
 
 
@@ -174,6 +192,22 @@ def resnet_variables_from_torch(state_dict: StateDict, depth: int) -> Variables:
     """torchvision ResNet-`depth` state dict -> ResNet variables; 'fc.*' and BN counters are skipped."""
     kept = {k: v for k, v in state_dict.items() if k not in ("fc.weight", "fc.bias") and not k.endswith(_BN_COUNTER)}
     return variables_from_torch(kept, resnet_key_map(depth), f"a torchvision ResNet-{depth}")
+
+
+def efficientnet_lite0_variables_from_torch(state_dict: StateDict) -> Variables:
+    """EfficientNet-Lite0 port state dict -> EfficientNetLite0 variables; '_fc.*' and BN counters are skipped."""
+    kept = {k: v for k, v in state_dict.items()
+            if k not in ("_fc.weight", "_fc.bias") and not k.endswith(_BN_COUNTER)}
+    return variables_from_torch(kept, efficientnet_lite0_key_map(), "an EfficientNet-Lite0 (lukemelas layout)")
+
+
+def backbone_variables_from_torch(state_dict: StateDict, backbone: str, depth: int = 101) -> Variables:
+    """Backbone state dict -> variables of config.model.backbone's module (depth: ResNet only)."""
+    if backbone == "efficientnet_lite0":
+        return efficientnet_lite0_variables_from_torch(state_dict)
+    if backbone == "resnet":
+        return resnet_variables_from_torch(state_dict, depth)
+    raise ValueError(f"unknown backbone {backbone!r}; valid: resnet, efficientnet_lite0")
 
 
 def _split_method_specific(state_dict: StateDict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

