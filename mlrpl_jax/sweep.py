@@ -1,4 +1,6 @@
-"""Runs one config at several known-label proportions and seeds and tabulates test mAP.
+"""Runs configs at several known-label proportions and seeds, tabulates and compares test mAP.
+
+One config:
 
     python -m mlrpl_jax.sweep --config=configs/baseline_digits.py --workdir=workdirs/demo \
         --known_ratios=0.1,0.3,0.5 --seeds=0,1,2
@@ -11,13 +13,34 @@ logged value of other scalars of each run's metrics.jsonl, e.g. SATL's pseudo-la
 
     python -m mlrpl_jax.sweep --config=configs/satl_digits.py --workdir=workdirs/satl \
         --seeds=0,1,2 --report_scalars=satl/positive_precision,satl/positive_recall
+
+Several methods, compared with the first config (the reference, normally the baseline):
+
+    python -m mlrpl_jax.sweep \
+        --configs=configs/baseline_digits.py,configs/sst_digits.py,configs/sarb_digits.py \
+        --workdir=workdirs/compare --known_ratios=0.1,0.3,0.5,1.0 --seeds=0,1,2 \
+        --set=data.data_dir=DIR --set=epochs=4
+
+Each config runs in `<workdir>/<name>/p<ratio>_s<seed>` with its own table in
+`<workdir>/<name>/table.{md,json}`, where <name> is the config file's stem (`<stem>_<arg>` for a
+`file.py:arg` config). `<workdir>/comparison.{md,json}` holds one row per (config, proportion)
+with the gain of the last-epoch mean mAP over the reference and whether it beats the reference
+(gain > the larger of the two standard deviations over seeds), and
+`<workdir>/map_vs_known_ratio.png` plots the last-epoch mAP against the known proportion (needs
+matplotlib: `pip install 'mlrpl_jax[plot]'`; without it only the plot is skipped).
+`--set=key=value` (repeatable) overrides a key of every config, parsed by the type of the key;
+with `--config` the usual `--config.key=value` overrides work as well.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import os
+import re
 
+import ml_collections
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
@@ -25,15 +48,25 @@ from ml_collections import config_flags
 from mlrpl_jax import cli
 from mlrpl_jax import config as config_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file (one "
+                                          "config; alternative to --configs).", lock_config=True)
+_CONFIGS = flags.DEFINE_list(
+    "configs", [], "Config files to compare (alternative to --config), each `path.py` or "
+    "`path.py:arg`; the first is the reference of the comparison.")
+_SET = flags.DEFINE_multi_string(
+    "set", [], "`key=value` override applied to every config (repeatable), parsed by the type "
+    "of the existing key, e.g. --set=data.data_dir=/data --set=epochs=4.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the sweep.")
 _KNOWN_RATIOS = flags.DEFINE_list("known_ratios", ["0.1", "0.3", "0.5"], "Known proportions.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (one run per proportion and seed).")
 _REPORT_SCALARS = flags.DEFINE_list(
     "report_scalars", [], "Logged scalars (metrics.jsonl names) whose last value per run is "
     "tabulated next to mAP, e.g. satl/positive_precision.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
+
+PLOT_FILE = "map_vs_known_ratio.png"
+PLOT_MISSING = ("matplotlib is not installed, so {path} was not drawn: "
+                "pip install 'mlrpl_jax[plot]' gives the plot.")
 
 
 def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
@@ -79,46 +112,371 @@ def last_logged_values(run_dir: str, names: tuple[str, ...]) -> dict[str, float]
     return values
 
 
+def _mean_std(values: list[float]) -> tuple[float, float, int]:
+    """Mean and (population) std over the logged (non-NaN) values, and how many there were."""
+    logged = [v for v in values if not np.isnan(v)]
+    if not logged:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(logged)), float(np.std(logged)), len(logged)
+
+
+def _cell(values: list[float]) -> str:
+    mean, std, logged = _mean_std(values)
+    if not logged:
+        return "n/a"
+    text = f"{mean:.2f} ± {std:.2f}"
+    return text if logged == len(values) else f"{text} ({logged}/{len(values)} runs)"
+
+
+def _scalar_names(tables) -> list[str]:
+    names: list[str] = []
+    for table in tables:
+        for entry in table.values():
+            names += [n for n in entry if n not in ("last", "best") and n not in names]
+    return names
+
+
 def format_table(table: dict, method: str, dataset: str) -> str:
     """Markdown: mAP of the last and best epoch, then any reported scalar, mean ± std over seeds.
 
     A reported scalar some runs did not log is averaged over the runs that did, with the count.
     """
-    def cell(values: list[float]) -> str:
-        logged = [v for v in values if not np.isnan(v)]
-        if not logged:
-            return "n/a"
-        text = f"{np.mean(logged):.2f} ± {np.std(logged):.2f}"
-        return text if len(logged) == len(values) else f"{text} ({len(logged)}/{len(values)} runs)"
-
     scalars = [name for name in next(iter(table.values()), {}) if name not in ("last", "best")]
     header = ["known proportion", "last epoch", "best epoch", *scalars, "runs"]
     lines = [f"{method} on {dataset}: test mAP (%), mean ± std over seeds", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for ratio, entry in table.items():
-        cells = [ratio, cell(entry["last"]), cell(entry["best"]),
-                 *(cell(entry[name]) for name in scalars), str(len(entry["last"]))]
+        cells = [ratio, _cell(entry["last"]), _cell(entry["best"]),
+                 *(_cell(entry[name]) for name in scalars), str(len(entry["last"]))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------------
+# Config files and overrides.
+
+
+def split_config_spec(spec: str) -> tuple[str, str | None]:
+    """`path.py:arg` -> (path.py, arg); `path.py` -> (path.py, None), as config_flags splits."""
+    path, sep, arg = spec.partition(":")
+    return path, (arg if sep else None)
+
+
+def config_name(spec: str) -> str:
+    """The sub-workdir name of a config: the file's stem, `<stem>_<arg>` with a `:arg`."""
+    path, arg = split_config_spec(spec)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return stem if arg is None else f"{stem}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', arg)}"
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """Imports the module at `path` and returns its `get_config()` (`get_config(arg)` for `:arg`).
+
+    Raises ConfigError when the file is missing or has no usable get_config.
+    """
+    path, arg = split_config_spec(spec)
+    if not os.path.isfile(path):
+        raise config_lib.ConfigError(f"config file {path!r} does not exist")
+    module_name = f"_mlrpl_sweep_config_{config_name(spec)}"  # not put in sys.modules
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise config_lib.ConfigError(f"config file {path!r} cannot be imported as a module")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not callable(getattr(module, "get_config", None)):
+        raise config_lib.ConfigError(f"config file {path!r} has no get_config() function")
+    config = module.get_config() if arg is None else module.get_config(arg)
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise config_lib.ConfigError(f"{spec}: get_config() returned {type(config).__name__}, "
+                                     "not a ConfigDict")
+    return config
+
+
+def _parse_value(key: str, text: str, current):
+    try:
+        if isinstance(current, bool):
+            lowered = text.strip().lower()
+            if lowered not in ("true", "false", "1", "0"):
+                raise ValueError
+            return lowered in ("true", "1")
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+    except ValueError:
+        raise config_lib.ConfigError(
+            f"--set {key}={text}: config key '{key}' is of type {type(current).__name__} "
+            f"(now {current!r}), and {text!r} is not one") from None
+    if isinstance(current, str):
+        return text
+    raise config_lib.ConfigError(f"--set {key}={text}: config key '{key}' holds a "
+                                 f"{type(current).__name__}, which --set cannot parse")
+
+
+def _unknown_key(section: ml_collections.ConfigDict, prefix: str, name: str):
+    valid = ", ".join(sorted(prefix + k for k in section.keys()))
+    raise config_lib.ConfigError(f"unknown config key '{prefix + name}'. Valid keys here: {valid}")
+
+
+def apply_overrides(config: ml_collections.ConfigDict, assignments: list[str]) -> None:
+    """Applies `key=value` overrides in place, each value parsed by the type of the existing key.
+
+    Raises ConfigError (as validate_config does) for an unknown key, a section, or a value that
+    does not parse as the key's type.
+    """
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise config_lib.ConfigError(f"--set expects key=value, got {assignment!r}")
+        section, prefix = config, ""
+        *parents, leaf = key.split(".")
+        for name in parents:
+            if name not in section:
+                _unknown_key(section, prefix, name)
+            if not isinstance(section[name], ml_collections.ConfigDict):
+                raise config_lib.ConfigError(
+                    f"--set {assignment}: config key '{prefix + name}' is not a section")
+            section, prefix = section[name], prefix + name + "."
+        if leaf not in section:
+            _unknown_key(section, prefix, leaf)
+        if isinstance(section[leaf], ml_collections.ConfigDict):
+            raise config_lib.ConfigError(f"--set {assignment}: config key '{key}' is a section")
+        section[leaf] = _parse_value(key, text, section[leaf])
+
+
+def method_label(config: ml_collections.ConfigDict) -> str:
+    """The config's method, SATL with its base method: `satl(dsrb)`."""
+    method = str(config.method)
+    section = config.get(method)
+    if isinstance(section, ml_collections.ConfigDict) and section.get("base_method"):
+        return f"{method}({section.base_method})"
+    return method
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparison of several configs.
+
+
+COMPARISON_RULE = ("gain = last-epoch mean − the reference's last-epoch mean at the same "
+                   "proportion; beats reference = yes when the gain exceeds the larger of the "
+                   "two last-epoch standard deviations over seeds")
+
+
+def comparison_rows(tables: dict[str, dict], methods: dict[str, str]) -> list[dict]:
+    """One row per (known proportion, config), proportions in order of first appearance.
+
+    The first config of `tables` is the reference. `beats_reference` is None for the reference
+    itself and where the reference lacks the proportion (then `gain` is None as well).
+    """
+    reference = next(iter(tables))
+    ratios: list[str] = []
+    for table in tables.values():
+        ratios += [r for r in table if r not in ratios]
+    ratios.sort(key=float)
+    scalars = _scalar_names(tables.values())
+    rows = []
+    for ratio in ratios:
+        ref = tables[reference].get(ratio)
+        ref_mean, ref_std, _ = _mean_std(ref["last"]) if ref else (None, None, 0)
+        for name, table in tables.items():
+            if ratio not in table:
+                continue
+            entry = table[ratio]
+            last_mean, last_std, _ = _mean_std(entry["last"])
+            best_mean, best_std, _ = _mean_std(entry["best"])
+            gain = beats = None
+            if ref is not None:
+                gain = last_mean - ref_mean
+                if name != reference:
+                    beats = bool(gain > max(last_std, ref_std))
+            rows.append({
+                "config": name, "method": methods.get(name, name), "known_ratio": ratio,
+                "last_mean": last_mean, "last_std": last_std,
+                "best_mean": best_mean, "best_std": best_std,
+                "gain": gain, "beats_reference": beats, "runs": len(entry["last"]),
+                "scalars": {s: dict(zip(("mean", "std", "logged"), _mean_std(entry[s])))
+                            for s in scalars if s in entry},
+                "values": entry,
+            })
+    return rows
+
+
+def format_comparison(tables: dict[str, dict], methods: dict[str, str], dataset: str) -> str:
+    """Markdown comparison of several configs' tables ({name: run_sweep table}).
+
+    The first config is the reference; its rows read "reference" in the verdict column.
+    """
+    reference = next(iter(tables))
+    rows = comparison_rows(tables, methods)
+    scalars = _scalar_names(tables.values())
+    header = ["known proportion", "config", "method", "last epoch", "best epoch",
+              "gain (last)", "beats reference", *scalars, "runs"]
+    lines = [f"Methods on {dataset}: test mAP (%), mean ± std over seeds; reference: "
+             f"{reference} ({methods.get(reference, reference)}). {COMPARISON_RULE}.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        entry = row["values"]
+        if row["config"] == reference:
+            gain, verdict = "—", "reference"
+        elif row["gain"] is None:
+            gain, verdict = "n/a", "n/a (no reference run)"
+        else:
+            gain, verdict = f"{row['gain']:+.2f}", "yes" if row["beats_reference"] else "no"
+        cells = [row["known_ratio"], row["config"], row["method"], _cell(entry["last"]),
+                 _cell(entry["best"]), gain, verdict,
+                 *(_cell(entry[s]) if s in entry else "n/a" for s in scalars), str(row["runs"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def plot_comparison(tables: dict[str, dict], methods: dict[str, str], dataset: str,
+                    path: str) -> str:
+    """Draws last-epoch mAP (mean, error bar = std over seeds) against the known proportion.
+
+    One line per config, labelled with its method. Needs matplotlib (ImportError otherwise); uses
+    the Agg canvas directly, so no global pyplot state or display is involved. Returns `path`.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    labels = [methods.get(name, name) for name in tables]
+    for name, label, table in zip(tables, labels, tables.values()):
+        ratios = sorted(table, key=float)
+        stats = [_mean_std(table[r]["last"]) for r in ratios]
+        if labels.count(label) > 1:
+            label = f"{label} ({name})"
+        axes.errorbar([float(r) for r in ratios], [s[0] for s in stats],
+                      yerr=[s[1] for s in stats], marker="o", capsize=3, label=label)
+    axes.set_xlabel("known label proportion")
+    axes.set_ylabel("test mAP (%), last epoch")
+    axes.set_title(f"mAP vs known label proportion on {dataset}")
+    axes.grid(True, alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    return path
+
+
+def write_comparison(workdir: str, tables: dict[str, dict], methods: dict[str, str],
+                     dataset: str) -> str:
+    """Writes comparison.md, comparison.json and the plot into `workdir`; returns the markdown.
+
+    Without matplotlib the plot is skipped with one printed line naming the `plot` extra.
+    """
+    text = format_comparison(tables, methods, dataset)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "comparison.md"), "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    summary = {"dataset": dataset, "reference": next(iter(tables)), "rule": COMPARISON_RULE,
+               "methods": methods, "rows": comparison_rows(tables, methods)}
+    with open(os.path.join(workdir, "comparison.json"), "w", encoding="utf-8") as f:
+        json.dump(_finite_or_none(summary), f, indent=2)
+    plot_path = os.path.join(workdir, PLOT_FILE)
+    try:
+        plot_comparison(tables, methods, dataset, plot_path)
+    except ImportError:
+        print(PLOT_MISSING.format(path=plot_path))
+    return text
+
+
+def _write_table(workdir: str, table: dict, method: str, dataset: str) -> str:
+    text = format_table(table, method, dataset)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "table.md"), "w", encoding="utf-8") as f:
+        f.write(text + "\n")
+    with open(os.path.join(workdir, "table.json"), "w", encoding="utf-8") as f:
+        json.dump(table, f, indent=2)
+    return text
+
+
+def _dataset_name(configs) -> str:
+    names: list[str] = []
+    for config in configs:
+        names += [config.data.name] if config.data.name not in names else []
+    return ", ".join(names)
+
+
+def run_comparison(configs: dict[str, ml_collections.ConfigDict], workdir: str,
+                   known_ratios: list[float], seeds: list[int],
+                   report_scalars: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Sweeps each config in `workdir`/<name> and compares them; returns {name: table}.
+
+    The first config is the reference. Process 0 writes each `<name>/table.{md,json}`, then
+    `comparison.{md,json}` and the plot, and prints the comparison.
+    """
+    import jax
+
+    tables = {name: run_sweep(config, os.path.join(workdir, name), known_ratios, seeds,
+                              report_scalars)
+              for name, config in configs.items()}
+    if jax.process_index() == 0:
+        methods = {name: method_label(config) for name, config in configs.items()}
+        for name, config in configs.items():
+            _write_table(os.path.join(workdir, name), tables[name], methods[name],
+                         config.data.name)
+        print(write_comparison(workdir, tables, methods, _dataset_name(configs.values())))
+    return tables
+
+
+def _load_configs(specs: list[str], overrides: list[str]) -> dict[str, ml_collections.ConfigDict]:
+    configs: dict[str, ml_collections.ConfigDict] = {}
+    for spec in specs:
+        name = config_name(spec)
+        if name in configs:
+            raise config_lib.ConfigError(f"two configs would share the sub-workdir {name!r}: "
+                                         f"{', '.join(s for s in specs if config_name(s) == name)}")
+        config = load_config_file(spec)
+        apply_overrides(config, overrides)
+        try:
+            config_lib.validate_config(config)
+        except config_lib.ConfigError as error:
+            raise config_lib.ConfigError(f"{spec}: {error}") from None
+        configs[name] = config
+    return configs
+
+
 def main(argv: list[str]) -> None:
-    config = _CONFIG.value
+    if (_CONFIG.value is None) == (not _CONFIGS.value):
+        raise app.UsageError("give exactly one of --config=FILE (one config) and "
+                             "--configs=FILE,FILE,... (several configs, compared)")
+    ratios = [float(r) for r in _KNOWN_RATIOS.value]
+    seeds = [int(s) for s in _SEEDS.value]
+    report_scalars = tuple(_REPORT_SCALARS.value)
+    try:
+        if _CONFIGS.value:
+            configs = _load_configs(_CONFIGS.value, _SET.value)
+        else:
+            config = _CONFIG.value
+            apply_overrides(config, _SET.value)
+    except config_lib.ConfigError as error:
+        raise app.UsageError(str(error)) from None
+
+    if _CONFIGS.value:
+        cli.start(argv, next(iter(configs.values())))
+        run_comparison(configs, _WORKDIR.value, ratios, seeds, report_scalars)
+        return
+
     cli.start(argv, config)
     import jax
 
-    ratios = [float(r) for r in _KNOWN_RATIOS.value]
-    seeds = [int(s) for s in _SEEDS.value]
-    table = run_sweep(config, _WORKDIR.value, ratios, seeds, tuple(_REPORT_SCALARS.value))
+    table = run_sweep(config, _WORKDIR.value, ratios, seeds, report_scalars)
     if jax.process_index() != 0:  # process 0 writes the table
         return
-    text = format_table(table, config.method, config.data.name)
-    os.makedirs(_WORKDIR.value, exist_ok=True)
-    with open(os.path.join(_WORKDIR.value, "table.md"), "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    with open(os.path.join(_WORKDIR.value, "table.json"), "w", encoding="utf-8") as f:
-        json.dump(table, f, indent=2)
-    print(text)
+    print(_write_table(_WORKDIR.value, table, config.method, config.data.name))
 
 
 if __name__ == "__main__":

@@ -42,3 +42,181 @@ def test_format_table_mean_std_and_partially_logged_scalars():
     assert lines[2] == "| known proportion | last epoch | best epoch | satl/positive_precision | runs |"
     assert lines[4] == "| 0.1 | 31.00 ± 1.00 | 32.00 ± 1.00 | 0.80 ± 0.00 (1/2 runs) | 2 |"
     assert lines[5] == "| 0.5 | 50.00 ± 0.00 | 51.00 ± 0.00 | n/a | 2 |"
+
+
+# --- several configs compared ------------------------------------------------------------------
+
+import pathlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from mlrpl_jax.config import ConfigError, base_config, digit_scenes_config  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+# Reference std 1.0 at every proportion (population std of a, b is |a - b| / 2).
+HAND_TABLES = {
+    "baseline_digits": {"0.1": {"last": [30.0, 32.0], "best": [31.0, 33.0]},
+                        "0.5": {"last": [50.0, 52.0], "best": [51.0, 53.0]}},
+    "sst_digits": {"0.1": {"last": [34.0, 36.0], "best": [35.0, 37.0]},  # +4.00 > max(1, 1)
+                   "0.5": {"last": [50.0, 56.0], "best": [51.0, 57.0]}},  # +2.00 < max(3, 1)
+    "satl_dsrb_digits": {"0.1": {"last": [32.0, 32.0], "best": [32.0, 32.0]},  # +1.00, not > 1
+                         "0.3": {"last": [40.0, 40.0], "best": [41.0, 41.0]}},  # no reference
+}
+HAND_METHODS = {"baseline_digits": "baseline", "sst_digits": "sst",
+                "satl_dsrb_digits": "satl(dsrb)"}
+
+
+def test_format_comparison_gain_and_verdict_against_the_first_config():
+    text = sweep.format_comparison(HAND_TABLES, HAND_METHODS, "digit_scenes")
+    lines = text.splitlines()
+    assert lines[0].startswith("Methods on digit_scenes: test mAP (%), mean ± std over seeds; "
+                               "reference: baseline_digits (baseline).")
+    assert "larger of the two last-epoch standard deviations" in lines[0]
+    assert lines[2] == ("| known proportion | config | method | last epoch | best epoch "
+                        "| gain (last) | beats reference | runs |")
+    assert lines[4:] == [
+        "| 0.1 | baseline_digits | baseline | 31.00 ± 1.00 | 32.00 ± 1.00 | — | reference | 2 |",
+        "| 0.1 | sst_digits | sst | 35.00 ± 1.00 | 36.00 ± 1.00 | +4.00 | yes | 2 |",
+        "| 0.1 | satl_dsrb_digits | satl(dsrb) | 32.00 ± 0.00 | 32.00 ± 0.00 | +1.00 | no | 2 |",
+        "| 0.3 | satl_dsrb_digits | satl(dsrb) | 40.00 ± 0.00 | 41.00 ± 0.00 | n/a "
+        "| n/a (no reference run) | 2 |",
+        "| 0.5 | baseline_digits | baseline | 51.00 ± 1.00 | 52.00 ± 1.00 | — | reference | 2 |",
+        "| 0.5 | sst_digits | sst | 53.00 ± 3.00 | 54.00 ± 3.00 | +2.00 | no | 2 |",
+    ]
+
+
+def test_format_comparison_reports_scalars_and_write_comparison_files(tmp_path):
+    tables = {"a": {"0.5": {"last": [50.0, 50.0], "best": [50.0, 50.0], "x/y": [0.5, 0.7]}},
+              "b": {"0.5": {"last": [49.0, 47.0], "best": [50.0, 50.0],
+                            "x/y": [float("nan")] * 2}}}
+    lines = sweep.format_comparison(tables, {"a": "baseline", "b": "sst"}, "d").splitlines()
+    assert lines[2].endswith("| beats reference | x/y | runs |")
+    assert lines[5] == "| 0.5 | b | sst | 48.00 ± 1.00 | 50.00 ± 0.00 | -2.00 | no | n/a | 2 |"
+
+    text = sweep.write_comparison(str(tmp_path), tables, {"a": "baseline", "b": "sst"}, "d")
+    assert (tmp_path / "comparison.md").read_text() == text + "\n"
+    assert (tmp_path / sweep.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((tmp_path / "comparison.json").read_text())  # strict JSON: NaN -> null
+    assert summary["reference"] == "a" and summary["rows"][1]["gain"] == -2.0
+    assert summary["rows"][1]["beats_reference"] is False
+    assert summary["rows"][1]["scalars"]["x/y"]["mean"] is None
+
+
+def test_write_comparison_without_matplotlib_prints_the_extra(tmp_path, monkeypatch, capsys):
+    for module in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, module, None)
+    sweep.write_comparison(str(tmp_path), HAND_TABLES, HAND_METHODS, "digit_scenes")
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == [sweep.PLOT_MISSING.format(path=str(tmp_path / sweep.PLOT_FILE))]
+    assert "pip install 'mlrpl_jax[plot]'" in printed[0]
+
+
+def test_plot_comparison_writes_a_png(tmp_path):
+    path = sweep.plot_comparison(HAND_TABLES, HAND_METHODS, "digit_scenes",
+                                 str(tmp_path / "plot.png"))
+    data = pathlib.Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        width, height = image.size
+        assert image.format == "PNG"
+    assert 300 <= width <= 2000 and 200 <= height <= 2000
+
+
+def test_apply_overrides_parses_by_the_type_of_the_existing_key():
+    config = base_config()
+    sweep.apply_overrides(config, ["epochs=3", "optim.lr=0.5", "known_ratio=1",
+                                   "logging.progress_bar=False", "data.data_dir=/a=b,c",
+                                   "data.name=digit_scenes"])
+    assert config.epochs == 3 and isinstance(config.epochs, int)
+    assert config.optim.lr == 0.5 and config.known_ratio == 1.0
+    assert isinstance(config.known_ratio, float)
+    assert config.logging.progress_bar is False
+    assert config.data.data_dir == "/a=b,c"  # only the first '=' splits; commas are kept
+    sweep.apply_overrides(config, ["logging.progress_bar=true"])
+    assert config.logging.progress_bar is True
+
+    with pytest.raises(ConfigError, match=r"unknown config key 'optim.lrr'\. Valid keys here: "
+                                          r".*optim\.lr"):
+        sweep.apply_overrides(config, ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'nosuch'"):
+        sweep.apply_overrides(config, ["nosuch.key=1"])
+    with pytest.raises(ConfigError, match="of type int"):
+        sweep.apply_overrides(config, ["epochs=2.5"])
+    with pytest.raises(ConfigError, match="of type bool"):
+        sweep.apply_overrides(config, ["logging.progress_bar=maybe"])
+    with pytest.raises(ConfigError, match="is a section"):
+        sweep.apply_overrides(config, ["optim=1"])
+    with pytest.raises(ConfigError, match="is not a section"):
+        sweep.apply_overrides(config, ["epochs.x=1"])
+    with pytest.raises(ConfigError, match="key=value"):
+        sweep.apply_overrides(config, ["epochs"])
+
+
+def test_load_config_file_with_and_without_arg():
+    baseline = sweep.load_config_file(str(REPO / "configs" / "baseline_digits.py"))
+    assert baseline.to_dict() == digit_scenes_config("baseline").to_dict()
+    assert sweep.config_name(str(REPO / "configs" / "baseline_digits.py")) == "baseline_digits"
+
+    tiny_sarb = sweep.load_config_file(str(REPO / "tests" / "tiny_config.py") + ":sarb")
+    assert tiny_sarb.method == "sarb" and tiny_sarb.sarb.mixup_epoch == 0
+    assert sweep.load_config_file(str(REPO / "tests" / "tiny_config.py")).method == "baseline"
+    assert sweep.config_name("tests/tiny_config.py:sarb") == "tiny_config_sarb"
+
+    satl_dsrb = sweep.load_config_file(str(REPO / "configs" / "satl_dsrb_digits.py"))
+    assert sweep.method_label(satl_dsrb) == "satl(dsrb)"
+    assert sweep.method_label(tiny_sarb) == "sarb"
+    with pytest.raises(ConfigError, match="does not exist"):
+        sweep.load_config_file(str(REPO / "configs" / "nosuch.py"))
+
+
+def test_cli_needs_exactly_one_of_config_and_configs(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "mlrpl_jax.sweep", f"--workdir={tmp_path}",
+                               *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    both = run("--config=configs/baseline_digits.py", "--configs=configs/sst_digits.py")
+    assert both.returncode != 0 and "exactly one of --config" in both.stderr
+    unknown = run("--configs=configs/baseline_digits.py", "--set=optim.lrr=1")
+    assert unknown.returncode != 0 and "unknown config key 'optim.lrr'" in unknown.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_comparison_layout_tables_and_plot(tmp_path, monkeypatch):
+    """The wiring of run_comparison, with training replaced by a stub (a real run costs ~30 s)."""
+    from mlrpl_jax import train
+
+    trained = []
+
+    def fake_train(config, workdir):
+        trained.append(workdir)
+        pathlib.Path(workdir).mkdir(parents=True)
+        last = {"baseline": 40.0, "sarb": 45.0}[config.method] + 10 * config.known_ratio + config.seed
+        (pathlib.Path(workdir) / "metrics.jsonl").write_text(json.dumps({"train/loss": 0.5}) + "\n")
+        return {"last": {"mAP": last}, "best": {"mAP": last + 1}}
+
+    monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+    tiny = str(REPO / "tests" / "tiny_config.py")
+    configs = {sweep.config_name(s): sweep.load_config_file(s) for s in (tiny, tiny + ":sarb")}
+    tables = sweep.run_comparison(configs, str(tmp_path), [0.1, 0.5], [0, 1], ("train/loss",))
+    assert list(tables) == ["tiny_config", "tiny_config_sarb"]
+    assert sorted(trained) == sorted(str(tmp_path / n / f"p{r}_s{s}") for n in tables
+                                     for r in ("0.1", "0.5") for s in (0, 1))
+    assert tables["tiny_config_sarb"]["0.5"]["last"] == [50.0, 51.0]
+    for name in tables:
+        assert json.loads((tmp_path / name / "table.json").read_text()) == tables[name]
+        assert (tmp_path / name / "table.md").read_text().startswith(
+            "sarb on digit_scenes/tiny" if name.endswith("sarb") else "baseline on digit_scenes/tiny")
+    lines = (tmp_path / "comparison.md").read_text().splitlines()
+    assert lines[-1] == ("| 0.5 | tiny_config_sarb | sarb | 50.50 ± 0.50 | 51.50 ± 0.50 | +5.00 "
+                         "| yes | 0.50 ± 0.00 | 2 |")
+    rows = json.loads((tmp_path / "comparison.json").read_text())["rows"]
+    assert [(r["config"], r["known_ratio"]) for r in rows] == [
+        ("tiny_config", "0.1"), ("tiny_config_sarb", "0.1"),
+        ("tiny_config", "0.5"), ("tiny_config_sarb", "0.5")]
+    assert (tmp_path / sweep.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
