@@ -10,7 +10,8 @@ import jax
 import numpy as np
 
 from fixtures_data import TINY_DATASET
-from method_harness import assert_trees_close
+from method_harness import (assert_layout_close, assert_params_within_adam_bound, assert_trees_close,
+                            longest_sum_of_loss)
 from mlrpl_jax import checkpointing, methods, optim, parallel, train
 from mlrpl_jax.checkpointing import Checkpointer
 from mlrpl_jax.config import base_config, validate_config
@@ -116,11 +117,14 @@ def check_devices_and_schedule(method_class):
     batches = training_batches(info, 4)
     single, scalars_1 = run_steps(method, host_state, batches, jax.devices()[:1], 4, steps_per_epoch=2)
     multi, scalars_8 = run_steps(method, host_state, batches, jax.devices(), 4, steps_per_epoch=2)
-    assert_trees_close(scalars_1, scalars_8, rtol=1e-5, atol=1e-6)
-    # Adam steps of near-zero gradient entries differ in summation order only.
-    assert_trees_close(single.params, multi.params, rtol=1e-4, atol=1e-6, scaled_atol=1e-3)
+    # The layouts differ in the order of float32 sums only (method_harness): logged scalars and
+    # BN statistics to reduction_rtol, parameters (α, β included) to the Adam displacement bound;
+    # the steps leave the prototypes alone (set by the host hook), so those are bit-identical.
+    num_terms = longest_sum_of_loss(method, host_state, batches[0], steps_per_epoch=2)
+    assert_layout_close(scalars_1, scalars_8, num_terms)
+    assert_params_within_adam_bound(single.params, multi.params, method.config.optim, 2, 4, num_terms)
     assert_trees_close(single.method_state, multi.method_state, rtol=0, atol=0)
-    assert_trees_close(single.batch_stats, multi.batch_stats, rtol=1e-4, atol=1e-6)
+    assert_layout_close(single.batch_stats, multi.batch_stats, num_terms)
 
     before, _ = run_steps(method, host_state, batches, jax.devices(), 2, steps_per_epoch=2)
     counts = jax.device_get(before.opt_state.leaf_counts)

@@ -23,32 +23,35 @@ def hst_section(v):
     return section
 
 
+def hst_method_state(v):
+    return {"prototypes": v["prototype"]}
+
+
 def test_one_training_step_matches_the_reference(vectors):
     v = vectors("hst_head")
     config = head_parity.head_config("hst", hst_section(v))
-    method = head_parity.build(HeterogeneousSemanticTransfer, config, v)
-    output, loss, grads, metrics, after = head_parity.reference_step(
-        method, v, {"prototypes": v["prototype"]})
+    # Tolerances: float32 round-off measured against a float64 run of the same step (head_parity).
+    runs = head_parity.reference_step_float32_and_float64(HeterogeneousSemanticTransfer, config,
+                                                         v, hst_method_state)
 
-    head_parity.check_forward_grads_and_update(v, output, loss, grads, after)
+    head_parity.check_forward_grads_and_update(v, runs)
     criteria = {"bce": "BCELoss/0", "intra_bce": "BCELoss/1", "inter_bce": "BCELoss/2",
                 "intra_score_bce": "BCELoss/3", "cooccurrence": "IntraCooccurrenceLoss/0",
                 "inter_score_bce": "BCELoss/4", "prototype": "InterPrototypeDistanceLoss/0"}
     for metric, criterion in criteria.items():
-        np.testing.assert_allclose(metrics[metric], v[f"train/crit/{criterion}/out"],
-                                   rtol=head_parity.HEAD_RTOL, err_msg=metric)
+        head_parity.assert_float32_close(runs, lambda result, metric=metric: result.metrics[metric],
+                                         v[f"train/crit/{criterion}/out"], metric)
     target = v["target"]
     for metric, criterion in (("intra_pseudo_positives", "BCELoss/1"),
                               ("inter_pseudo_positives", "BCELoss/2")):
         recorded = v[f"train/crit/{criterion}/arg1"]
         np.testing.assert_array_equal(recorded[target != 0], target[target != 0])
-        assert float(metrics[metric]) == np.sum(recorded[target == 0] == 1) > 0
+        assert float(runs.ours.metrics[metric]) == float(runs.exact.metrics[metric]) == np.sum(
+            recorded[target == 0] == 1) > 0
     # The margins in force are the params; their Adam step is in the parameter check above.
-    for which, criterion in (("intra", "BCELoss/3"), ("inter", "BCELoss/4")):
-        assert float(metrics[f"{which}_margin"]) == float(v[f"param/{which}Margin"])
-        assert float(after.params[f"{which}_margin"]) == pytest.approx(
-            float(v[f"param_after/{which}Margin"]), abs=1e-7)
-    np.testing.assert_array_equal(after.method_state["prototypes"], v["prototype"])
+    for which in ("intra", "inter"):
+        assert float(runs.ours.metrics[f"{which}_margin"]) == float(v[f"param/{which}Margin"])
+    np.testing.assert_array_equal(runs.ours.after.method_state["prototypes"], v["prototype"])
 
 
 def test_learnable_margins_start_at_one_and_fixed_margins_are_constants():
@@ -95,11 +98,14 @@ def test_prototypes_margins_and_training_agree_on_one_and_eight_devices(hst_setu
         assert float(state.params["intra_margin"]) < 1.0 and float(state.params["inter_margin"]) < 1.0
         results.append((state, history))
     (state_1, history_1), (state_8, history_8) = results
-    method_harness.assert_trees_close(state_1.method_state, state_8.method_state, rtol=1e-4, atol=1e-5)
-    method_harness.assert_trees_close(state_1.params, state_8.params, rtol=1e-4, atol=1e-6,
-                                      scaled_atol=1e-4)
-    np.testing.assert_allclose([h["loss"] for h in history_1], [h["loss"] for h in history_8],
-                               rtol=1e-5)
+    # Layouts differ in the order of float32 sums only (method_harness): prototypes (K-means of
+    # features, unless a point lies within round-off of a cluster boundary) and logged scalars to
+    # reduction_rtol, the parameters (margins included) to the Adam displacement bound.
+    num_terms = method_harness.longest_sum_of_loss(method, host_state, data.batch(0))
+    method_harness.assert_layout_close(state_1.method_state, state_8.method_state, num_terms)
+    method_harness.assert_layout_close(history_1, history_8, num_terms)
+    method_harness.assert_params_within_adam_bound(state_1.params, state_8.params, method.config.optim,
+                                                   method_harness.STEPS_PER_EPOCH, 4, num_terms)
 
 
 def test_prototypes_and_margins_survive_checkpoint_and_resume(hst_setup, tmp_path):

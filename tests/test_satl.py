@@ -73,12 +73,14 @@ def test_state_and_training_agree_on_one_and_eight_devices(satl_setup):
     # Epoch 1 uses pseudo labels (8 devices hold one example each: per-device statistics would differ).
     assert all(h["satl/pseudo_on"] == 1.0 for h in history_8[2:])
     assert sum(h["satl/pseudo_positives"] + h["satl/pseudo_negatives"] for h in history_8[2:]) > 0
-    method_harness.assert_trees_close(state_1.method_state, state_8.method_state, rtol=1e-5, atol=1e-5)
-    method_harness.assert_trees_close(state_1.params, state_8.params, rtol=1e-4, atol=1e-6,
-                                      scaled_atol=1e-4)
-    for key in ("loss", "satl/ranking", "satl/pseudo_bce"):
-        np.testing.assert_allclose([h[key] for h in history_1], [h[key] for h in history_8],
-                                   rtol=1e-5, atol=1e-7, err_msg=key)
+    # Layouts differ in the order of float32 sums only (method_harness): the score histograms
+    # (counts: exact unless a score lies within round-off of a bin edge) and logged scalars to
+    # reduction_rtol, the parameters to the Adam displacement bound.
+    num_terms = method_harness.longest_sum_of_loss(method, host_state, data.batch(0))
+    method_harness.assert_layout_close(state_1.method_state, state_8.method_state, num_terms)
+    method_harness.assert_layout_close(history_1, history_8, num_terms)
+    method_harness.assert_params_within_adam_bound(state_1.params, state_8.params, method.config.optim,
+                                                   method_harness.STEPS_PER_EPOCH, 4, num_terms)
 
 
 def test_loss_and_gradients_do_not_depend_on_complete_labels(satl_setup):

@@ -175,7 +175,8 @@ class HeterogeneousSemanticTransfer(Method):
                                 + opts.prototype_weight * terms["prototype"])
                  + warmup * (opts.cooccurrence_weight * terms["cooccurrence"]
                              + opts.contrastive_weight * terms["contrastive"]))
-        metrics = transfer_metrics(terms, margins, intra_targets, inter_targets, targets, pseudo_on)
+        metrics = transfer_metrics(terms, margins, intra_targets, inter_targets, targets,
+                                   batch["complete_labels"], pseudo_on)
         return total, LossAux(batch_stats=updates["batch_stats"], method_state=method_state,
                               metrics=metrics)
 

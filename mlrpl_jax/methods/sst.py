@@ -116,21 +116,34 @@ class StructuredSemanticTransfer(Method):
                                 + opts.inter_bce_weight * terms["inter_bce"])
                  + warmup * (opts.cooccurrence_weight * terms["cooccurrence"]
                              + opts.contrastive_weight * terms["contrastive"]))
-        metrics = transfer_metrics(terms, margins, intra_targets, inter_targets, targets, pseudo_on)
+        metrics = transfer_metrics(terms, margins, intra_targets, inter_targets, targets,
+                                   batch["complete_labels"], pseudo_on)
         return total, LossAux(batch_stats=updates["batch_stats"], method_state={"bank": bank},
                               metrics=metrics)
 
 
 def transfer_metrics(terms: dict[str, jax.Array], margins: dict[str, jax.Array],
                      intra_targets: jax.Array, inter_targets: jax.Array, targets: jax.Array,
-                     pseudo_on: jax.Array) -> dict[str, jax.Array]:
-    """The loss terms, the margins and the counts of new intra / inter pseudo positives (SST, HST)."""
+                     complete_labels: jax.Array, pseudo_on: jax.Array) -> dict[str, jax.Array]:
+    """The loss terms, the margins and pseudo-label counts of the batch (SST, HST).
+
+    Counts, each a float32 scalar: new pseudo positives (unknown entries turned positive), how
+    many of them are positive in the hidden complete labels, and the number of hidden positives
+    among the unknown entries. Over a logging window the ratios of their means are the pseudo
+    labels' precision and recall; the complete labels never reach the loss.
+    """
+    hidden_positive = (targets == 0) & (complete_labels == 1)  # (B, C)
     return {
         **terms,
         "intra_margin": margins["intra"],
         "inter_margin": margins["inter"],
         "intra_pseudo_positives": pseudo_on * count_new_positives(intra_targets, targets),
         "inter_pseudo_positives": pseudo_on * count_new_positives(inter_targets, targets),
+        "intra_pseudo_true_positives": pseudo_on * jnp.sum(
+            (intra_targets == 1) & hidden_positive, dtype=jnp.float32),
+        "inter_pseudo_true_positives": pseudo_on * jnp.sum(
+            (inter_targets == 1) & hidden_positive, dtype=jnp.float32),
+        "hidden_positives": jnp.sum(hidden_positive, dtype=jnp.float32),
     }
 
 

@@ -30,7 +30,7 @@ class TorchBatchNorm(nn.Module):
         running_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
         running_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
 
-        x32 = x.astype(jnp.float32)
+        x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # at least float32
         if use_running_average:
             mean, var = running_mean.value, running_var.value
         else:

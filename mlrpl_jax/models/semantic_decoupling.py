@@ -43,6 +43,7 @@ class SemanticDecoupling(nn.Module):
         score_offset = hidden_bias @ score_kernel[:, 0] + score_bias[0]  # w4 . b3 + b4
         gated = jnp.tanh(projected_features[:, :, None, :] * projected_words[None, None, :, :])  # (B, HW, C, D_a)
         scores = jnp.einsum("bhca,a->bhc", gated, score_direction.astype(self.dtype)) + score_offset
-        attention = jax.nn.softmax(scores.astype(jnp.float32), axis=1).astype(self.dtype)  # (B, HW, C)
+        attention = jax.nn.softmax(scores.astype(jnp.promote_types(scores.dtype, jnp.float32)),
+                                   axis=1).astype(self.dtype)  # (B, HW, C)
         semantic = jnp.einsum("bhc,bhd->bcd", attention, features.astype(self.dtype))  # (B, C, D)
         return attention, semantic
