@@ -4,19 +4,19 @@
 
 The base method is set here rather than by `--config.satl.base_method=dsrb` so that the config
 holds a `dsrb` section: the command line can only override keys that the config file has. The
-DSRB settings are those of configs/dsrb_digits.py (blending and quadrant prototypes from epoch
-2, recomputed every 2 epochs), the SATL settings those of configs/satl_digits.py. DSRB has no
-pseudo-label terms of its own, so SATL's pseudo labels are added to its losses.
+DSRB settings are those of configs/dsrb_digits.py, the SATL settings those of
+configs/satl_digits.py. DSRB has no pseudo-label terms of its own, so SATL's pseudo labels are
+added to its losses.
 """
 
-from mlrpl_jax.config import digit_scenes_config, with_method_sections
+from mlrpl_jax.config import DIGIT_METHOD_START_EPOCH, digit_scenes_config, with_method_sections
 
 
 def get_config():
     config = digit_scenes_config("satl")
     config.satl.base_method = "dsrb"
     config = with_method_sections(config)
-    config.satl.warmup_epochs = 2
-    config.dsrb.mixup_epoch = 2
+    config.satl.warmup_epochs = DIGIT_METHOD_START_EPOCH
+    config.dsrb.mixup_epoch = DIGIT_METHOD_START_EPOCH
     config.dsrb.recompute_interval = 2
     return config

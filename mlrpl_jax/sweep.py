@@ -59,6 +59,9 @@ _SET = flags.DEFINE_multi_string(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the sweep.")
 _KNOWN_RATIOS = flags.DEFINE_list("known_ratios", ["0.1", "0.3", "0.5"], "Known proportions.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (one run per proportion and seed).")
+_REFERENCE_ONLY_RATIOS = flags.DEFINE_list(
+    "reference_only_ratios", [], "With --configs: known proportions run for the first config "
+    "only, e.g. 1.0 for the baseline's complete-label bound.")
 _REPORT_SCALARS = flags.DEFINE_list(
     "report_scalars", [], "Logged scalars (metrics.jsonl names) whose last value per run is "
     "tabulated next to mAP, e.g. satl/positive_precision.")
@@ -412,16 +415,20 @@ def _dataset_name(configs) -> str:
 
 def run_comparison(configs: dict[str, ml_collections.ConfigDict], workdir: str,
                    known_ratios: list[float], seeds: list[int],
-                   report_scalars: tuple[str, ...] = ()) -> dict[str, dict]:
+                   report_scalars: tuple[str, ...] = (),
+                   reference_only_ratios: tuple[float, ...] = ()) -> dict[str, dict]:
     """Sweeps each config in `workdir`/<name> and compares them; returns {name: table}.
 
-    The first config is the reference. Process 0 writes each `<name>/table.{md,json}`, then
+    The first config is the reference; it alone also runs `reference_only_ratios` (e.g. the
+    complete-label bound 1.0). Process 0 writes each `<name>/table.{md,json}`, then
     `comparison.{md,json}` and the plot, and prints the comparison.
     """
     import jax
 
-    tables = {name: run_sweep(config, os.path.join(workdir, name), known_ratios, seeds,
-                              report_scalars)
+    reference = next(iter(configs))
+    tables = {name: run_sweep(config, os.path.join(workdir, name),
+                              [*known_ratios, *reference_only_ratios] if name == reference
+                              else known_ratios, seeds, report_scalars)
               for name, config in configs.items()}
     if jax.process_index() == 0:
         methods = {name: method_label(config) for name, config in configs.items()}
@@ -467,7 +474,8 @@ def main(argv: list[str]) -> None:
 
     if _CONFIGS.value:
         cli.start(argv, next(iter(configs.values())))
-        run_comparison(configs, _WORKDIR.value, ratios, seeds, report_scalars)
+        run_comparison(configs, _WORKDIR.value, ratios, seeds, report_scalars,
+                       tuple(float(r) for r in _REFERENCE_ONLY_RATIOS.value))
         return
 
     cli.start(argv, config)

@@ -171,6 +171,14 @@ class DigitScenes(tfds.core.GeneratorBasedBuilder):
             seed=0,
         ),
         DigitScenesConfig(
+            name="small",
+            description="1,000 train / 500 test scenes (a prefix of 'default') for the "
+            "learning test.",
+            num_train=1000,
+            num_test=500,
+            seed=0,
+        ),
+        DigitScenesConfig(
             name="tiny",
             description="96 train / 40 test scenes (a prefix of 'default') for tests.",
             num_train=96,
