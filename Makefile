@@ -27,7 +27,7 @@ demo: install
 		--config.eval.every_epochs=6
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 bench: install
 	$(PY) benchmarks/train_step.py --config=configs/baseline_digits.py
