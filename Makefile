@@ -1,16 +1,28 @@
 # Two commands do all set-up on a fresh machine with Python 3.11:
-#   make demo   creates .venv, installs, prepares the digit dataset, trains and evaluates the
-#               baseline at known proportions 0.1/0.3/0.5 and prints the metrics table
-#   make test   creates .venv, installs, runs the whole test suite (CI runs this)
+#   make demo       creates .venv, installs, prepares the digit dataset, trains the baseline and
+#                   DEMO_METHOD at known proportions 0.1/0.3 and prints their mAP and the gain
+#   make test       creates .venv, installs, runs the whole test suite (CI runs this)
+# and one more reproduces docs/results/digit_methods (about an hour on 2 CPU cores):
+#   make benchmark  every method at p = 0.1/0.3/0.5 over 3 seeds, the baseline also at p = 1.0
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+comma := ,
 DATA_DIR ?= $(CURDIR)/data/tfds
 WORKDIR ?= $(CURDIR)/workdirs/demo
+BENCHMARK_DIR ?= $(CURDIR)/workdirs/digit_benchmark
+DEMO_METHOD ?= sarb
+METHODS := baseline sst hst sarb dsrb satl satl_dsrb
+# Pseudo-label counts (SST, HST), blending weights (SARB, DSRB), threshold quality (SATL)
+DIAGNOSTICS := train/intra_pseudo_positives,train/intra_pseudo_true_positives
+DIAGNOSTICS := $(DIAGNOSTICS),train/inter_pseudo_positives,train/inter_pseudo_true_positives
+DIAGNOSTICS := $(DIAGNOSTICS),train/hidden_positives,train/alpha,train/beta
+DIAGNOSTICS := $(DIAGNOSTICS),satl/positive_precision,satl/positive_recall
+DIAGNOSTICS := $(DIAGNOSTICS),satl/negative_precision,satl/negative_recall
 export JAX_COMPILATION_CACHE_DIR ?= $(HOME)/.cache/mlrpl_jax/jax_compilation_cache
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo benchmark test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +33,19 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m mlrpl_jax.data.prepare --dataset=digit_scenes --data_dir=$(DATA_DIR)
-	$(PY) -m mlrpl_jax.sweep --config=configs/baseline_digits.py --workdir=$(WORKDIR) \
-		--known_ratios=0.1,0.3,0.5 --seeds=0 --config.data.data_dir=$(DATA_DIR) \
-		--config.eval.every_epochs=6
+	$(PY) -m mlrpl_jax.data.prepare --dataset=digit_scenes/small --data_dir=$(DATA_DIR)
+	$(PY) -m mlrpl_jax.sweep --workdir=$(WORKDIR) \
+		--configs=configs/baseline_digits.py,configs/$(DEMO_METHOD)_digits.py \
+		--known_ratios=0.1,0.3 --seeds=0 --set=data.data_dir=$(DATA_DIR) \
+		--set=eval.every_epochs=4 --set=logging.progress_bar=false
+
+benchmark: install
+	$(PY) -m mlrpl_jax.data.prepare --dataset=digit_scenes/small --data_dir=$(DATA_DIR)
+	$(PY) -m mlrpl_jax.sweep --workdir=$(BENCHMARK_DIR) \
+		--configs=$(subst $(eval) ,$(comma),$(foreach m,$(METHODS),configs/$(m)_digits.py)) \
+		--known_ratios=0.1,0.3,0.5 --reference_only_ratios=1.0 --seeds=0,1,2 \
+		--set=data.data_dir=$(DATA_DIR) --set=eval.every_epochs=4 \
+		--set=logging.progress_bar=false --report_scalars=$(DIAGNOSTICS)
 
 test: install
 	$(PY) -m pytest -q --durations=15 tests

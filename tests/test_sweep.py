@@ -1,5 +1,6 @@
 """The sweep driver: one run per (proportion, seed), resumable, and its mean ± std table."""
 import json
+import os
 import math
 
 from mlrpl_jax import sweep
@@ -220,3 +221,24 @@ def test_run_comparison_layout_tables_and_plot(tmp_path, monkeypatch):
         ("tiny_config", "0.1"), ("tiny_config_sarb", "0.1"),
         ("tiny_config", "0.5"), ("tiny_config_sarb", "0.5")]
     assert (tmp_path / sweep.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reference_only_ratios_run_for_the_first_config_alone(tmp_path, monkeypatch):
+    from mlrpl_jax import train
+
+    trained = []
+
+    def fake_train(config, workdir):
+        trained.append(os.path.relpath(workdir, tmp_path))
+        pathlib.Path(workdir).mkdir(parents=True)
+        (pathlib.Path(workdir) / "metrics.jsonl").write_text("")
+        return {"last": {"mAP": 50.0}, "best": {"mAP": 50.0}}
+
+    monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+    tiny = str(REPO / "tests" / "tiny_config.py")
+    configs = {sweep.config_name(s): sweep.load_config_file(s) for s in (tiny, tiny + ":sarb")}
+    tables = sweep.run_comparison(configs, str(tmp_path), [0.1], [0], reference_only_ratios=(1.0,))
+    assert sorted(trained) == ["tiny_config/p0.1_s0", "tiny_config/p1_s0", "tiny_config_sarb/p0.1_s0"]
+    assert list(tables["tiny_config"]) == ["0.1", "1"] and list(tables["tiny_config_sarb"]) == ["0.1"]
+    rows = json.loads((tmp_path / "comparison.json").read_text())["rows"]
+    assert [(r["config"], r["known_ratio"]) for r in rows][-1] == ("tiny_config", "1")
