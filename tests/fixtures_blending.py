@@ -183,4 +183,4 @@ def check_config_file(name):
     config = module.get_config()
     validate_config(config)
     assert config.data.name == {"coco": "coco2014", "vg": "vg200", "voc": "voc2007",
-                                "digits": "digit_scenes"}[name.split("_")[1]]
+                                "digits": "digit_scenes/small"}[name.split("_")[1]]

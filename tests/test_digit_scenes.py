@@ -122,12 +122,12 @@ def test_tiny_is_a_prefix_of_default():
 
 
 def test_registry():
-    assert {"digit_scenes", "digit_scenes/tiny"} <= set(dataset_names())
+    assert {"digit_scenes", "digit_scenes/small", "digit_scenes/tiny"} <= set(dataset_names())
     spec = get_dataset_spec("digit_scenes")
     assert spec.tfds_name == "digit_scenes/default"
     assert spec.class_names[0] == "zero" and spec.num_classes == 10
     assert spec.prepare_command_for("/d") == (
         "python -m mlrpl_jax.data.prepare --dataset=digit_scenes --data_dir=/d"
     )
-    with pytest.raises(ValueError, match="digit_scenes, digit_scenes/tiny"):
+    with pytest.raises(ValueError, match="digit_scenes, digit_scenes/small, digit_scenes/tiny"):
         get_dataset_spec("coco_2014")
