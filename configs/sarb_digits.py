@@ -3,8 +3,8 @@
     python -m mlrpl_jax.main --config=configs/sarb_digits.py --workdir=workdirs/sarb_digits
 
 Model, optimiser and schedule from `mlrpl_jax.config.digit_scenes_config`: ImageNet
-EfficientNet-Lite0 frozen up to stride 16, 64 px, 4 epochs (the papers' 20 in proportion).
-Blending and prototypes start at epoch 1 instead of 5 and are recomputed every epoch instead
+EfficientNet-Lite0 frozen up to stride 16, 64 px, 8 epochs (the papers' 20 in proportion).
+Blending and prototypes start at epoch 2 instead of 5 and are recomputed every 2 epochs instead
 of every 5 (the papers' proportions of the schedule).
 """
 

@@ -7,9 +7,9 @@
     python -m mlrpl_jax.main --config=configs/satl_digits.py --config.satl.base_method=sst ...
 
 Model, optimiser and schedule from `mlrpl_jax.config.digit_scenes_config`: ImageNet
-EfficientNet-Lite0 frozen up to stride 16, 64 px, 4 epochs (the papers' 20 in proportion).
+EfficientNet-Lite0 frozen up to stride 16, 64 px, 8 epochs (the papers' 20 in proportion).
 The §4.8 design defaults, with the pseudo-label warm-up in the papers' proportion of the
-schedule as in configs/sst_digits.py: pseudo labels from epoch 1.
+schedule as in configs/sst_digits.py: pseudo labels from epoch 2.
 """
 
 from mlrpl_jax.config import DIGIT_METHOD_START_EPOCH, digit_scenes_config
