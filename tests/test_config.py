@@ -111,3 +111,10 @@ def test_command_line_rejects_a_bad_known_ratio(tmp_path):
                       "--config.known_ratio=1.5")
     assert result.returncode != 0
     assert "known_ratio must be in (0, 1]" in result.stderr
+
+
+@pytest.mark.parametrize("dataset", ["coco", "voc", "vg"])
+def test_baseline_paper_configs_are_the_papers_baseline_row(dataset):
+    config = load_config_file(ROOT / "configs" / f"baseline_{dataset}.py")
+    assert config.method == "baseline" and config.batch_size == 8 and config.model.depth == 101
+    assert config.data.name == {"coco": "coco2014", "voc": "voc2007", "vg": "vg200"}[dataset]

@@ -1,0 +1,15 @@
+"""Partial-BCE baseline on Pascal VOC 2007 (C = 20) with the launch-script settings (METHODS.md Appendix A).
+
+    python -m mlrpl_jax.main --config=configs/baseline_voc.py --workdir=workdirs/baseline_voc
+
+The row every method of the papers is compared with: the shared network trained on the known
+labels only. ResNet-101 at 448 px, batch 8, Adam lr 1e-5 -> 1e-6 after epoch 9, 20 epochs. For
+the papers' setting add the converted ImageNet backbone with
+--config.model.pretrained=<resnet101 .npz>; change the known ratio with --config.known_ratio.
+"""
+
+from mlrpl_jax.config import paper_config
+
+
+def get_config():
+    return paper_config("baseline", "voc2007")
