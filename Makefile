@@ -11,7 +11,7 @@ comma := ,
 DATA_DIR ?= $(CURDIR)/data/tfds
 WORKDIR ?= $(CURDIR)/workdirs/demo
 BENCHMARK_DIR ?= $(CURDIR)/workdirs/digit_benchmark
-DEMO_METHOD ?= sarb
+DEMO_METHOD ?= hst
 METHODS := baseline sst hst sarb dsrb satl satl_dsrb
 # Pseudo-label counts (SST, HST), blending weights (SARB, DSRB), threshold quality (SATL)
 DIAGNOSTICS := train/intra_pseudo_positives,train/intra_pseudo_true_positives
