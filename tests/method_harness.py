@@ -173,15 +173,20 @@ def reduction_rtol(num_terms: int) -> float:
     return num_terms * F32_EPS
 
 
-def assert_layout_close(a, b, num_terms):
-    """Leaf-wise |a - b| <= reduction_rtol(num_terms) x the leaf's largest magnitude (a sum's
-    round-off scales with its terms, not with the result: entries near 0 get the leaf's scale)."""
-    rtol = reduction_rtol(num_terms)
+def paired_leaves(a, b):
+    """(key path, leaf of a, leaf of b) as float64 arrays, for two trees of the same structure."""
     flat_a, tree_a = jax.tree_util.tree_flatten_with_path(jax.device_get(a))
     flat_b, tree_b = jax.tree.flatten(jax.device_get(b))
     assert tree_a == tree_b
     for (path, x), y in zip(flat_a, flat_b):
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        yield path, np.asarray(x, np.float64), np.asarray(y, np.float64)
+
+
+def assert_layout_close(a, b, num_terms):
+    """Leaf-wise |a - b| <= reduction_rtol(num_terms) x the leaf's largest magnitude (a sum's
+    round-off scales with its terms, not with the result: entries near 0 get the leaf's scale)."""
+    rtol = reduction_rtol(num_terms)
+    for path, x, y in paired_leaves(a, b):
         scale = max(float(np.max(np.abs(x), initial=0.0)), float(np.max(np.abs(y), initial=0.0)))
         error = np.max(np.abs(x - y), initial=0.0)
         assert error <= rtol * scale, (
@@ -245,11 +250,7 @@ def assert_params_within_adam_bound(a, b, optim_config, steps_per_epoch, num_ste
     rates = scheduled_learning_rates(optim_config, steps_per_epoch, start, num_steps)
     adam = 2 * adam_displacement_bound(rates, optim_config.b1, optim_config.b2, first_count=start + 1)
     rtol = reduction_rtol(num_terms)
-    flat_a, tree_a = jax.tree_util.tree_flatten_with_path(jax.device_get(a))
-    flat_b, tree_b = jax.tree.flatten(jax.device_get(b))
-    assert tree_a == tree_b
-    for (path, x), y in zip(flat_a, flat_b):
-        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    for path, x, y in paired_leaves(a, b):
         scale = float(np.max(np.abs(y), initial=0.0))
         error = np.max(np.abs(x - y), initial=0.0)
         assert error <= rtol * scale + adam, (

@@ -11,11 +11,10 @@ above twice chance and 15 points below what the run reaches (70.5), so it does n
 round-off or thread scheduling, yet a model that learnt nothing cannot pass it.
 """
 import pytest
-import tensorflow_datasets as tfds
 
+from fixtures_data import prepared_data_dir
 from mlrpl_jax import train
 from mlrpl_jax.config import digit_scenes_config
-from mlrpl_jax.data.datasets import prepare_dataset
 
 SMALL_DATASET = "digit_scenes/small"
 CHANCE_MAP = 25.3  # random scores on digit scenes (docs/digit_scenes.md)
@@ -24,10 +23,7 @@ MIN_MAP = 55.0  # the run reaches 70.5; 2 x chance is 50.6
 
 @pytest.fixture(scope="module")
 def small_digit_scenes_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    data_dir = tmp_path_factory.mktemp("tfds_small")
-    tfds.display_progress_bar(False)
-    prepare_dataset(SMALL_DATASET, str(data_dir))
-    return str(data_dir)
+    return prepared_data_dir(tmp_path_factory, SMALL_DATASET)
 
 
 def learning_config(data_dir: str):
