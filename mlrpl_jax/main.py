@@ -4,6 +4,9 @@
         --config.known_ratio=0.3 --config.batch_size=16
 
 Running the same command again in the same workdir resumes from its latest checkpoint.
+`--dry_run_steps=N` instead runs N train steps of the config at its shapes on synthetic input
+(no dataset, weights or embeddings needed) and reports compile time, step time and peak
+memory (mlrpl_jax/dry_run.py, docs/dry_run.md).
 On a TPU pod, a SLURM job or with --coordinator_address/--num_processes/--process_id the
 processes join one cluster first (mlrpl_jax/distributed.py, launch/README.md).
 """
@@ -16,6 +19,10 @@ from mlrpl_jax import cli
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+_DRY_RUN_STEPS = flags.DEFINE_integer(
+    "dry_run_steps", 0, "If > 0, train this many steps on synthetic input at the config's shapes "
+    "with random weights, report times and peak memory to <workdir>/dry_run.json, and stop.",
+    lower_bound=0)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -23,6 +30,11 @@ def main(argv: list[str]) -> None:
     config = _CONFIG.value
     cli.start(argv, config)
     # Imported here so that `--help` and flag errors do not pay for importing JAX.
+    if _DRY_RUN_STEPS.value:
+        from mlrpl_jax import dry_run
+
+        dry_run.run(config, _WORKDIR.value, _DRY_RUN_STEPS.value)
+        return
     from mlrpl_jax import train
 
     logging.info("config:\n%s", config)

@@ -1,6 +1,8 @@
-"""Synthetic label matrices and batches for benchmarks and tests that need no dataset on disk."""
+"""Synthetic label matrices and batches for the dry run, benchmarks and tests: no dataset on disk."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -14,28 +16,61 @@ def _not_preparable(data_dir: str, manual_dir: str | None = None) -> None:
 
 
 def synthetic_data_info(num_classes: int, num_examples: int, known_ratio: float,
-                        positive_rate: float = 0.2, seed: int = 0) -> DataInfo:
-    """Random complete labels (at least one positive per class) and their seed-0 partial labels."""
+                        positive_rate: float = 0.2, seed: int = 0,
+                        every_class_known: bool = False) -> DataInfo:
+    """Random complete labels (at least one positive per class) and their seed-0 partial labels.
+
+    every_class_known: that guaranteed positive of each class is also known, as host passes
+    that compute per-class prototypes need.
+    """
     rng = np.random.default_rng(seed)
     complete = np.where(rng.random((num_examples, num_classes)) < positive_rate, 1, -1)
-    complete[np.arange(num_classes) % num_examples, np.arange(num_classes)] = 1
+    guaranteed = (np.arange(num_classes) % num_examples, np.arange(num_classes))
+    complete[guaranteed] = 1
     complete = complete.astype(np.int8)
+    partial = make_partial_labels(complete, known_ratio)
+    if every_class_known:
+        partial[guaranteed] = 1
     spec = DatasetSpec(name="synthetic", tfds_name="synthetic",
                        class_names=tuple(f"class_{c}" for c in range(num_classes)),
                        train_split="train", test_split="test", prepare_command="",
                        prepare=_not_preparable)
     return DataInfo(spec=spec, num_classes=num_classes, num_train=num_examples,
                     num_test=num_examples, train_complete_labels=complete,
-                    train_partial_labels=make_partial_labels(complete, known_ratio),
-                    test_labels=complete)
+                    train_partial_labels=partial, test_labels=complete)
+
+
+def _batch_of_rows(info: DataInfo, rows: np.ndarray, image_size: int,
+                   rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {"image": rng.standard_normal((len(rows), image_size, image_size, 3), dtype=np.float32),
+            "labels": info.train_partial_labels[rows].astype(np.float32),
+            "complete_labels": info.train_complete_labels[rows].astype(np.float32),
+            "index": rows.astype(np.int32), "mask": np.ones(len(rows), np.float32)}
 
 
 def synthetic_batch(info: DataInfo, batch_size: int, image_size: int,
                     seed: int) -> dict[str, np.ndarray]:
     """A training batch in the pipeline's format: Gaussian images, rows of the label matrices."""
     rng = np.random.default_rng(seed)
-    rows = rng.integers(0, info.num_train, batch_size)
-    return {"image": rng.standard_normal((batch_size, image_size, image_size, 3), dtype=np.float32),
-            "labels": info.train_partial_labels[rows].astype(np.float32),
-            "complete_labels": info.train_complete_labels[rows].astype(np.float32),
-            "index": rows.astype(np.int32), "mask": np.ones(batch_size, np.float32)}
+    return _batch_of_rows(info, rng.integers(0, info.num_train, batch_size), image_size, rng)
+
+
+class SyntheticData:
+    """In-memory stand-in for PartialLabelData's training side (`info`, `train_batches`).
+
+    An epoch visits the info.num_train rows once, in order, with Gaussian images, so a host
+    pass (e.g. prototypes) sees every row, and with `every_class_known` every class.
+    """
+
+    def __init__(self, info: DataInfo, image_size: int):
+        self.info = info
+        self.image_size = image_size
+
+    def train_batches(self, epoch: int, global_batch_size: int, *, start_step: int = 0,
+                      process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+        """This process's rows of the epoch's global batches, from step `start_step` on."""
+        local = global_batch_size // process_count
+        for step in range(start_step, self.info.num_train // global_batch_size):
+            first = step * global_batch_size + process_index * local
+            yield _batch_of_rows(self.info, np.arange(first, first + local), self.image_size,
+                                 np.random.default_rng([epoch, step, process_index]))

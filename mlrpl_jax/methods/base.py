@@ -100,6 +100,10 @@ class Method(abc.ABC):
     def check_training_labels(self) -> None:
         """Raises ValueError, before training, if the partial labels cannot support this method."""
 
+    def first_full_epoch(self) -> int:
+        """First epoch whose steps run every loss term (warm-ups over); the dry run trains in it."""
+        return 0
+
     def require_known_positive_per_class(self, needed_for: str) -> None:
         """ValueError before training naming every class without a known positive training label.
 

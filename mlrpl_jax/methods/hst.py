@@ -52,6 +52,9 @@ class HeterogeneousSemanticTransfer(Method):
     def check_training_labels(self) -> None:
         self.require_known_positive_per_class("K-means prototypes")
 
+    def first_full_epoch(self) -> int:
+        return self.options.generate_label_epoch
+
     @property
     def learnable_margins(self) -> tuple[str, ...]:
         """Parameter names of the margins trained by Adam (the others are constants)."""

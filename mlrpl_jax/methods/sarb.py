@@ -99,6 +99,9 @@ class SARB(Method):
     def check_training_labels(self) -> None:
         self.require_known_positive_per_class("prototypes")
 
+    def first_full_epoch(self) -> int:
+        return self.options.mixup_epoch
+
     def check_prototype_options(self) -> None:
         if self.options.num_prototypes < 1:
             raise ValueError(f"sarb.num_prototypes must be >= 1, got {self.options.num_prototypes}.")

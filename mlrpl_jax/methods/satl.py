@@ -109,6 +109,9 @@ class SemanticAwareThresholdLearning(Method):
     def active_params(self, params: PyTree, epoch: jax.Array) -> PyTree | None:
         return self.base.active_params(params, epoch)
 
+    def first_full_epoch(self) -> int:
+        return max(self.options.warmup_epochs, self.base.first_full_epoch())
+
     def project_params(self, params: PyTree) -> PyTree:
         return self.base.project_params(params)
 

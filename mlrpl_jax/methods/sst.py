@@ -77,6 +77,9 @@ class StructuredSemanticTransfer(Method):
         """The SST model around `base` (a SharedNetwork, or a SharedHead for feature maps)."""
         return SemanticTransferNetwork(base=base)
 
+    def first_full_epoch(self) -> int:
+        return self.options.generate_label_epoch
+
     def init_method_state(self) -> PyTree:
         """The positive-feature bank (C, N_Q, D), zeros, as a ring buffer (§6.3)."""
         return {"bank": semantic_transfer.init_positive_bank(

@@ -1,0 +1,48 @@
+"""The dry run (mlrpl_jax/dry_run.py): a tiny config runs its steps, hooks and reports; every
+paper config plans the dataset's class count and the paper shapes without running its model."""
+import importlib.util
+import json
+import math
+import pathlib
+
+import pytest
+
+from mlrpl_jax import dry_run
+from tiny_config import tiny_digit_config
+
+CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
+PAPER_CLASSES = {"coco": 80, "voc": 20, "vg": 200}
+PAPER_CONFIGS = sorted(p for p in CONFIGS.glob("*_*.py") if p.stem.split("_")[-1] in PAPER_CLASSES)
+
+
+def load_config(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def test_dry_run_of_a_tiny_config_runs_hooks_and_steps_and_writes_json(tmp_path):
+    config = tiny_digit_config("dsrb", batch_size=8, epochs=20)
+    config.model.pretrained = "/nowhere/resnet18.npz"  # never read by a dry run
+    result = dry_run.run(config, str(tmp_path), steps=2)
+    written = json.loads((tmp_path / dry_run.RESULT_FILE).read_text())
+    assert written == result
+    assert result["num_classes"] == 10 and result["epoch"] == 5  # dsrb blends from epoch 5
+    assert result["train_images_shape"] == [8, 32, 32, 3]
+    assert len(result["step_s_all"]) == 2 and result["step_s_median"] > 0
+    assert result["compile_s"] > 0 and result["predict_step_s"] > 0
+    assert result["epoch_start_hook_s"] > 0  # prototypes from one synthetic pass
+    assert result["peak_memory_bytes"] > 0 and math.isfinite(result["loss"])
+    assert not result["last_step_skipped"]
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
+def test_paper_config_plans_the_dataset_classes_at_paper_shapes(path):
+    config = load_config(path)
+    plan = dry_run.make_plan(config)
+    batch = 32 if config.method in ("hst", "satl") else 8
+    assert plan.num_classes == PAPER_CLASSES[path.stem.split("_")[-1]]
+    assert plan.train_images_shape == (batch, 448, 448, 3) == plan.eval_images_shape
+    assert plan.config.model.depth == 101 and plan.config.model.pretrained == ""
+    assert plan.epoch == (0 if config.method == "baseline" else 5)
