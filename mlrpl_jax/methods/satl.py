@@ -73,6 +73,9 @@ class SemanticAwareThresholdLearning(Method):
         section.min_count = 20.0  # n_min, an effective (decayed) count
         section.gauss_kappa = 2.0  # κ of the 'gauss' rule
         section.pseudo_weight = 1.0  # λ_p
+        # Share of the known labels held out of every loss and used only for H± (docs/methods_satl.md,
+        # "Calibration split"); 0 = H± from all known labels, SATL.md §4.3.
+        section.calibration_fraction = 0.0
         section.ranking_weight = 0.1  # λ_r
         section.ranking_margin = 0.5  # m, on probabilities
         section.ranking_smoothness = 10.0  # β of the smooth hinge
@@ -106,11 +109,11 @@ class SemanticAwareThresholdLearning(Method):
     def check_training_labels(self) -> None:
         self.base.check_training_labels()
 
-    def active_params(self, params: PyTree, epoch: jax.Array) -> PyTree | None:
-        return self.base.active_params(params, epoch)
-
     def first_full_epoch(self) -> int:
         return max(self.options.warmup_epochs, self.base.first_full_epoch())
+
+    def active_params(self, params: PyTree, epoch: jax.Array) -> PyTree | None:
+        return self.base.active_params(params, epoch)
 
     def project_params(self, params: PyTree) -> PyTree:
         return self.base.project_params(params)
@@ -151,9 +154,13 @@ class SemanticAwareThresholdLearning(Method):
              ctx: StepContext) -> tuple[jax.Array, LossAux]:
         """§4.7: base loss + λ_r r(t) L_rank + [e >= E_w] λ_p BCE(z, ŷ); H± from the global batch."""
         opts = self.options
-        base_loss, base_aux, logits = self.base_loss_and_logits(variables, method_state["base"], batch, ctx)
-        stats = method_state["satl"]
         labels = batch["labels"]  # (B, C) in {-1, 0, +1}
+        calibration = calibration_entries(labels, batch["index"], opts.calibration_fraction,
+                                          self.config.seed)  # (B, C) bool
+        trained_labels = jnp.where(calibration, 0.0, labels)
+        base_loss, base_aux, logits = self.base_loss_and_logits(
+            variables, method_state["base"], {**batch, "labels": trained_labels}, ctx)
+        stats = method_state["satl"]
         scores = jax.nn.sigmoid(logits.astype(jnp.float32))  # (B, C)
         detached = jax.lax.stop_gradient(scores)
 
@@ -163,14 +170,16 @@ class SemanticAwareThresholdLearning(Method):
         pseudo_on = (ctx.epoch >= opts.warmup_epochs).astype(jnp.float32)
         pseudo_bce = losses.partial_bce(logits, pseudo)
         ranking = thresholds.distribution_ranking_loss(
-            scores, labels, stats["positive_histogram"], stats["negative_histogram"],
+            scores, trained_labels, stats["positive_histogram"], stats["negative_histogram"],
             margin=opts.ranking_margin, smoothness=opts.ranking_smoothness)
         ramp = losses.warmup_factor(ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
         total = (base_loss + opts.ranking_weight * ramp * ranking
                  + pseudo_on * opts.pseudo_weight * pseudo_bce)
 
         decay = math.exp(-1.0 / (opts.memory_epochs * ctx.steps_per_epoch))
-        positive_counts, negative_counts = thresholds.score_histograms(detached, labels, opts.num_bins)
+        histogram_labels = jnp.where(calibration, labels, 0.0) if opts.calibration_fraction else labels
+        positive_counts, negative_counts = thresholds.score_histograms(detached, histogram_labels,
+                                                                       opts.num_bins)
         batch_counts = thresholds.pseudo_label_counts(pseudo, labels, batch["complete_labels"])
         new_epoch = ctx.step_in_epoch == 0
         counts = {key: jnp.where(new_epoch, 0.0, stats["counts"][key]) + batch_counts[key]
@@ -216,6 +225,19 @@ class SemanticAwareThresholdLearning(Method):
         return base_view.replace(method_state={**method_state, "base": base_view.method_state})
 
 
+def calibration_entries(labels: jax.Array, index: jax.Array, fraction: float, seed: int) -> jax.Array:
+    """(B, C) bool: the known entries held out for calibration, a `fraction` of them.
+
+    Each (image, class) entry draws u ~ U[0, 1) from the run seed and the image's dataset index,
+    so the held-out set is fixed for the whole run and independent of batch order and layout;
+    an entry is held out when it is known and u < fraction.
+    """
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x5A71)
+    draws = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), (labels.shape[1],)))(
+        index)  # (B, C)
+    return (labels != 0) & (draws < fraction)
+
+
 def check_options(options: ml_collections.ConfigDict) -> None:
     """Raises ValueError on a base method or option value SATL cannot use."""
     if options.base_method == SemanticAwareThresholdLearning.name:
@@ -227,6 +249,8 @@ def check_options(options: ml_collections.ConfigDict) -> None:
     if options.threshold_rule not in thresholds.THRESHOLD_RULES:
         raise ValueError(f"satl.threshold_rule must be one of {', '.join(thresholds.THRESHOLD_RULES)}, "
                          f"got {options.threshold_rule!r}")
+    if not 0.0 <= options.calibration_fraction < 1.0:
+        raise ValueError(f"satl.calibration_fraction must be in [0, 1), got {options.calibration_fraction}")
     if options.num_bins < 2 or options.memory_epochs <= 0 or options.warmup_epochs < 0:
         raise ValueError(f"satl.num_bins must be >= 2, satl.memory_epochs > 0 and satl.warmup_epochs "
                          f">= 0, got {options.num_bins}, {options.memory_epochs}, {options.warmup_epochs}")
