@@ -1,15 +1,18 @@
 """Partial-BCE baseline on Pascal VOC 2007 (C = 20) with the launch-script settings (METHODS.md Appendix A).
 
-    python -m mlrpl_jax.main --config=configs/baseline_voc.py --workdir=workdirs/baseline_voc
+    python -m mlrpl_jax.main --config=configs/baseline_voc.py --workdir=workdirs/baseline_voc \
+        --config.data.data_dir=DATA --config.model.pretrained=resnet101.npz \
+        --config.embeddings.path=voc2007_glove300.npy
 
 The row every method of the papers is compared with: the shared network trained on the known
-labels only. ResNet-101 at 448 px, batch 8, Adam lr 1e-5 -> 1e-6 after epoch 9, 20 epochs. For
-the papers' setting add the converted ImageNet backbone with
---config.model.pretrained=<resnet101 .npz>; change the known ratio with --config.known_ratio.
+labels only. ResNet-101 at 448 px, batch 8, Adam lr 1e-5 -> 1e-6 after epoch 9, 20 epochs.
+Change the known ratio with --config.known_ratio. Preparing DATA and the two files, and running
+another method with these settings (--config=configs/baseline_voc.py:<method>):
+docs/paper_datasets.md.
 """
 
 from mlrpl_jax.config import paper_config
 
 
-def get_config():
-    return paper_config("baseline", "voc2007")
+def get_config(method: str = "baseline"):
+    return paper_config(method, "voc2007")

@@ -1,14 +1,17 @@
 """DSRB, repaired (METHODS.md §9) on MS-COCO 2014 (C = 80) with the launch-script settings (METHODS.md Appendix A).
 
-    python -m mlrpl_jax.main --config=configs/dsrb_coco.py --workdir=workdirs/dsrb_coco
+    python -m mlrpl_jax.main --config=configs/dsrb_coco.py --workdir=workdirs/dsrb_coco \
+        --config.data.data_dir=DATA --config.model.pretrained=resnet101.npz \
+        --config.embeddings.path=coco2014_glove300.npy
 
 ResNet-101 at 448 px, batch 8, Adam lr 1e-5 -> 1e-6 after epoch 9, 20 epochs; blending and
-prototypes from epoch 5. For the papers' setting add the converted ImageNet backbone with
---config.model.pretrained=<resnet101 .npz>; change the known ratio with --config.known_ratio.
+prototypes from epoch 5. Change the known ratio with --config.known_ratio. Preparing DATA and
+the two files, and running another method with these settings
+(--config=configs/dsrb_coco.py:<method>): docs/paper_datasets.md.
 """
 
 from mlrpl_jax.config import paper_config
 
 
-def get_config():
-    return paper_config("dsrb", "coco2014")
+def get_config(method: str = "dsrb"):
+    return paper_config(method, "coco2014")

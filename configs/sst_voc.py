@@ -1,15 +1,18 @@
 """SST on Pascal VOC 2007 (20 classes) with the reference launch script's settings (METHODS.md §6, App. A).
 
-    python -m mlrpl_jax.main --config=configs/sst_voc.py --workdir=workdirs/sst_voc
+    python -m mlrpl_jax.main --config=configs/sst_voc.py --workdir=workdirs/sst_voc \
+        --config.data.data_dir=DATA --config.model.pretrained=resnet101.npz \
+        --config.embeddings.path=voc2007_glove300.npy
 
-ResNet-101 at 448 px with stem..stage 3 frozen, Adam lr 1e-5 (x0.1 after epoch 9), weight
-decay 5e-4, batch 8, 20 epochs; pseudo labels from epoch 5, margins 0.95 -> 0.75, loss
-weights (1, 1, 10, 0.05), bank of 100 positives per class. Set --config.known_ratio for the
-other label proportions and --config.model.pretrained to the converted ImageNet weights.
+ResNet-101 at 448 px with stem..stage 3 frozen, Adam lr 1e-5 (x0.1 after epoch 9), weight decay
+5e-4, batch 8, 20 epochs; pseudo labels from epoch 5, margins 0.95 -> 0.75, loss weights (1, 1,
+10, 0.05), bank of 100 positives per class. Set --config.known_ratio for the other label
+proportions. Preparing DATA and the two files, and running another method with these settings
+(--config=configs/sst_voc.py:<method>): docs/paper_datasets.md.
 """
 
 from mlrpl_jax.config import paper_config
 
 
-def get_config():
-    return paper_config("sst", "voc2007")
+def get_config(method: str = "sst"):
+    return paper_config(method, "voc2007")

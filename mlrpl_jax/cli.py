@@ -6,11 +6,12 @@ import ml_collections
 from absl import app
 
 from mlrpl_jax import config as config_lib
-from mlrpl_jax import distributed
+from mlrpl_jax import distributed, run_inputs
 
 
-def start(argv: list[str], config: ml_collections.ConfigDict) -> None:
-    """Rejects stray arguments and invalid configs (one usage line), then joins the cluster.
+def start(argv: list[str], config: ml_collections.ConfigDict, check_inputs: bool = True) -> None:
+    """Rejects stray arguments, invalid configs and missing or wrong input files (one usage
+    line; run_inputs.py), then joins the cluster.
 
     The cluster (TPU pod, SLURM, explicit coordinator flags; mlrpl_jax/distributed.py) must be
     joined before anything touches a device.
@@ -19,6 +20,8 @@ def start(argv: list[str], config: ml_collections.ConfigDict) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         config_lib.validate_config(config)
+        if check_inputs:  # a dry run (dry_run.py) reads no input file
+            run_inputs.check_run_inputs(config)
     except config_lib.ConfigError as error:
         raise app.UsageError(str(error)) from None
     distributed.initialize_from_flags()

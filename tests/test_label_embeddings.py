@@ -62,7 +62,7 @@ def test_glove_missing_words_listed_with_file(glove_file):
     with pytest.raises(ValueError) as err:
         load_glove_embeddings(glove_file, ["cat", "hair drier", "zebra"])
     message = str(err.value)
-    assert "drier, hair, zebra" in message
+    assert "'hair drier' (missing: hair, drier); 'zebra' (missing: zebra)" in message
     assert str(glove_file) in message
 
 

@@ -95,14 +95,16 @@ def load_glove_embeddings(path: str | os.PathLike, class_names: Sequence[str]) -
     the file's words exactly, so a cased file (840B) contributes its lower-case entries.
     """
     file = _existing_file(path, "GloVe")
-    words_per_class = [class_name_words(name) for name in _check_class_names(class_names)]
+    names = _check_class_names(class_names)
+    words_per_class = [class_name_words(name) for name in names]
     needed = {w for words in words_per_class for w in words}
     vectors = _read_glove_vectors(file, needed)
-    missing = sorted(needed - vectors.keys())
-    if missing:
+    lacking = [f"{name!r} (missing: {', '.join(w for w in words if w not in vectors)})"
+               for name, words in zip(names, words_per_class) if not set(words) <= vectors.keys()]
+    if lacking:
         raise ValueError(
-            f"{len(missing)} class-name word(s) not found in GloVe file {str(file)!r}: "
-            f"{', '.join(missing)}. Rename those classes or use a file that contains them."
+            f"{len(lacking)} class name(s) have words that GloVe file {str(file)!r} lacks: "
+            f"{'; '.join(lacking)}. Rename those classes or use a file that contains them."
         )
     rows = [np.mean([vectors[w] for w in words], axis=0) for words in words_per_class]
     return np.stack(rows).astype(np.float32)  # (C, D_w)
