@@ -2,8 +2,8 @@
 #   make demo       creates .venv, installs, prepares the digit dataset, trains the baseline and
 #                   DEMO_METHOD at known proportions 0.1/0.3 and prints their mAP and the gain
 #   make test       creates .venv, installs, runs the whole test suite (CI runs this)
-# and one more reproduces docs/results/digit_methods (about an hour on 2 CPU cores):
-#   make benchmark  every method at p = 0.1/0.3 over 3 seeds, the baseline also at p = 1.0
+# and one more reproduces docs/results/digit_methods (see there for its wall time on 2 CPU cores):
+#   make benchmark  every method at p = 0.1/0.3/0.5 over 3 seeds, the baseline also at p = 1.0
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -43,7 +43,7 @@ benchmark: install
 	$(PY) -m mlrpl_jax.data.prepare --dataset=digit_scenes/small --data_dir=$(DATA_DIR)
 	$(PY) -m mlrpl_jax.sweep --workdir=$(BENCHMARK_DIR) \
 		--configs=$(subst $(eval) ,$(comma),$(foreach m,$(METHODS),configs/$(m)_digits.py)) \
-		--known_ratios=0.1,0.3 --reference_only_ratios=1.0 --seeds=0,1,2 \
+		--known_ratios=0.1,0.3,0.5 --reference_only_ratios=1.0 --seeds=0,1,2 \
 		--set=data.data_dir=$(DATA_DIR) --set=eval.every_epochs=4 \
 		--set=logging.progress_bar=false --report_scalars=$(DIAGNOSTICS)
 

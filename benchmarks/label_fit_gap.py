@@ -1,0 +1,109 @@
+"""How a finished run scores the labels it trained on, the hidden ones, and the test set.
+
+    python benchmarks/label_fit_gap.py --workdir=workdirs/digit_benchmark/satl_digits/p0.1_s0
+
+Restores the run's latest checkpoint (its config is read from the checkpoint), scores every
+training and test image in inference mode (no augmentation) and prints one JSON line: per
+group of label entries (the known training labels, the hidden training labels — the unknown
+entries, judged against the complete labels the run never saw — and the test labels) the mean
+sigmoid score of positives and negatives and the mAP over that group's entries only. A model
+that scores its known labels far better than its hidden ones has fitted the known labels
+themselves; statistics taken from known labels (SATL's thresholds, SARB's prototypes) then
+describe the hidden labels badly.
+
+For SATL runs it adds the precision of the run's own thresholds on each group and, as a check
+of the threshold rule itself, the precision on the hidden labels of thresholds computed by the
+same rule from the test labels (labels the model never fitted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+
+from mlrpl_jax import checkpointing, optim, parallel, thresholds, train
+from mlrpl_jax.data.pipeline import PartialLabelData
+from mlrpl_jax.metrics import evaluate_scores
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a finished (or checkpointed) run.")
+flags.mark_flag_as_required("workdir")
+_BATCH = flags.DEFINE_integer("batch_size", 50, "Images per inference batch.")
+
+
+def sigmoid_scores(state, data: PartialLabelData, predict, mesh, split: str) -> np.ndarray:
+    """Sigmoid scores (N, C) of every image of `split` in reference order."""
+    scores = []
+    for batch in data.eval_batches(_BATCH.value, split=split):
+        logits = predict(state, parallel.to_global({"image": batch["image"]}, mesh)["image"])
+        scores.append(np.asarray(jax.nn.sigmoid(parallel.gather_to_host(logits)))[batch["mask"] > 0])
+    return np.concatenate(scores)
+
+
+def group_summary(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Mean score of the positive / negative entries and the mAP over the non-zero entries of `labels`."""
+    return {"mean_positive_score": float(scores[labels == 1].mean()),
+            "mean_negative_score": float(scores[labels == -1].mean()),
+            "positives": int(np.sum(labels == 1)),
+            "mAP": evaluate_scores(scores, labels, ignore_zero_targets=True)["mAP"]}
+
+
+def precision_at(scores: np.ndarray, labels: np.ndarray, tau_pos: np.ndarray) -> dict[str, float]:
+    """Precision and count of the entries of `labels` != 0 scoring at least τ+ of their class."""
+    selected = (labels != 0) & (scores >= tau_pos[None, :])
+    precision = float(np.mean(labels[selected] == 1)) if selected.any() else float("nan")
+    return {"precision_at_tau_pos": precision, "selected": int(selected.sum())}
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    workdir = _WORKDIR.value
+    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep_last=2,
+                                              keep_best=1, async_save=False)
+    step = checkpointer.latest_step()
+    if step is None:
+        raise app.UsageError(f"no checkpoint in {workdir}/checkpoints; pass the workdir of a run")
+    config = ml_collections.ConfigDict(json.loads(checkpointer.read_record(step)["config"]))
+    mesh = parallel.create_mesh()
+    data = PartialLabelData(dataset=config.data.name, data_dir=train.data_dir(config),
+                            image_size=config.data.image_size, known_ratio=config.known_ratio,
+                            seed=config.seed, augmentation=config.data.train_augmentation)
+    method = train.build_method(config, data)
+    optimizer = optim.build_optimizer(config.optim, data.steps_per_epoch(config.batch_size))
+    state = parallel.replicate(train.create_train_state(method, optimizer, config), mesh)
+    state, _ = checkpointer.restore(step, state)
+    predict = train.jit_predict(method, mesh)
+
+    info = data.info
+    train_scores = sigmoid_scores(state, data, predict, mesh, "train")
+    test_scores = sigmoid_scores(state, data, predict, mesh, "test")
+    known = info.train_partial_labels != 0
+    groups = {"known": (train_scores, np.where(known, info.train_complete_labels, 0)),
+              "hidden": (train_scores, np.where(known, 0, info.train_complete_labels)),
+              "test": (test_scores, info.test_labels)}
+    result = {"workdir": workdir, "step": int(step), "method": config.method,
+              "known_ratio": config.known_ratio, "seed": config.seed}
+    result.update({name: group_summary(*group) for name, group in groups.items()})
+
+    method_state = jax.device_get(state.method_state)
+    if config.method == "satl":
+        stats = method_state["satl"]
+        tau_pos, _ = jax.device_get(method.thresholds(stats["positive_histogram"],
+                                                      stats["negative_histogram"]))
+        for name, group in groups.items():
+            result[name].update(precision_at(*group, tau_pos))
+        test_histograms = thresholds.score_histograms(test_scores, info.test_labels,
+                                                      config.satl.num_bins)
+        tau_test, _ = jax.device_get(method.thresholds(*test_histograms))
+        result["hidden_with_test_calibrated_thresholds"] = {
+            **precision_at(*groups["hidden"], tau_test),
+            "classes_with_tau_pos": int(np.sum(np.isfinite(tau_test)))}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    app.run(main)
