@@ -30,15 +30,13 @@ from mlrpl_jax import checkpointing, optim, parallel, thresholds, train
 from mlrpl_jax.data.pipeline import PartialLabelData
 from mlrpl_jax.metrics import evaluate_scores
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a finished (or checkpointed) run.")
-flags.mark_flag_as_required("workdir")
-_BATCH = flags.DEFINE_integer("batch_size", 50, "Images per inference batch.")
 
 
-def sigmoid_scores(state, data: PartialLabelData, predict, mesh, split: str) -> np.ndarray:
+def sigmoid_scores(state, data: PartialLabelData, predict, mesh, split: str,
+                   batch_size: int) -> np.ndarray:
     """Sigmoid scores (N, C) of every image of `split` in reference order."""
     scores = []
-    for batch in data.eval_batches(_BATCH.value, split=split):
+    for batch in data.eval_batches(batch_size, split=split):
         logits = predict(state, parallel.to_global({"image": batch["image"]}, mesh)["image"])
         scores.append(np.asarray(jax.nn.sigmoid(parallel.gather_to_host(logits)))[batch["mask"] > 0])
     return np.concatenate(scores)
@@ -59,14 +57,13 @@ def precision_at(scores: np.ndarray, labels: np.ndarray, tau_pos: np.ndarray) ->
     return {"precision_at_tau_pos": precision, "selected": int(selected.sum())}
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    workdir = _WORKDIR.value
+def label_fit_gap(workdir: str, batch_size: int = 50) -> dict:
+    """The summary described in the module docstring, for the latest checkpoint in `workdir`."""
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep_last=2,
                                               keep_best=1, async_save=False)
     step = checkpointer.latest_step()
     if step is None:
-        raise app.UsageError(f"no checkpoint in {workdir}/checkpoints; pass the workdir of a run")
+        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; pass the workdir of a run")
     config = ml_collections.ConfigDict(json.loads(checkpointer.read_record(step)["config"]))
     mesh = parallel.create_mesh()
     data = PartialLabelData(dataset=config.data.name, data_dir=train.data_dir(config),
@@ -76,11 +73,12 @@ def main(argv: list[str]) -> None:
     optimizer = optim.build_optimizer(config.optim, data.steps_per_epoch(config.batch_size))
     state = parallel.replicate(train.create_train_state(method, optimizer, config), mesh)
     state, _ = checkpointer.restore(step, state)
+    checkpointer.close()
     predict = train.jit_predict(method, mesh)
 
     info = data.info
-    train_scores = sigmoid_scores(state, data, predict, mesh, "train")
-    test_scores = sigmoid_scores(state, data, predict, mesh, "test")
+    train_scores = sigmoid_scores(state, data, predict, mesh, "train", batch_size)
+    test_scores = sigmoid_scores(state, data, predict, mesh, "test", batch_size)
     known = info.train_partial_labels != 0
     groups = {"known": (train_scores, np.where(known, info.train_complete_labels, 0)),
               "hidden": (train_scores, np.where(known, 0, info.train_complete_labels)),
@@ -89,9 +87,8 @@ def main(argv: list[str]) -> None:
               "known_ratio": config.known_ratio, "seed": config.seed}
     result.update({name: group_summary(*group) for name, group in groups.items()})
 
-    method_state = jax.device_get(state.method_state)
     if config.method == "satl":
-        stats = method_state["satl"]
+        stats = jax.device_get(state.method_state)["satl"]
         tau_pos, _ = jax.device_get(method.thresholds(stats["positive_histogram"],
                                                       stats["negative_histogram"]))
         for name, group in groups.items():
@@ -102,8 +99,21 @@ def main(argv: list[str]) -> None:
         result["hidden_with_test_calibrated_thresholds"] = {
             **precision_at(*groups["hidden"], tau_test),
             "classes_with_tau_pos": int(np.sum(np.isfinite(tau_test)))}
-    print(json.dumps(result))
+    return result
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    print(json.dumps(label_fit_gap(flags.FLAGS.workdir, flags.FLAGS.batch_size)))
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a script (importing defines none)."""
+    flags.DEFINE_string("workdir", None, "Workdir of a finished (or checkpointed) run.")
+    flags.mark_flag_as_required("workdir")
+    flags.DEFINE_integer("batch_size", 50, "Images per inference batch.")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
