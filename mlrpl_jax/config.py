@@ -35,7 +35,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.data.name = "coco2014"
     config.data.data_dir = ""  # '' -> $TFDS_DATA_DIR or ~/tensorflow_datasets
     config.data.image_size = 448
-    config.data.num_workers = 0  # grain worker processes; 0 = decode in the main process
+    # grain worker processes; 0 = decode in the main process; -1 = auto: 0 on CPU, else one per
+    # host core but one, at most 8 (data/pipeline.py resolve_num_workers, docs/dry_run.md)
+    config.data.num_workers = -1
     # 'reference' (scale-crop + flip, METHODS.md §2.5) | 'colour' (label-preserving: channel
     # permutation + brightness, for synthetic scenes) | 'none' (data/preprocessing.py)
     config.data.train_augmentation = "reference"

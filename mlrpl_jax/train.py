@@ -28,7 +28,7 @@ from absl import logging
 from mlrpl_jax import checkpointing, fault_injection, metrics, optim, parallel, run_inputs
 from mlrpl_jax.config import validate_config
 from mlrpl_jax.data import label_embeddings, label_graph
-from mlrpl_jax.data.pipeline import PartialLabelData
+from mlrpl_jax.data.pipeline import PartialLabelData, resolve_num_workers
 from mlrpl_jax.metric_writer import MetricWriter
 from mlrpl_jax.methods import get_method_class
 from mlrpl_jax.methods.base import HostContext, Method, StepContext
@@ -215,7 +215,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     data = PartialLabelData(dataset=config.data.name, data_dir=data_dir(config),
                             image_size=config.data.image_size, known_ratio=config.known_ratio,
-                            seed=config.seed, num_workers=config.data.num_workers,
+                            seed=config.seed,
+                            num_workers=resolve_num_workers(config.data.num_workers,
+                                                            jax.default_backend()),
                             augmentation=config.data.train_augmentation)
     method = build_method(config, data)
     steps_per_epoch = data.steps_per_epoch(config.batch_size)

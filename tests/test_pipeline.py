@@ -8,7 +8,8 @@ from PIL import Image
 
 from mlrpl_jax.data import digit_scenes, preprocessing
 from mlrpl_jax.data.partial_labels import make_partial_labels
-from mlrpl_jax.data.pipeline import DatasetNotPreparedError, PartialLabelData
+from mlrpl_jax.data.pipeline import (AUTO_WORKERS, MAX_AUTO_WORKERS, DatasetNotPreparedError,
+                                     PartialLabelData, resolve_num_workers)
 
 IMAGE_SIZE = 32
 KNOWN_RATIO = 0.3
@@ -184,6 +185,16 @@ def test_worker_processes_give_identical_batches(digit_scenes_dir, data):  # noq
         list(with_workers.train_batches(1, 16, start_step=4)),
         list(data.train_batches(1, 16, start_step=4)),
     )
+
+
+def test_auto_worker_count_is_zero_on_cpu_and_bounded_on_accelerators(monkeypatch):
+    assert resolve_num_workers(AUTO_WORKERS, "cpu") == 0
+    assert resolve_num_workers(3, "cpu") == 3 and resolve_num_workers(0, "gpu") == 0
+    for cores, expected in ((1, 1), (2, 1), (5, 4), (64, MAX_AUTO_WORKERS)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
+        assert resolve_num_workers(AUTO_WORKERS, "gpu") == expected
+    with pytest.raises(ValueError, match="auto"):
+        resolve_num_workers(-2, "tpu")
 
 
 # ----------------------------------------------------------------------------- evaluation
