@@ -28,7 +28,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv: list[str]) -> None:
     config = _CONFIG.value
-    cli.start(argv, config)
+    cli.start(argv, config, check_inputs=not _DRY_RUN_STEPS.value)
     # Imported here so that `--help` and flag errors do not pay for importing JAX.
     if _DRY_RUN_STEPS.value:
         from mlrpl_jax import dry_run

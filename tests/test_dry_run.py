@@ -6,8 +6,10 @@ import math
 import pathlib
 
 import pytest
+from absl import app, flags
+from absl.testing import flagsaver
 
-from mlrpl_jax import dry_run
+from mlrpl_jax import dry_run, main
 from tiny_config import tiny_digit_config
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
@@ -46,3 +48,17 @@ def test_paper_config_plans_the_dataset_classes_at_paper_shapes(path):
     assert plan.train_images_shape == (batch, 448, 448, 3) == plan.eval_images_shape
     assert plan.config.model.depth == 101 and plan.config.model.pretrained == ""
     assert plan.epoch == (0 if config.method == "baseline" else 5)
+
+
+def test_main_dry_run_needs_no_weights_or_embeddings_file(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(dry_run, "run", lambda config, workdir, steps: calls.append(
+        (config.data.name, config.model.pretrained, workdir, steps)))
+    with flagsaver.flagsaver():
+        flags.FLAGS(["main", f"--config={CONFIGS / 'dsrb_coco.py'}", f"--workdir={tmp_path}",
+                     "--dry_run_steps=1"])
+        main.main(["main"])
+        flags.FLAGS.dry_run_steps = 0
+        with pytest.raises(app.UsageError, match="model.pretrained"):  # the start-of-run check
+            main.main(["main"])
+    assert calls == [("coco2014", "", str(tmp_path), 1)]
