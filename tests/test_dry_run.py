@@ -5,11 +5,12 @@ import json
 import math
 import pathlib
 
-import pytest
-from absl import app, flags
-from absl.testing import flagsaver
+import subprocess
+import sys
 
-from mlrpl_jax import dry_run, main
+import pytest
+
+from mlrpl_jax import dry_run
 from tiny_config import tiny_digit_config
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
@@ -50,15 +51,21 @@ def test_paper_config_plans_the_dataset_classes_at_paper_shapes(path):
     assert plan.epoch == (0 if config.method == "baseline" else 5)
 
 
-def test_main_dry_run_needs_no_weights_or_embeddings_file(monkeypatch, tmp_path):
-    calls = []
-    monkeypatch.setattr(dry_run, "run", lambda config, workdir, steps: calls.append(
-        (config.data.name, config.model.pretrained, workdir, steps)))
-    with flagsaver.flagsaver():
-        flags.FLAGS(["main", f"--config={CONFIGS / 'dsrb_coco.py'}", f"--workdir={tmp_path}",
-                     "--dry_run_steps=1"])
-        main.main(["main"])
-        flags.FLAGS.dry_run_steps = 0
-        with pytest.raises(app.UsageError, match="model.pretrained"):  # the start-of-run check
-            main.main(["main"])
-    assert calls == [("coco2014", "", str(tmp_path), 1)]
+def test_main_dry_run_needs_no_weights_or_embeddings_file(tmp_path):
+    """`python -m mlrpl_jax.main --dry_run_steps=1` on a paper config without any weights or
+    embeddings file (shrunk to a tiny network on the command line) runs and writes its JSON;
+    the same command without the flag is refused by the start-of-run file check
+    (tests/test_run_inputs.py). A subprocess: importing mlrpl_jax.main here would define the
+    absl flags that mlrpl_jax.sweep defines too (tests/test_sweep.py)."""
+    tiny = ["--config.data.image_size=32", "--config.model.depth=18", "--config.model.width=8",
+            "--config.model.extra_pool=False", "--config.model.feature_dim=16",
+            "--config.model.attention_dim=8", "--config.model.output_dim=16",
+            "--config.embeddings.dim=16", "--config.batch_size=8"]
+    result = subprocess.run(
+        [sys.executable, "-m", "mlrpl_jax.main", "--config=configs/baseline_coco.py",
+         f"--workdir={tmp_path}", "--dry_run_steps=1", *tiny],
+        cwd=CONFIGS.parent, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads((tmp_path / dry_run.RESULT_FILE).read_text())
+    assert written["num_classes"] == 80 and written["train_images_shape"] == [8, 32, 32, 3]
+    assert written["dataset"] == "coco2014" and math.isfinite(written["loss"])
