@@ -145,6 +145,8 @@ def digit_scenes_config(method_name: str) -> ml_collections.ConfigDict:
 
 
 PAPER_DATASETS = ("coco2014", "vg200", "voc2007")
+# configs/<method>_<suffix>.py of each paper dataset
+PAPER_CONFIG_SUFFIXES = {"coco2014": "coco", "vg200": "vg", "voc2007": "voc"}
 
 # Method options whose default is our repair of a reference defect, set back to the reference's
 # behaviour in the paper configs because the published numbers came from it (METHODS.md §12.3);
@@ -219,7 +221,7 @@ def _check_against_schema(config: Any, schema: ml_collections.ConfigDict, prefix
         name = prefix + key
         if key not in schema:
             if not prefix and key in methods.available_methods():
-                raise ConfigError(_other_method_section_message(key, config.method))
+                raise ConfigError(_other_method_section_message(key, config))
             valid = ", ".join(sorted(prefix + k for k in schema.keys()))
             raise ConfigError(f"unknown config key '{name}'. Valid keys here: {valid}")
         value, expected = config[key], schema[key]
@@ -232,11 +234,15 @@ def _check_against_schema(config: Any, schema: ml_collections.ConfigDict, prefix
                               f"(default {expected!r}), got {type(value).__name__} {value!r}")
 
 
-def _other_method_section_message(section: str, method: str) -> str:
+def _other_method_section_message(section: str, config: ml_collections.ConfigDict) -> str:
+    method = config.method
+    paper_file = PAPER_CONFIG_SUFFIXES.get(config.data.name.split("/")[0])
+    colon_form = (f"a paper config takes it after a colon, e.g. "
+                  f"--config=configs/{section}_{paper_file}.py:{method}, or use "
+                  if paper_file else "use ")
     return (f"config section '{section}' belongs to method '{section}', but config.method is "
             f"'{method}'. Overriding --config.method does not switch a config file's method; "
-            f"choose the method where the config is built instead: a paper config takes it after "
-            f"a colon, e.g. --config=configs/{section}_coco.py:{method}, or use the method's own "
+            f"choose the method where the config is built instead: {colon_form}the method's own "
             f"config file (configs/{method}_*.py).")
 
 

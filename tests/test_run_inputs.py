@@ -108,6 +108,16 @@ def test_overriding_the_method_names_the_colon_form():
     config.method = "baseline"
     with pytest.raises(config_lib.ConfigError, match=r"section 'dsrb'.*configs/dsrb_coco\.py:baseline"):
         config_lib.validate_config(config)
+    config = load_config_file(ROOT / "configs" / "sarb_voc.py")
+    config.method = "sst"
+    with pytest.raises(config_lib.ConfigError, match=r"section 'sarb'.*configs/sarb_voc\.py:sst"):
+        config_lib.validate_config(config)
+    config = load_config_file(ROOT / "configs" / "dsrb_digits.py")  # no colon form: not a paper config
+    config.method = "baseline"
+    with pytest.raises(config_lib.ConfigError, match=r"section 'dsrb'.*use the method's own config "
+                       r"file \(configs/baseline_\*\.py\)") as error:
+        config_lib.validate_config(config)
+    assert ":baseline" not in str(error.value)
 
 
 def test_command_line_switches_the_method_and_stops_before_the_data(tmp_path):
