@@ -130,6 +130,18 @@ class SemanticAwareThresholdLearning(Method):
             max_missed_positive_fraction=opts.max_missed_positive_fraction,
             min_count=opts.min_count, kappa=opts.gauss_kappa)
 
+    def split_known_labels(self, labels: jax.Array, index: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(labels the losses train on, labels counted into H±), both (B, C) in {-1, 0, +1}.
+
+        Without a calibration split both are `labels`; with one, the held-out entries
+        (`calibration_entries`) are 0 in the first and the only non-zero entries of the second.
+        """
+        fraction = self.options.calibration_fraction
+        if not fraction:
+            return labels, labels
+        calibration = calibration_entries(labels, index, fraction, self.config.seed)  # (B, C) bool
+        return jnp.where(calibration, 0.0, labels), jnp.where(calibration, labels, 0.0)
+
     def base_loss_and_logits(self, variables: dict[str, PyTree], base_state: PyTree,
                              batch: dict[str, jax.Array],
                              ctx: StepContext) -> tuple[jax.Array, LossAux, jax.Array]:
@@ -155,9 +167,7 @@ class SemanticAwareThresholdLearning(Method):
         """§4.7: base loss + λ_r r(t) L_rank + [e >= E_w] λ_p BCE(z, ŷ); H± from the global batch."""
         opts = self.options
         labels = batch["labels"]  # (B, C) in {-1, 0, +1}
-        calibration = calibration_entries(labels, batch["index"], opts.calibration_fraction,
-                                          self.config.seed)  # (B, C) bool
-        trained_labels = jnp.where(calibration, 0.0, labels)
+        trained_labels, histogram_labels = self.split_known_labels(labels, batch["index"])
         base_loss, base_aux, logits = self.base_loss_and_logits(
             variables, method_state["base"], {**batch, "labels": trained_labels}, ctx)
         stats = method_state["satl"]
@@ -177,7 +187,6 @@ class SemanticAwareThresholdLearning(Method):
                  + pseudo_on * opts.pseudo_weight * pseudo_bce)
 
         decay = math.exp(-1.0 / (opts.memory_epochs * ctx.steps_per_epoch))
-        histogram_labels = jnp.where(calibration, labels, 0.0) if opts.calibration_fraction else labels
         positive_counts, negative_counts = thresholds.score_histograms(detached, histogram_labels,
                                                                        opts.num_bins)
         batch_counts = thresholds.pseudo_label_counts(pseudo, labels, batch["complete_labels"])
