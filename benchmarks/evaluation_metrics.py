@@ -2,7 +2,7 @@
 
     python benchmarks/evaluation_metrics.py
 
-Times `mlrpl_jax.metrics.evaluate_scores` (both mAPs, OP/OR/OF1/CP/CR/CF1 and top-3) on
+Times `mlrpl_jax.core.metrics.evaluate_scores` (both mAPs, OP/OR/OF1/CP/CR/CF1 and top-3) on
 random scores shaped like the COCO 2014 val (40,504 x 80), VG-200 test (10,000 x 200) and
 VOC 2007 test (4,952 x 20) sets; prints one JSON line per size and appends them to
 benchmarks/results/evaluation_metrics.jsonl.
@@ -17,7 +17,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from mlrpl_jax.metrics import evaluate_scores
+from mlrpl_jax.core.metrics import evaluate_scores
 
 _OUTPUT = flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), "results",
                                                      "evaluation_metrics.jsonl"), "JSONL to append to.")

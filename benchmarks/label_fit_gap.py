@@ -26,10 +26,10 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from mlrpl_jax import checkpointing, optim, parallel, thresholds, train
+from mlrpl_jax.core import checkpointing, parallel, train
+from mlrpl_jax.core.metrics import evaluate_scores
 from mlrpl_jax.data.pipeline import PartialLabelData
-from mlrpl_jax.metrics import evaluate_scores
-
+from mlrpl_jax.methods.thresholds import histogram_thresholds
 
 
 def sigmoid_scores(state, data: PartialLabelData, predict, mesh, split: str,
@@ -66,12 +66,8 @@ def label_fit_gap(workdir: str, batch_size: int = 50) -> dict:
         raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; pass the workdir of a run")
     config = ml_collections.ConfigDict(json.loads(checkpointer.read_record(step)["config"]))
     mesh = parallel.create_mesh()
-    data = PartialLabelData(dataset=config.data.name, data_dir=train.data_dir(config),
-                            image_size=config.data.image_size, known_ratio=config.known_ratio,
-                            seed=config.seed, augmentation=config.data.train_augmentation)
-    method = train.build_method(config, data)
-    optimizer = optim.build_optimizer(config.optim, data.steps_per_epoch(config.batch_size))
-    state = parallel.replicate(train.create_train_state(method, optimizer, config), mesh)
+    data = train.open_data(config)
+    method, _, state = train.build_run(config, data, mesh)
     state, _ = checkpointer.restore(step, state)
     checkpointer.close()
     predict = train.jit_predict(method, mesh)
@@ -93,7 +89,7 @@ def label_fit_gap(workdir: str, batch_size: int = 50) -> dict:
                                                       stats["negative_histogram"]))
         for name, group in groups.items():
             result[name].update(precision_at(*group, tau_pos))
-        test_histograms = thresholds.score_histograms(test_scores, info.test_labels,
+        test_histograms = histogram_thresholds.score_histograms(test_scores, info.test_labels,
                                                       config.satl.num_bins)
         tau_test, _ = jax.device_get(method.thresholds(*test_histograms))
         result["hidden_with_test_calibrated_thresholds"] = {

@@ -8,7 +8,7 @@ Prints one JSON line per measured configuration and appends it to
 benchmarks/results/train_step.jsonl: compile time, median step time, images/s, inference
 step time, peak memory (device allocator peak where the backend reports it, else the
 process's peak RSS), device kind and count. The measurement is the dry run's
-(mlrpl_jax/dry_run.py: synthetic input, random weights, the method's host hooks once), so no
+(mlrpl_jax/core/dry_run.py: synthetic input, random weights, the method's host hooks once), so no
 data needs preparing; the class count is the config's dataset's unless --num_classes.
 
 `--devices` measures the same global batch on meshes over the first N devices, one line per
@@ -27,7 +27,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from mlrpl_jax import dry_run, parallel
+from mlrpl_jax.core import dry_run, parallel
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file to benchmark.",
                                           lock_config=True)

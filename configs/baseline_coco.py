@@ -1,4 +1,4 @@
-"""Partial-BCE baseline on MS-COCO 2014 (C = 80) with the launch-script settings (METHODS.md Appendix A).
+"""Partial-BCE baseline on MS-COCO 2014 (C = 80) with the launch-script settings (docs/methods/hyperparameters.md, Appendix A).
 
     python -m mlrpl_jax.main --config=configs/baseline_coco.py --workdir=workdirs/baseline_coco \
         --config.data.data_dir=DATA --config.model.pretrained=resnet101.npz \

@@ -1,4 +1,4 @@
-"""Partial-BCE baseline on Visual Genome VG-200 (C = 200) with the launch-script settings (METHODS.md Appendix A).
+"""Partial-BCE baseline on Visual Genome VG-200 (C = 200) with the launch-script settings (docs/methods/hyperparameters.md, Appendix A).
 
     python -m mlrpl_jax.main --config=configs/baseline_vg.py --workdir=workdirs/baseline_vg \
         --config.data.data_dir=DATA --config.model.pretrained=resnet101.npz \

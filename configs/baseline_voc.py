@@ -1,4 +1,4 @@
-"""Partial-BCE baseline on Pascal VOC 2007 (C = 20) with the launch-script settings (METHODS.md Appendix A).
+"""Partial-BCE baseline on Pascal VOC 2007 (C = 20) with the launch-script settings (docs/methods/hyperparameters.md, Appendix A).
 
     python -m mlrpl_jax.main --config=configs/baseline_voc.py --workdir=workdirs/baseline_voc \
         --config.data.data_dir=DATA --config.model.pretrained=resnet101.npz \

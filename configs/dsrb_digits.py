@@ -1,4 +1,4 @@
-"""DSRB, repaired (METHODS.md §9), on the embedded digit-scene dataset.
+"""DSRB, repaired (docs/methods/dsrb.md §9), on the embedded digit-scene dataset.
 
     python -m mlrpl_jax.main --config=configs/dsrb_digits.py --workdir=workdirs/dsrb_digits
 
@@ -8,11 +8,8 @@ Blending and quadrant prototypes start at epoch 2 instead of 5 and are recompute
 instead of every 5 (the papers' proportions of the schedule).
 """
 
-from mlrpl_jax.config import DIGIT_METHOD_START_EPOCH, digit_scenes_config
+from mlrpl_jax.config import digit_scenes_config
 
 
 def get_config():
-    config = digit_scenes_config("dsrb")
-    config.dsrb.mixup_epoch = DIGIT_METHOD_START_EPOCH
-    config.dsrb.recompute_interval = 2
-    return config
+    return digit_scenes_config("dsrb")

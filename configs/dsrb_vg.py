@@ -1,4 +1,4 @@
-"""DSRB, repaired (METHODS.md §9) on Visual Genome VG-200 (C = 200) with the launch-script settings (METHODS.md Appendix A).
+"""DSRB, repaired (docs/methods/dsrb.md §9) on Visual Genome VG-200 (C = 200) with the launch-script settings (docs/methods/hyperparameters.md, Appendix A).
 
     python -m mlrpl_jax.main --config=configs/dsrb_vg.py --workdir=workdirs/dsrb_vg \
         --config.data.data_dir=DATA --config.model.pretrained=resnet101.npz \

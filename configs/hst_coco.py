@@ -1,4 +1,4 @@
-"""HST on MS-COCO 2014 (80 classes) with the reference launch script's settings (METHODS.md §7, App. A).
+"""HST on MS-COCO 2014 (80 classes) with the reference launch script's settings (docs/methods/hst.md §7, App. A).
 
     python -m mlrpl_jax.main --config=configs/hst_coco.py --workdir=workdirs/hst_coco \
         --config.data.data_dir=DATA --config.model.pretrained=resnet101.npz \

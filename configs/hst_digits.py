@@ -1,4 +1,4 @@
-"""HST (METHODS.md §7) on the embedded digit-scene dataset.
+"""HST (docs/methods/hst.md §7) on the embedded digit-scene dataset.
 
     python -m mlrpl_jax.main --config=configs/hst_digits.py --workdir=workdirs/hst_digits
 
@@ -9,11 +9,8 @@ prototypes (K = 10) are recomputed every 2 epochs instead of every 5 (the papers
 the schedule); loss weights are the script's.
 """
 
-from mlrpl_jax.config import DIGIT_METHOD_START_EPOCH, digit_scenes_config
+from mlrpl_jax.config import digit_scenes_config
 
 
 def get_config():
-    config = digit_scenes_config("hst")
-    config.hst.generate_label_epoch = DIGIT_METHOD_START_EPOCH
-    config.hst.prototype_interval = 2
-    return config
+    return digit_scenes_config("hst")

@@ -1,4 +1,4 @@
-"""HST on Visual Genome VG-200 (200 classes) with the reference launch script's settings (METHODS.md §7, App. A).
+"""HST on Visual Genome VG-200 (200 classes) with the reference launch script's settings (docs/methods/hst.md §7, App. A).
 
     python -m mlrpl_jax.main --config=configs/hst_vg.py --workdir=workdirs/hst_vg \
         --config.data.data_dir=DATA --config.model.pretrained=resnet101.npz \

@@ -1,4 +1,4 @@
-"""HST on Pascal VOC 2007 (20 classes) with the reference launch script's settings (METHODS.md §7, App. A).
+"""HST on Pascal VOC 2007 (20 classes) with the reference launch script's settings (docs/methods/hst.md §7, App. A).
 
     python -m mlrpl_jax.main --config=configs/hst_voc.py --workdir=workdirs/hst_voc \
         --config.data.data_dir=DATA --config.model.pretrained=resnet101.npz \

@@ -1,4 +1,4 @@
-"""SARB (METHODS.md §8) on the embedded digit-scene dataset.
+"""SARB (docs/methods/sarb.md §8) on the embedded digit-scene dataset.
 
     python -m mlrpl_jax.main --config=configs/sarb_digits.py --workdir=workdirs/sarb_digits
 
@@ -8,11 +8,8 @@ Blending and prototypes start at epoch 2 instead of 5 and are recomputed every 2
 of every 5 (the papers' proportions of the schedule).
 """
 
-from mlrpl_jax.config import DIGIT_METHOD_START_EPOCH, digit_scenes_config
+from mlrpl_jax.config import digit_scenes_config
 
 
 def get_config():
-    config = digit_scenes_config("sarb")
-    config.sarb.mixup_epoch = DIGIT_METHOD_START_EPOCH
-    config.sarb.recompute_interval = 2
-    return config
+    return digit_scenes_config("sarb")

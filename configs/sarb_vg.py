@@ -1,4 +1,4 @@
-"""SARB (METHODS.md §8) on Visual Genome VG-200 (C = 200) with the launch-script settings (METHODS.md Appendix A).
+"""SARB (docs/methods/sarb.md §8) on Visual Genome VG-200 (C = 200) with the launch-script settings (docs/methods/hyperparameters.md, Appendix A).
 
     python -m mlrpl_jax.main --config=configs/sarb_vg.py --workdir=workdirs/sarb_vg \
         --config.data.data_dir=DATA --config.model.pretrained=resnet101.npz \

@@ -1,4 +1,4 @@
-"""SATL (our design following the abstract of arXiv 2507.23263, SATL.md §4) on the digit scenes.
+"""SATL (our design following the abstract of arXiv 2507.23263, docs/methods/satl.md §4) on the digit scenes.
 
     python -m mlrpl_jax.main --config=configs/satl_digits.py --workdir=workdirs/satl_digits
     python -m mlrpl_jax.sweep --config=configs/satl_digits.py --workdir=workdirs/satl_digits_sweep \
@@ -12,10 +12,8 @@ The §4.8 design defaults, with the pseudo-label warm-up in the papers' proporti
 schedule as in configs/sst_digits.py: pseudo labels from epoch 2.
 """
 
-from mlrpl_jax.config import DIGIT_METHOD_START_EPOCH, digit_scenes_config
+from mlrpl_jax.config import digit_scenes_config
 
 
 def get_config():
-    config = digit_scenes_config("satl")
-    config.satl.warmup_epochs = DIGIT_METHOD_START_EPOCH
-    return config
+    return digit_scenes_config("satl")

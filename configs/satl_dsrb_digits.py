@@ -1,4 +1,4 @@
-"""SATL on top of DSRB (our SATL design, SATL.md §4; DSRB repaired, METHODS.md §9) on the digit scenes.
+"""SATL on top of DSRB (our SATL design, docs/methods/satl.md §4; DSRB repaired, docs/methods/dsrb.md §9) on the digit scenes.
 
     python -m mlrpl_jax.main --config=configs/satl_dsrb_digits.py --workdir=workdirs/satl_dsrb_digits
 
@@ -9,14 +9,8 @@ configs/satl_digits.py. DSRB has no pseudo-label terms of its own, so SATL's pse
 added to its losses.
 """
 
-from mlrpl_jax.config import DIGIT_METHOD_START_EPOCH, digit_scenes_config, with_method_sections
+from mlrpl_jax.config import digit_scenes_config
 
 
 def get_config():
-    config = digit_scenes_config("satl")
-    config.satl.base_method = "dsrb"
-    config = with_method_sections(config)
-    config.satl.warmup_epochs = DIGIT_METHOD_START_EPOCH
-    config.dsrb.mixup_epoch = DIGIT_METHOD_START_EPOCH
-    config.dsrb.recompute_interval = 2
-    return config
+    return digit_scenes_config("satl", base_method="dsrb")

@@ -1,4 +1,4 @@
-"""SST on MS-COCO 2014 (80 classes) with the reference launch script's settings (METHODS.md §6, App. A).
+"""SST on MS-COCO 2014 (80 classes) with the reference launch script's settings (docs/methods/sst.md §6, App. A).
 
     python -m mlrpl_jax.main --config=configs/sst_coco.py --workdir=workdirs/sst_coco \
         --config.data.data_dir=DATA --config.model.pretrained=resnet101.npz \

@@ -1,4 +1,4 @@
-"""SST (METHODS.md §6) on the embedded digit-scene dataset.
+"""SST (docs/methods/sst.md §6) on the embedded digit-scene dataset.
 
     python -m mlrpl_jax.main --config=configs/sst_digits.py --workdir=workdirs/sst_digits
 
@@ -7,17 +7,13 @@ EfficientNet-Lite0 frozen up to stride 16, 64 px, 8 epochs (the papers' 20 in pr
 Pseudo labels start at epoch 2 instead of 5 and the margins fall by 0.0625 per epoch instead of
 0.025 (the papers' proportions of the schedule); loss weights are the script's. The bank keeps
 10 positives per class instead of 100: the mean cosine to the bank counts empty rows as 0
-(METHODS.md §6.3), and at p = 0.1 digit_scenes/small shows each class only ~25 known positives
+(docs/methods/sst.md §6.3), and at p = 0.1 digit_scenes/small shows each class only ~25 known positives
 per epoch, so a 100-row bank would cap the mean at ~0.25, below every margin (COCO at p = 0.1
 gives a typical class hundreds per epoch).
 """
 
-from mlrpl_jax.config import DIGIT_METHOD_START_EPOCH, DIGIT_SCHEDULE_SCALE, digit_scenes_config
+from mlrpl_jax.config import digit_scenes_config
 
 
 def get_config():
-    config = digit_scenes_config("sst")
-    config.sst.generate_label_epoch = DIGIT_METHOD_START_EPOCH
-    config.sst.margin_decay *= DIGIT_SCHEDULE_SCALE
-    config.sst.bank_size = 10
-    return config
+    return digit_scenes_config("sst", bank_size=10)

@@ -1,4 +1,4 @@
-"""SST on Visual Genome VG-200 (200 classes) with the reference launch script's settings (METHODS.md §6, App. A).
+"""SST on Visual Genome VG-200 (200 classes) with the reference launch script's settings (docs/methods/sst.md §6, App. A).
 
     python -m mlrpl_jax.main --config=configs/sst_vg.py --workdir=workdirs/sst_vg \
         --config.data.data_dir=DATA --config.model.pretrained=resnet101.npz \

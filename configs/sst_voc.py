@@ -1,4 +1,4 @@
-"""SST on Pascal VOC 2007 (20 classes) with the reference launch script's settings (METHODS.md §6, App. A).
+"""SST on Pascal VOC 2007 (20 classes) with the reference launch script's settings (docs/methods/sst.md §6, App. A).
 
     python -m mlrpl_jax.main --config=configs/sst_voc.py --workdir=workdirs/sst_voc \
         --config.data.data_dir=DATA --config.model.pretrained=resnet101.npz \

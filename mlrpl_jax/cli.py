@@ -6,14 +6,14 @@ import ml_collections
 from absl import app
 
 from mlrpl_jax import config as config_lib
-from mlrpl_jax import distributed, run_inputs
+from mlrpl_jax.core import distributed, run_inputs
 
 
 def start(argv: list[str], config: ml_collections.ConfigDict, check_inputs: bool = True) -> None:
     """Rejects stray arguments, invalid configs and missing or wrong input files (one usage
     line; run_inputs.py), then joins the cluster.
 
-    The cluster (TPU pod, SLURM, explicit coordinator flags; mlrpl_jax/distributed.py) must be
+    The cluster (TPU pod, SLURM, explicit coordinator flags; mlrpl_jax/core/distributed.py) must be
     joined before anything touches a device.
     """
     if len(argv) > 1:

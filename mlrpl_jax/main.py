@@ -6,9 +6,9 @@
 Running the same command again in the same workdir resumes from its latest checkpoint.
 `--dry_run_steps=N` instead runs N train steps of the config at its shapes on synthetic input
 (no dataset, weights or embeddings needed) and reports compile time, step time and peak
-memory (mlrpl_jax/dry_run.py, docs/dry_run.md).
+memory (mlrpl_jax/core/dry_run.py, docs/dry_run.md).
 On a TPU pod, a SLURM job or with --coordinator_address/--num_processes/--process_id the
-processes join one cluster first (mlrpl_jax/distributed.py, launch/README.md).
+processes join one cluster first (mlrpl_jax/core/distributed.py, launch/README.md).
 """
 
 from absl import app, flags, logging
@@ -31,11 +31,11 @@ def main(argv: list[str]) -> None:
     cli.start(argv, config, check_inputs=not _DRY_RUN_STEPS.value)
     # Imported here so that `--help` and flag errors do not pay for importing JAX.
     if _DRY_RUN_STEPS.value:
-        from mlrpl_jax import dry_run
+        from mlrpl_jax.core import dry_run
 
         dry_run.run(config, _WORKDIR.value, _DRY_RUN_STEPS.value)
         return
-    from mlrpl_jax import train
+    from mlrpl_jax.core import train
 
     logging.info("config:\n%s", config)
     train.train_and_evaluate(config, _WORKDIR.value)

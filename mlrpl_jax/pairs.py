@@ -1,4 +1,4 @@
-"""Unordered pair indexing Π_n (METHODS.md §0): all (i, j) with 0 <= i < j < n, i major.
+"""Unordered pair indexing Π_n (docs/methods/problem_and_data.md §0): all (i, j) with 0 <= i < j < n, i major.
 
 Π_C indexes the class pairs of the co-occurrence head (§4.6), Π_B the image pairs of the
 contrastive loss (§5.3). The position of (i, j) is k(i, j) = i n - i (i + 1) / 2 + (j - i - 1).

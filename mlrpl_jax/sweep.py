@@ -45,8 +45,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from mlrpl_jax import cli, run_inputs
+from mlrpl_jax import cli
 from mlrpl_jax import config as config_lib
+from mlrpl_jax.core import run_inputs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file (one "
                                           "config; alternative to --configs).", lock_config=True)
@@ -81,7 +82,7 @@ def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
     """
     import jax
 
-    from mlrpl_jax import train
+    from mlrpl_jax.core import train
 
     if jax.process_index() != 0:
         report_scalars = ()

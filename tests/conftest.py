@@ -16,7 +16,6 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
 from fixtures_data import digit_scenes_dir  # noqa: E402,F401 (session fixture for every test)
 
 DATA_DIR = pathlib.Path(__file__).resolve().parent / "data"

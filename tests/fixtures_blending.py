@@ -8,37 +8,28 @@ import pathlib
 
 import jax
 import numpy as np
-
 from fixtures_data import TINY_DATASET
-from method_harness import (assert_layout_close, assert_params_within_adam_bound, assert_trees_close,
-                            longest_sum_of_loss)
-from mlrpl_jax import checkpointing, methods, optim, parallel, train
-from mlrpl_jax.checkpointing import Checkpointer
+from head_parity import head_only
+from method_harness import (
+    assert_layout_close,
+    assert_params_within_adam_bound,
+    assert_trees_close,
+    longest_sum_of_loss,
+    synthetic_batch,
+)
+
+from mlrpl_jax import methods
 from mlrpl_jax.config import base_config, validate_config
+from mlrpl_jax.core import checkpointing, optim, parallel, train
+from mlrpl_jax.core.checkpointing import Checkpointer
+from mlrpl_jax.core.train import jit_train_step, make_train_step
 from mlrpl_jax.data.label_embeddings import random_embeddings
 from mlrpl_jax.data.label_graph import label_adjacency
 from mlrpl_jax.data.pipeline import PartialLabelData
-from mlrpl_jax.data.synthetic import synthetic_batch, synthetic_data_info
-from mlrpl_jax.methods.sarb import SARB
-from mlrpl_jax.models.network import SharedHead
-from mlrpl_jax.train import jit_train_step, make_train_step
+from mlrpl_jax.data.synthetic import synthetic_data_info
+from mlrpl_jax.methods.blending.sarb import SARB
 
 NUM_CLASSES = 6
-
-HEAD_FIELDS = ("num_classes", "word_embeddings", "adjacency", "feature_dim", "attention_dim",
-               "output_dim", "ggnn_steps", "dtype")
-
-
-def head_only(method_class):
-    """`method_class` with SharedHead as its base network (inputs are backbone feature maps)."""
-
-    class HeadOnly(method_class):
-        def build_model(self, kwargs):
-            return SharedHead(**{key: kwargs[key] for key in HEAD_FIELDS})
-
-    HeadOnly.__name__ = f"HeadOnly{method_class.__name__}"
-    return HeadOnly
-
 
 def tiny_config(method_class, grid=4, **options):
     """Config of a tiny head-only run; the 'image' is a (grid, grid, 3) feature map."""

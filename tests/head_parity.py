@@ -28,22 +28,22 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import reference_torch_layout
+from reference_torch_layout import cooccurrence_variables_from_torch
 
-from mlrpl_jax import optim
 from mlrpl_jax.config import base_config
+from mlrpl_jax.core import optim
+from mlrpl_jax.core.train import make_train_step
+from mlrpl_jax.core.train_state import TrainState
 from mlrpl_jax.data.synthetic import synthetic_data_info
-from mlrpl_jax.methods.base import StepContext
-from mlrpl_jax.models import torch_layout
-from mlrpl_jax.models.cooccurrence import cooccurrence_variables_from_torch
+from mlrpl_jax.methods.base import StepContext, network_kwargs
 from mlrpl_jax.models.network import SharedHead
-from mlrpl_jax.train import make_train_step
-from mlrpl_jax.train_state import TrainState
 
 NUM_CLASSES = 80
 STEPS_PER_EPOCH = 10
 TORCH_MARGINS = {"intraMargin": "intra_margin", "interMargin": "inter_margin"}
-_HEAD_FIELDS = ("num_classes", "word_embeddings", "adjacency", "feature_dim", "attention_dim",
-                "output_dim", "ggnn_steps", "dtype")
+HEAD_FIELDS = ("num_classes", "word_embeddings", "adjacency", "feature_dim", "attention_dim",
+               "output_dim", "ggnn_steps", "dtype")
 
 U32 = 2.0 ** -24  # float32 unit round-off (round to nearest)
 # |ours32 - ref32| <= |ours32 - exact| + |ref32 - exact| <= (1 + 3) x our measured error.
@@ -79,7 +79,7 @@ def torch_entries(v: dict[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
 def reference_variables(v: dict[str, np.ndarray], kind: str) -> dict[str, dict]:
     """The state dict with the `kind` entries substituted, as this model's {'params', 'batch_stats'}."""
     state = {**torch_entries(v, "param"), **torch_entries(v, kind)}
-    variables, unused = torch_layout.head_variables_from_torch(state)
+    variables, unused = reference_torch_layout.head_variables_from_torch(state)
     params = dict(variables["params"])
     params["cooccurrence"] = cooccurrence_variables_from_torch(unused)
     for torch_name, name in TORCH_MARGINS.items():
@@ -92,9 +92,11 @@ def head_only(method_class):
     """`method_class` whose model reads feature maps through a SharedHead instead of images."""
 
     class HeadOnly(method_class):
-        def build_model(self, kwargs):
-            return self.network(SharedHead(**{field: kwargs[field] for field in _HEAD_FIELDS}))
+        def base_network(self, word_embeddings, adjacency):
+            kwargs = network_kwargs(self.config, self.info.num_classes, word_embeddings, adjacency)
+            return SharedHead(**{field: kwargs[field] for field in HEAD_FIELDS})
 
+    HeadOnly.__name__ = f"HeadOnly{method_class.__name__}"
     return HeadOnly
 
 
@@ -109,7 +111,7 @@ def head_config(method_name: str, section):
 
 def build(method_class, config, v):
     state_dict = torch_entries(v, "param")
-    words, adjacency = torch_layout.head_constants_from_torch(state_dict)
+    words, adjacency = reference_torch_layout.head_constants_from_torch(state_dict)
     info = synthetic_data_info(NUM_CLASSES, 8, known_ratio=0.5)
     return head_only(method_class)(config, info, words, adjacency)
 

@@ -9,17 +9,24 @@ import jax
 import jax.extend
 import jax.numpy as jnp
 import numpy as np
+from tiny_config import tiny_digit_config
 
-from mlrpl_jax import checkpointing, optim, parallel, train
 from mlrpl_jax.config import base_config
+from mlrpl_jax.core import checkpointing, optim, parallel, train
+from mlrpl_jax.core.train import create_train_state, jit_train_step, make_train_step
+from mlrpl_jax.core.train_state import split_params
+from mlrpl_jax.data.info import DataInfo
 from mlrpl_jax.data.label_embeddings import random_embeddings
 from mlrpl_jax.data.label_graph import label_adjacency
 from mlrpl_jax.data.pipeline import PartialLabelData
-from mlrpl_jax.data.synthetic import synthetic_batch, synthetic_data_info
+from mlrpl_jax.data.synthetic import batch_of_rows, synthetic_data_info
 from mlrpl_jax.methods.base import HostContext, StepContext
-from mlrpl_jax.train import create_train_state, jit_train_step, make_train_step
-from mlrpl_jax.train_state import split_params
-from tiny_config import tiny_digit_config
+
+
+def synthetic_batch(info: DataInfo, batch_size: int, image_size: int, seed: int) -> dict[str, np.ndarray]:
+    """A training batch in the pipeline's format: Gaussian images, rows of the label matrices."""
+    rng = np.random.default_rng(seed)
+    return batch_of_rows(info, rng.integers(0, info.num_train, batch_size), image_size, rng)
 
 NUM_CLASSES = 6
 IMAGE_SIZE = 32
@@ -305,12 +312,7 @@ def digit_run_config(method_name, data_dir, epochs, **section):
 
 def restore_final_state(config, workdir):
     """The TrainState of the latest checkpoint that train_and_evaluate wrote in `workdir`."""
-    data = PartialLabelData(dataset=config.data.name, data_dir=config.data.data_dir,
-                            image_size=config.data.image_size, known_ratio=config.known_ratio,
-                            seed=config.seed)
-    method = train.build_method(config, data)
-    optimizer = optim.build_optimizer(config.optim, data.steps_per_epoch(config.batch_size))
-    template = parallel.replicate(create_train_state(method, optimizer, config), parallel.create_mesh())
+    _, _, template = train.build_run(config, train.open_data(config), parallel.create_mesh())
     checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep_last=1,
                                               keep_best=0, async_save=False)
     state, _ = checkpointer.restore(checkpointer.latest_step(), template)

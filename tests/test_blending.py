@@ -4,9 +4,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlrpl_jax import blending
+from mlrpl_jax.methods.blending import blend
 
 SAMPLES = 3000  # keys per statistical test; binomial sd of a 1/3 share is ~0.9 %
+
+
+def mix_labels(label1, label2, alpha):
+    """Λ label1 + (1 - Λ) label2 with Λ = label_mixing_matrix(label1, label2, alpha): the
+    reference's label mix (docs/methods/sarb.md §8.2), which instance_blend applies to batch partners."""
+    matrix = blend.label_mixing_matrix(label1, label2, alpha)
+    return matrix * label1 + (1.0 - matrix) * label2
 
 
 def _partial_targets(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -23,13 +30,13 @@ def _keys(count: int, seed: int = 0) -> jax.Array:
 
 def test_mix_labels_matches_reference(vectors):
     v = vectors("sarb_mixup_label")
-    matrix = blending.label_mixing_matrix(v["label1"], v["label2"], v["alpha"])
-    mixed = blending.mix_labels(v["label1"], v["label2"], v["alpha"])
+    matrix = blend.label_mixing_matrix(v["label1"], v["label2"], v["alpha"])
+    mixed = mix_labels(v["label1"], v["label2"], v["alpha"])
     np.testing.assert_array_equal(matrix, v["matrix"])
     np.testing.assert_allclose(mixed, v["mixed"], rtol=1e-6, atol=1e-7)
 
     def objective(alpha):
-        return jnp.sum(blending.mix_labels(v["label1"], v["label2"], alpha) * v["cot/mixed"])
+        return jnp.sum(mix_labels(v["label1"], v["label2"], alpha) * v["cot/mixed"])
 
     np.testing.assert_allclose(jax.grad(objective)(jnp.float32(v["alpha"])), v["grad/alpha"], rtol=1e-6)
 
@@ -37,9 +44,9 @@ def test_mix_labels_matches_reference(vectors):
 def test_instance_blend_pairs_with_reversed_batch(vectors):
     v = vectors("sarb_mixup_label")
     np.testing.assert_array_equal(v["label2"], v["label1"][::-1])  # the file's label2 is the partner
-    np.testing.assert_array_equal(blending.instance_blend_coefficients(v["label1"], v["alpha"]), v["matrix"])
+    np.testing.assert_array_equal(blend.instance_blend_coefficients(v["label1"], v["alpha"]), v["matrix"])
     semantic = np.random.default_rng(0).normal(size=v["label1"].shape + (5,)).astype(np.float32)
-    blended, blended_targets = blending.instance_blend(semantic, v["label1"], v["alpha"])
+    blended, blended_targets = blend.instance_blend(semantic, v["label1"], v["alpha"])
     np.testing.assert_allclose(blended_targets, v["mixed"], rtol=1e-6, atol=1e-7)
     weights = v["matrix"][..., None]
     np.testing.assert_allclose(blended, weights * semantic + (1 - weights) * semantic[::-1], rtol=1e-6, atol=1e-6)
@@ -49,12 +56,12 @@ def test_head_targets_match_reference(vectors):
     """Both blended targets of the reference's SARB training forward (odd batch, class-0 row)."""
     v = vectors("sarb_head")
     targets, semantic = v["target"], v["train/forward/semantic_feature"]
-    _, instance_targets = blending.instance_blend(semantic, targets, v["param/alpha"])
+    _, instance_targets = blend.instance_blend(semantic, targets, v["param/alpha"])
     np.testing.assert_allclose(instance_targets, v["train/forward/mixed_target_1"], rtol=1e-6, atol=1e-7)
-    prototypes = blending.sarb_prototypes_for_step(v["prototype"], jax.random.key(3))  # (C, D)
+    prototypes = blend.sarb_prototypes_for_step(v["prototype"], jax.random.key(3))  # (C, D)
     for key in _keys(4):
-        mask = blending.choose_blend_classes(targets, key)
-        _, prototype_targets = blending.prototype_blend(semantic, targets, prototypes, mask, v["param/beta"])
+        mask = blend.choose_blend_classes(targets, key)
+        _, prototype_targets = blend.prototype_blend(semantic, targets, prototypes, mask, v["param/beta"])
         np.testing.assert_allclose(prototype_targets, v["train/forward/mixed_target_2"], rtol=1e-6, atol=1e-7)
 
 
@@ -69,7 +76,7 @@ def test_instance_blend_on_maps_equals_vector_blend():
     coefficient = np.where((targets == 0) & (partner_targets == 1), alpha, np.float32(1.0))  # (B, C)
     weight = coefficient[:, None, None, :, None]
     direct = (weight * maps + (1 - weight) * maps[::-1]).sum(axis=(1, 2))
-    blended, blended_targets = blending.instance_blend(maps.sum(axis=(1, 2)), targets, alpha)
+    blended, blended_targets = blend.instance_blend(maps.sum(axis=(1, 2)), targets, alpha)
     np.testing.assert_allclose(blended, direct, rtol=1e-5, atol=1e-5)
     expected_targets = coefficient * targets + (1 - coefficient) * partner_targets
     np.testing.assert_allclose(blended_targets, expected_targets, rtol=1e-6)
@@ -109,7 +116,7 @@ def test_alpha_gradient_flows_through_features_and_targets():
         [[0, 0, 1, -1, 0], [1, 0, 0, 1, -1], [0, 1, -1, 1, 0], [1, 1, 0, 0, 1]], np.float32
     )
     assert np.any((targets == 0) & (targets[::-1] == 1))
-    _check_gradients(lambda alpha: blending.instance_blend(semantic, targets, alpha), 0.4)
+    _check_gradients(lambda alpha: blend.instance_blend(semantic, targets, alpha), 0.4)
 
 
 def test_beta_gradient_flows_through_features_and_targets():
@@ -118,14 +125,14 @@ def test_beta_gradient_flows_through_features_and_targets():
     targets = _partial_targets(rng, (4, 5))
     prototypes = rng.normal(size=(4, 5, 3)).astype(np.float32)
     mask = np.eye(4, 5, dtype=np.float32)
-    _check_gradients(lambda beta: blending.prototype_blend(semantic, targets, prototypes, mask, beta), 0.6)
+    _check_gradients(lambda beta: blend.prototype_blend(semantic, targets, prototypes, mask, beta), 0.6)
 
 
 def test_prototypes_receive_no_gradient():
     semantic = jnp.ones((2, 3, 4))
     mask = jnp.ones((2, 3))
     grad = jax.grad(
-        lambda p: jnp.sum(blending.prototype_blend(semantic, jnp.zeros((2, 3)), p, mask, 0.5)[0])
+        lambda p: jnp.sum(blend.prototype_blend(semantic, jnp.zeros((2, 3)), p, mask, 0.5)[0])
     )(jnp.ones((3, 4)))
     np.testing.assert_array_equal(grad, 0.0)
 
@@ -135,7 +142,7 @@ def test_prototypes_receive_no_gradient():
 
 
 def _choices(targets: np.ndarray, **kwargs) -> np.ndarray:
-    choose = jax.jit(jax.vmap(lambda key: blending.choose_blend_classes(targets, key, **kwargs)))
+    choose = jax.jit(jax.vmap(lambda key: blend.choose_blend_classes(targets, key, **kwargs)))
     return np.asarray(choose(_keys(SAMPLES)))  # (SAMPLES, B, C)
 
 
@@ -160,9 +167,9 @@ def test_class_choice_reference_mode_picks_known_classes():
     """Parity: no unknown -> class 0 (SARB, §12.3); too few unknowns -> lowest known classes (D10)."""
     targets = np.array([[-1, 1, -1, 1, -1], [1, -1, 0, 1, -1]], np.float32)
     key = jax.random.key(5)
-    single = blending.choose_blend_classes(targets, key)
+    single = blend.choose_blend_classes(targets, key)
     np.testing.assert_array_equal(single, [[1, 0, 0, 0, 0], [0, 0, 1, 0, 0]])
-    triple = blending.choose_blend_classes(targets, key, top_k=3)
+    triple = blend.choose_blend_classes(targets, key, top_k=3)
     np.testing.assert_array_equal(triple, [[1, 1, 1, 0, 0], [1, 1, 1, 0, 0]])
 
 
@@ -170,13 +177,13 @@ def test_class_choice_clean_mode_selects_only_unknown_classes():
     targets = np.array([[-1, 1, -1, 1, -1], [1, -1, 0, 1, -1]], np.float32)
     key = jax.random.key(5)
     expected = [[0, 0, 0, 0, 0], [0, 0, 1, 0, 0]]
-    np.testing.assert_array_equal(blending.choose_blend_classes(targets, key, unknown_only=True), expected)
-    np.testing.assert_array_equal(blending.choose_blend_classes(targets, key, top_k=3, unknown_only=True), expected)
+    np.testing.assert_array_equal(blend.choose_blend_classes(targets, key, unknown_only=True), expected)
+    np.testing.assert_array_equal(blend.choose_blend_classes(targets, key, top_k=3, unknown_only=True), expected)
 
 
 def test_class_choice_rejects_bad_top_k():
     with pytest.raises(ValueError, match="top_k"):
-        blending.choose_blend_classes(jnp.zeros((2, 3)), jax.random.key(0), top_k=4)
+        blend.choose_blend_classes(jnp.zeros((2, 3)), jax.random.key(0), top_k=4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +194,7 @@ def test_sarb_prototype_index_is_shared_and_uniform():
     num_classes, num_prototypes, dim = 3, 4, 2
     codes = 100 * np.arange(num_classes)[:, None] + np.arange(num_prototypes)[None, :]  # (C, K)
     prototypes = np.repeat(codes[..., None], dim, axis=-1).astype(np.float32)  # (C, K, D)
-    pick = jax.vmap(lambda key: blending.sarb_prototypes_for_step(prototypes, key))
+    pick = jax.vmap(lambda key: blend.sarb_prototypes_for_step(prototypes, key))
     picked = np.asarray(pick(_keys(SAMPLES)))  # (SAMPLES, C, D)
     indices = picked - 100 * np.arange(num_classes)[None, :, None]  # (SAMPLES, C, D) = κ everywhere
     np.testing.assert_array_equal(indices, indices[:, :1, :1] * np.ones_like(indices))
@@ -199,7 +206,7 @@ def test_dsrb_prototypes_for_entries_is_an_exact_gather():
     rng = np.random.default_rng(6)
     table = rng.normal(size=(5, 4, 7)).astype(np.float32)
     quadrants = rng.integers(0, 4, size=(3, 5))
-    gathered = blending.dsrb_prototypes_for_entries(table, quadrants)
+    gathered = blend.dsrb_prototypes_for_entries(table, quadrants)
     np.testing.assert_array_equal(gathered, table[np.arange(5)[None, :], quadrants])
 
 
@@ -213,7 +220,7 @@ def test_peak_quadrant_split_of_the_grid():
     positions = height * width
     attention = (np.eye(positions, dtype=np.float32) + 0.01)[..., None]  # (B, HW, C = 1): image n peaks at cell n
     reduced = np.ones((positions, positions, 3), np.float32)
-    quadrants = np.asarray(blending.peak_quadrants(attention, reduced, (height, width)))[:, 0]
+    quadrants = np.asarray(blend.peak_quadrants(attention, reduced, (height, width)))[:, 0]
     rows, cols = np.divmod(np.arange(positions), width)
     np.testing.assert_array_equal(quadrants, 2 * (rows >= 3) + (cols >= 3))
     assert np.bincount(quadrants).tolist() == [9, 12, 12, 16]
@@ -245,12 +252,12 @@ def test_prototype_blend_on_maps_equals_vector_blend(grid):
 
     @jax.jit
     def vector_path(attention, reduced, targets, table, beta):
-        peaks = blending.peak_quadrants(attention, reduced, grid)
-        others = blending.other_quadrants(peaks, quadrant_key)
-        mask = blending.choose_blend_classes(targets, class_key, top_k=top_k)
+        peaks = blend.peak_quadrants(attention, reduced, grid)
+        others = blend.other_quadrants(peaks, quadrant_key)
+        mask = blend.choose_blend_classes(targets, class_key, top_k=top_k)
         semantic = jnp.einsum("bhc,bhd->bcd", attention, reduced, precision=jax.lax.Precision.HIGHEST)
-        prototypes = blending.dsrb_prototypes_for_entries(table, others)
-        return (peaks, others, mask) + blending.prototype_blend(semantic, targets, prototypes, mask, beta)
+        prototypes = blend.dsrb_prototypes_for_entries(table, others)
+        return (peaks, others, mask) + blend.prototype_blend(semantic, targets, prototypes, mask, beta)
 
     peaks, others, mask, blended, blended_targets = map(
         np.asarray, vector_path(attention, reduced, targets, prototype_maps.sum(axis=(2, 3)), beta)
@@ -269,7 +276,7 @@ def test_prototype_blend_on_maps_equals_vector_blend(grid):
 
 def test_other_quadrants_differ_and_are_uniform():
     quadrants = np.tile(np.arange(4, dtype=np.int32), (2, 1))  # (2, 4): every peak quadrant
-    others = np.asarray(jax.vmap(lambda key: blending.other_quadrants(quadrants, key))(_keys(SAMPLES)))
+    others = np.asarray(jax.vmap(lambda key: blend.other_quadrants(quadrants, key))(_keys(SAMPLES)))
     assert np.all(others != quadrants)
     assert others.min() >= 0 and others.max() <= 3
     for row in range(2):
@@ -281,6 +288,6 @@ def test_other_quadrants_differ_and_are_uniform():
 
 def test_clamp_unit_interval():
     values = jnp.array([-0.5, 0.0, 0.3, 1.0, 1.7], jnp.float32)
-    clamped = blending.clamp_unit_interval(values)
+    clamped = blend.clamp_unit_interval(values)
     assert clamped.dtype == jnp.float32
     np.testing.assert_array_equal(clamped, np.array([0.0, 0.0, 0.3, 1.0, 1.0], np.float32))

@@ -1,17 +1,16 @@
-"""The dry run (mlrpl_jax/dry_run.py): a tiny config runs its steps, hooks and reports; every
+"""The dry run (mlrpl_jax/core/dry_run.py): a tiny config runs its steps, hooks and reports; every
 paper config plans the dataset's class count and the paper shapes without running its model."""
 import importlib.util
 import json
 import math
 import pathlib
-
 import subprocess
 import sys
 
 import pytest
-
-from mlrpl_jax import dry_run
 from tiny_config import tiny_digit_config
+
+from mlrpl_jax.core import dry_run
 
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 PAPER_CLASSES = {"coco": 80, "voc": 20, "vg": 200}

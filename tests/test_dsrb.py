@@ -1,18 +1,26 @@
-"""DSRB (METHODS.md §9): the vector-level loss against a map-level one, each repair D5-D12, devices, resume."""
+"""DSRB (docs/methods/dsrb.md §9): the vector-level loss against a map-level one, each repair D5-D12, devices, resume."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fixtures_blending import (
+    NUM_CLASSES,
+    FakeHost,
+    check_checkpoint_round_trip,
+    check_config_file,
+    check_devices_and_schedule,
+    end_to_end,
+    tiny_method,
+    training_batches,
+)
 
-from fixtures_blending import (NUM_CLASSES, check_config_file, FakeHost, check_checkpoint_round_trip, check_devices_and_schedule,
-                               end_to_end, tiny_method, training_batches)
-from mlrpl_jax import losses, optim, train
-from mlrpl_jax.losses_transfer import contrastive_loss
+from mlrpl_jax import losses
+from mlrpl_jax.contrastive import contrastive_loss
+from mlrpl_jax.core import optim, train
 from mlrpl_jax.methods.base import StepContext
-from mlrpl_jax.methods.dsrb import DSRB
-from mlrpl_jax.methods.sarb import network_variables
-from mlrpl_jax.prototypes import QuadrantPrototypeAccumulator
+from mlrpl_jax.methods.blending.dsrb import DSRB
+from mlrpl_jax.methods.blending.quadrant_prototypes import QuadrantPrototypeAccumulator
 
 GRID = 4
 
@@ -35,8 +43,7 @@ def map_level_loss(method, variables, prototype_maps, batch, ctx):
     """The repaired reference loss on the attention-weighted maps Φ (B, HW, C, D) (§9.1), unknown-only top-K."""
     opts = method.options
     alpha, beta = variables["params"]["alpha"], variables["params"]["beta"]
-    net = network_variables(variables)
-    out, _ = method.model.apply(net, batch["image"], train=True, mutable=["batch_stats"])
+    out, _ = method.model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
     features, targets = out.features, batch["labels"]
     weighted = features.attention[..., None] * features.reduced[:, :, None, :]  # Φ (B, HW, C, D)
     contrastive_rng, blend_rng = jax.random.split(ctx.rng)
@@ -64,7 +71,7 @@ def map_level_loss(method, variables, prototype_maps, batch, ctx):
     prototype_targets = (1 - chosen) * targets + chosen * (1 - beta)
 
     def classify(maps):
-        return method.model.apply(net, maps.sum(axis=1), method="classify")
+        return method.model.apply(variables, maps.sum(axis=1), method="classify")
 
     warmup = losses.warmup_factor(ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
     return (losses.partial_bce(out.logits, targets)

@@ -23,15 +23,15 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 from torch import nn
 
-from mlrpl_jax import train
 from mlrpl_jax.config import ConfigError, base_config, validate_config
+from mlrpl_jax.core import train
+from mlrpl_jax.core.train_state import split_params
 from mlrpl_jax.data.preprocessing import normalize
 from mlrpl_jax.methods.base import network_kwargs
 from mlrpl_jax.models import efficientnet_lite
 from mlrpl_jax.models.efficientnet_lite import EfficientNetLite0, imagenet_logits
 from mlrpl_jax.models.network import SharedNetwork, is_frozen_param
 from mlrpl_jax.tools import import_weights, legacy_torch_file
-from mlrpl_jax.train_state import split_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # max |ours - torch| / max |torch|, both float32. Measured: torch's own float32 output differs from

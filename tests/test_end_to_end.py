@@ -5,10 +5,10 @@ import pathlib
 import shutil
 
 import pytest
-
-from mlrpl_jax import train
-from mlrpl_jax.data.pipeline import DatasetNotPreparedError
 from tiny_config import tiny_digit_config
+
+from mlrpl_jax.core import train
+from mlrpl_jax.data.pipeline import DatasetNotPreparedError
 
 STEPS_PER_EPOCH = 12  # 96 tiny training scenes / batch 8
 

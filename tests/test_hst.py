@@ -1,13 +1,13 @@
-"""HST as a method plug-in (METHODS.md §7, §10.2, §13 item 16): one reference training step,
+"""HST as a method plug-in (docs/methods/hst.md §7, §10.2, §13 item 16): one reference training step,
 lazy margins, prototypes across devices and checkpoints, and a short end-to-end run."""
+import head_parity
 import jax
+import method_harness
 import numpy as np
 import pytest
 
-import head_parity
-import method_harness
-from mlrpl_jax import checkpointing, train
-from mlrpl_jax.methods.hst import HeterogeneousSemanticTransfer
+from mlrpl_jax.core import checkpointing, train
+from mlrpl_jax.methods.semantic_transfer.hst import HeterogeneousSemanticTransfer
 
 
 def hst_section(v):
@@ -152,5 +152,5 @@ def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
 
 
 def test_paper_model_has_the_reference_parameter_count():
-    # METHODS.md §4.9, VOC (C = 20): SST's model plus the two margins.
+    # docs/methods/network.md §4.9, VOC (C = 20): SST's model plus the two margins.
     assert method_harness.paper_trainable_parameter_count(HeterogeneousSemanticTransfer, 20) == 32_385_749

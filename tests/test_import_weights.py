@@ -11,11 +11,11 @@ import sys
 
 import numpy as np
 import pytest
+from test_torch_layout import assert_trees_equal, random_resnet
 
-from mlrpl_jax import train
+from mlrpl_jax.core import train
 from mlrpl_jax.models import torch_layout
 from mlrpl_jax.tools import import_weights
-from test_torch_layout import assert_trees_equal, random_resnet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

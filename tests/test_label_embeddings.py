@@ -1,4 +1,4 @@
-"""Label embeddings: GloVe parsing and averaging, .npy, random fallback (METHODS.md §3.2)."""
+"""Label embeddings: GloVe parsing and averaging, .npy, random fallback (docs/methods/problem_and_data.md §3.2)."""
 import numpy as np
 import pytest
 

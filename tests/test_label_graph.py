@@ -1,4 +1,4 @@
-"""Label adjacency against the reference's graph file and the VOC fixtures of METHODS.md §3.1."""
+"""Label adjacency against the reference's graph file and the VOC fixtures of docs/methods/problem_and_data.md §3.1."""
 import pathlib
 
 import numpy as np
@@ -9,7 +9,7 @@ from mlrpl_jax.data.partial_labels import make_partial_labels
 
 VOC_DIR = pathlib.Path(__file__).resolve().parent / "data" / "voc2007_partial_labels"
 CHAIR, PERSON = 8, 14
-# METHODS.md §3.1: p -> (sum of A, A[person, chair], A[chair, person]).
+# docs/methods/problem_and_data.md §3.1: p -> (sum of A, A[person, chair], A[chair, person]).
 VOC_GRAPH_FIXTURES = {
     0.1: (21.123427, 0.009901, 0.047619),
     0.5: (27.085258, 0.036816, 0.171296),

@@ -15,10 +15,10 @@ import pathlib
 
 import numpy as np
 import pytest
-
 from fixtures_data import prepared_data_dir
-from mlrpl_jax import train
+
 from mlrpl_jax.config import digit_scenes_config
+from mlrpl_jax.core import train
 from mlrpl_jax.data.pipeline import PartialLabelData
 
 SMALL_DATASET = "digit_scenes/small"

@@ -170,7 +170,7 @@ def test_clip_with_boundary_gradient_with_array_and_traced_bounds():
 
 
 def test_clip_with_boundary_gradient_matches_reference_hst_inter_scores(vectors):
-    """clip(mean_e cos(s_bc, Π_ce) - m, 0, 1) with a learnable m (METHODS.md §7.2)."""
+    """clip(mean_e cos(s_bc, Π_ce) - m, 0, 1) with a learnable m (docs/methods/hst.md §7.2)."""
     v = vectors("hst_losses")
 
     def scores(features, margin):

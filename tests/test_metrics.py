@@ -1,9 +1,9 @@
-"""Tests for mlrpl_jax.metrics: reference parity (metrics.npz), scikit-learn, hand-computed cases."""
+"""Tests for mlrpl_jax.core.metrics: reference parity (metrics.npz), scikit-learn, hand-computed cases."""
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from mlrpl_jax.metrics import (
+from mlrpl_jax.core.metrics import (
     THRESHOLD_METRIC_NAMES,
     average_precision,
     evaluate_scores,
@@ -73,7 +73,7 @@ def test_average_precision_matches_sklearn_without_ties():
 
 
 def _interpolated_ap_by_recall_steps(scores: np.ndarray, positives: np.ndarray) -> float:
-    """Direct transcription of METHODS.md §11.1 for one class (padding, envelope, recall steps)."""
+    """Direct transcription of docs/methods/evaluation.md §11.1 for one class (padding, envelope, recall steps)."""
     hits = positives[np.argsort(-scores, kind="stable")].astype(np.float64)
     tp = np.cumsum(hits)
     fp = np.cumsum(1.0 - hits)

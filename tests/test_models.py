@@ -1,4 +1,4 @@
-"""Parity and behaviour tests of the shared network (METHODS.md §4)."""
+"""Parity and behaviour tests of the shared network (docs/methods/network.md §4)."""
 import math
 
 import flax
@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference_torch_layout
 
 from mlrpl_jax.models import torch_layout
 from mlrpl_jax.models.batch_norm import TorchBatchNorm
@@ -56,7 +57,7 @@ def assert_grads_match(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], 
 
 def test_semantic_decoupling_matches_reference(vectors):
     v = vectors("semantic_decoupling")
-    key_map = torch_layout.semantic_decoupling_key_map()
+    key_map = reference_torch_layout.semantic_decoupling_key_map()
     variables = torch_layout.variables_from_torch(torch_params(v), key_map)
     batch, dim, h, w = v["img_featuremap"].shape
     features = jnp.asarray(v["img_featuremap"].transpose(0, 2, 3, 1).reshape(batch, h * w, dim))
@@ -83,7 +84,7 @@ def test_semantic_decoupling_matches_reference(vectors):
     ours = flax_grads_as_torch(param_grads, key_map)
     for key in ("fc1.weight", "fc2.weight", "fc3.weight", "fc4.weight"):
         np.testing.assert_allclose(ours[key], v[f"grad/{key}"], rtol=RTOL, atol=ATOL, err_msg=key)
-    for key in ("fc3.bias", "fc4.bias"):  # dead biases (METHODS.md §4.8.1): zero up to rounding
+    for key in ("fc3.bias", "fc4.bias"):  # dead biases (docs/methods/network.md §4.8.1): zero up to rounding
         assert np.max(np.abs(ours[key])) < 1e-6, key
         assert np.max(np.abs(v[f"grad/{key}"])) < 1e-6, key
     input_grad = np.asarray(input_grad).reshape(batch, h, w, dim).transpose(0, 3, 1, 2)
@@ -97,7 +98,7 @@ def test_gated_gnn_matches_reference(vectors):
     v = vectors("gated_gnn")
     adjacency = v["param/inMatrix"]
     np.testing.assert_array_equal(v["param/outMatrix"], adjacency.T)
-    key_map = torch_layout.gated_gnn_key_map()
+    key_map = reference_torch_layout.gated_gnn_key_map()
     state = {k: a for k, a in torch_params(v).items() if k not in ("inMatrix", "outMatrix")}
     variables = torch_layout.variables_from_torch(state, key_map)
     nodes = jnp.asarray(v["input"])
@@ -117,7 +118,7 @@ def test_gated_gnn_matches_reference(vectors):
 
 
 def naive_ggnn(nodes: np.ndarray, adjacency: np.ndarray, params: dict, steps: int) -> np.ndarray:
-    """Per-node Python loop over the unfused GGNN equations (METHODS.md §4.4), float64."""
+    """Per-node Python loop over the unfused GGNN equations (docs/methods/network.md §4.4), float64."""
 
     def lin(name, x):
         return x @ params[name]["kernel"] + params[name]["bias"]
@@ -156,7 +157,7 @@ def test_gated_gnn_equals_naive_per_node_loop():
 
 def test_element_wise_layer_matches_reference(vectors):
     v = vectors("element_wise_layer")
-    key_map = torch_layout.element_wise_key_map()
+    key_map = reference_torch_layout.element_wise_key_map()
     variables = torch_layout.variables_from_torch(torch_params(v), key_map)
     x = jnp.asarray(v["input"])
     module = ElementWiseLinear(num_classes=x.shape[1], features=x.shape[2])
@@ -183,11 +184,11 @@ def test_element_wise_layer_rejects_wrong_shape():
 def sst_head(vectors):
     v = vectors("sst_head")
     state = torch_params(v)
-    words, adjacency = torch_layout.head_constants_from_torch(state)
+    words, adjacency = reference_torch_layout.head_constants_from_torch(state)
     head = SharedHead(
         num_classes=80, word_embeddings=words, adjacency=adjacency, feature_dim=32, attention_dim=16, output_dim=32
     )
-    variables, unused = torch_layout.head_variables_from_torch(state)
+    variables, unused = reference_torch_layout.head_variables_from_torch(state)
     feature_map = jnp.asarray(v["input_featuremap"].transpose(0, 2, 3, 1))  # NCHW -> NHWC
     return v, head, variables, unused, feature_map
 
@@ -369,7 +370,7 @@ def test_is_frozen_param():
 
 
 def test_trainable_parameter_counts():
-    """METHODS.md §4.9: stage 4 = 14,964,736; SARB COCO 29,628,499 minus alpha and beta."""
+    """docs/methods/network.md §4.9: stage 4 = 14,964,736; SARB COCO 29,628,499 minus alpha and beta."""
     classes, word_dim = 80, 300
     model = SharedNetwork(
         num_classes=classes,

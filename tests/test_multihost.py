@@ -13,13 +13,13 @@ import pathlib
 import subprocess
 import sys
 
+import method_harness
 import numpy as np
 import portpicker
 import pytest
-
-import method_harness
 import tiny_config
-from mlrpl_jax import distributed
+
+from mlrpl_jax.core import distributed
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG_FILE = ROOT / "tests" / "tiny_config.py"

@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mlrpl_jax.optim import ReferenceAdamState, build_optimizer, reference_adam, step_learning_rate
+from mlrpl_jax.core.optim import ReferenceAdamState, build_optimizer, reference_adam, step_learning_rate
 
 HEAD_FILES = ("sst_head", "hst_head", "sarb_head")
 LAZY_SCALARS = {"hst_head": ("intraMargin", "interMargin"), "sarb_head": ("alpha", "beta")}
@@ -36,7 +36,7 @@ def test_one_step_matches_torch_adam(vectors, head):
     v = vectors(head)
     params, grads, expected = _recorded_step(v)
     # Every parameter with a recorded step also had a gradient and moved: the vectors were taken
-    # at epoch 5, where α, β (SARB) and the HST margins already take part (METHODS.md §10.2).
+    # at epoch 5, where α, β (SARB) and the HST margins already take part (docs/methods/training.md §10.2).
     for name in LAZY_SCALARS.get(head, ()):
         assert name in grads and float(expected[name]) != float(params[name])
     active = jax.tree.map(lambda _: True, params)

@@ -1,12 +1,15 @@
-"""Pair indexing Π_n and the co-occurrence head (METHODS.md §0, §4.6, §4.8.3, §13 item 9)."""
+"""Pair indexing Π_n and the co-occurrence head (docs/methods/problem_and_data.md §0, §4.6, §4.8.3, §13 item 9)."""
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference_torch_layout import cooccurrence_variables_from_torch
 
-from mlrpl_jax.models.cooccurrence import CooccurrenceHead, cooccurrence_variables_from_torch
+from mlrpl_jax.methods.semantic_transfer.cooccurrence_head import (
+    CooccurrenceHead,
+)
 from mlrpl_jax.pairs import num_pairs, pair_indices, pair_position, pairs_to_symmetric
 
 

@@ -10,7 +10,7 @@ from mlrpl_jax.data.partial_labels import known_label_mask, make_partial_labels
 VOC_DIR = pathlib.Path(__file__).resolve().parent / "data" / "voc2007_partial_labels"
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
-# METHODS.md §1.2: known positives, known negatives, SHA-256 of the int8 C-order array.
+# docs/methods/problem_and_data.md §1.2: known positives, known negatives, SHA-256 of the int8 C-order array.
 VOC_PARTIAL_TABLE = {
     0.1: (740, 9368, "a164bec4f9f70c4a4c4cbef3aff0f10aba2384db36da49821ed2ff9e563215ff"),
     0.2: (1461, 18739, "8131857689f7a4768212c33fa93b73c96dd632eaedb554bdce84a84defbcbd57"),

@@ -8,8 +8,13 @@ from PIL import Image
 
 from mlrpl_jax.data import digit_scenes, preprocessing
 from mlrpl_jax.data.partial_labels import make_partial_labels
-from mlrpl_jax.data.pipeline import (AUTO_WORKERS, MAX_AUTO_WORKERS, DatasetNotPreparedError,
-                                     PartialLabelData, resolve_num_workers)
+from mlrpl_jax.data.pipeline import (
+    AUTO_WORKERS,
+    MAX_AUTO_WORKERS,
+    DatasetNotPreparedError,
+    PartialLabelData,
+    resolve_num_workers,
+)
 
 IMAGE_SIZE = 32
 KNOWN_RATIO = 0.3

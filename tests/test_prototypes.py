@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from mlrpl_jax.prototypes import PositiveFeatureCollector, QuadrantPrototypeAccumulator, kmeans_prototypes
+from mlrpl_jax.class_prototypes import PositiveFeatureCollector, kmeans_prototypes
+from mlrpl_jax.methods.blending.quadrant_prototypes import QuadrantPrototypeAccumulator
 
 
 def _partial_targets(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Reliability: exact resume after crashes and preemption, guarded numerics, clear input errors.
 
 The crash test runs `python -m mlrpl_jax.main` in subprocesses and stops them at exact points
-with MLRPL_FAULT_AT (mlrpl_jax/fault_injection.py); docs/failure_modes.md lists every case.
+with MLRPL_FAULT_AT (mlrpl_jax/core/fault_injection.py); docs/failure_modes.md lists every case.
 """
 
 import dataclasses
@@ -19,22 +19,22 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
 from fixtures_blending import tiny_config
 from test_end_to_end import tiny_run_config
 from test_paper_datasets import VOC_TEST, VOC_TRAINVAL, ids_of, read_split, write_voc_tree
-from mlrpl_jax import checkpointing, train
+
 from mlrpl_jax.config import ConfigError, validate_config, with_method_sections
+from mlrpl_jax.core import checkpointing, train
+from mlrpl_jax.core.fault_injection import FAULT_ENV_VAR
 from mlrpl_jax.data import builder_common, datasets
 from mlrpl_jax.data.label_embeddings import random_embeddings
 from mlrpl_jax.data.label_graph import label_adjacency
 from mlrpl_jax.data.pipeline import PartialLabelData
 from mlrpl_jax.data.synthetic import synthetic_data_info
-from mlrpl_jax.fault_injection import FAULT_ENV_VAR
 from mlrpl_jax.methods.baseline import PartialBCEBaseline
-from mlrpl_jax.methods.dsrb import DSRB
-from mlrpl_jax.methods.hst import HeterogeneousSemanticTransfer
-from mlrpl_jax.methods.sarb import SARB
+from mlrpl_jax.methods.blending.dsrb import DSRB
+from mlrpl_jax.methods.blending.sarb import SARB
+from mlrpl_jax.methods.semantic_transfer.hst import HeterogeneousSemanticTransfer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""The start-of-run check of backbone weights and label embeddings (mlrpl_jax/run_inputs.py),
+"""The start-of-run check of backbone weights and label embeddings (mlrpl_jax/core/run_inputs.py),
 the method argument of the paper config files and the paper configs' reference defaults."""
 import pathlib
 import subprocess
@@ -6,11 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+from test_config import load_config_file
 
 from mlrpl_jax import config as config_lib
-from mlrpl_jax import run_inputs, train
+from mlrpl_jax.core import run_inputs, train
 from mlrpl_jax.data import datasets
-from test_config import load_config_file
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PAPER_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if not p.stem.endswith("_digits"))

@@ -1,21 +1,33 @@
-"""SARB (METHODS.md §8): parity with the reference head, schedule, α/β, prototypes, devices, resume."""
+"""SARB (docs/methods/sarb.md §8): parity with the reference head, schedule, α/β, prototypes, devices, resume."""
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference_torch_layout
+from fixtures_blending import (
+    NUM_CLASSES,
+    FakeHost,
+    assert_trees_close,
+    check_checkpoint_round_trip,
+    check_config_file,
+    check_devices_and_schedule,
+    end_to_end,
+    head_only,
+    tiny_config,
+    tiny_method,
+    training_batches,
+)
+from reference_torch_layout import blending_params_from_torch
 
-from fixtures_blending import (NUM_CLASSES, check_config_file, FakeHost, assert_trees_close, check_checkpoint_round_trip,
-                               check_devices_and_schedule, end_to_end, head_only, tiny_config,
-                               tiny_method, training_batches)
-from mlrpl_jax import optim, train
+from mlrpl_jax.class_prototypes import PositiveFeatureCollector
+from mlrpl_jax.core import optim, train
+from mlrpl_jax.core.train_state import TrainState
 from mlrpl_jax.data.synthetic import synthetic_data_info
 from mlrpl_jax.methods.base import StepContext
-from mlrpl_jax.methods.sarb import SARB, blending_params_from_torch
+from mlrpl_jax.methods.blending.sarb import SARB
 from mlrpl_jax.models import torch_layout
-from mlrpl_jax.prototypes import PositiveFeatureCollector
-from mlrpl_jax.train_state import TrainState
 
 HEAD_RTOL, HEAD_ATOL = 1e-4, 1e-5
 HeadOnlySARB = head_only(SARB)
@@ -27,14 +39,14 @@ HeadOnlySARB = head_only(SARB)
 def reference_setup(v):
     """Head-only SARB with the reference's weights, α, β, prototypes and batch (sarb_head.npz)."""
     state_dict = {k.removeprefix("param/"): x for k, x in v.items() if k.startswith("param/")}
-    words, adjacency = torch_layout.head_constants_from_torch(state_dict)
+    words, adjacency = reference_torch_layout.head_constants_from_torch(state_dict)
     config = tiny_config(SARB, mixup_epoch=int(v["hp/mixupEpoch"]),
                          contrastive_weight=float(v["hp/contrastiveLossWeight"]),
                          num_prototypes=int(v["hp/prototypeNum"]),
                          blend_known_when_no_unknown=True)  # row 2 has no unknown label
     config.model.update(feature_dim=32, attention_dim=16, output_dim=32)
     method = HeadOnlySARB(config, synthetic_data_info(80, 8, 0.5), words, adjacency)
-    variables, unused = torch_layout.head_variables_from_torch(state_dict)
+    variables, unused = reference_torch_layout.head_variables_from_torch(state_dict)
     variables["params"].update(blending_params_from_torch(unused))
     method_state = {"prototypes": jnp.asarray(v["prototype"]), "prototype_epoch": jnp.int32(5)}
     batch = {"image": jnp.asarray(v["input_featuremap"].transpose(0, 2, 3, 1)),  # NCHW -> NHWC
@@ -46,7 +58,7 @@ def reference_setup(v):
 
 def reference_params(v, prefix):
     """`prefix`<torch name> entries of the trainable parameters as our params tree."""
-    key_map = {k: m for k, m in torch_layout.head_key_map().items() if m[0] == "params"}
+    key_map = {k: m for k, m in reference_torch_layout.head_key_map().items() if m[0] == "params"}
     params = torch_layout.variables_from_torch({k: v[prefix + k] for k in key_map}, key_map)["params"]
     params.update({name: v[prefix + name] for name in ("alpha", "beta")})
     return params

@@ -1,4 +1,4 @@
-"""SATL as a method plug-in (SATL.md §4, our design): histograms in the jitted step against NumPy,
+"""SATL as a method plug-in (docs/methods/satl.md §4, our design): histograms in the jitted step against NumPy,
 1 vs 8 devices, complete labels only in diagnostics, checkpoints, composition with SST and DSRB,
 and a short end-to-end run on the digit scenes."""
 import json
@@ -6,16 +6,18 @@ import math
 import os
 
 import jax
+import method_harness
 import numpy as np
 import pytest
 
-import method_harness
-from mlrpl_jax import checkpointing, thresholds, train
 from mlrpl_jax.config import digit_scenes_config, validate_config, with_method_sections
+from mlrpl_jax.core import checkpointing, train
 from mlrpl_jax.methods import get_method_class
 from mlrpl_jax.methods.base import StepContext
-from mlrpl_jax.methods.satl import SemanticAwareThresholdLearning, calibration_entries
-from mlrpl_jax.methods.sst import StructuredSemanticTransfer
+from mlrpl_jax.methods.semantic_transfer.sst import StructuredSemanticTransfer
+from mlrpl_jax.methods.thresholds import histogram_thresholds
+from mlrpl_jax.methods.thresholds.satl import (SemanticAwareThresholdLearning, base_method_config,
+                                                calibration_entries)
 
 SATL_OPTIONS = dict(warmup_epochs=1, num_bins=10, min_count=2.0, min_precision=0.5)
 
@@ -185,11 +187,24 @@ def test_sst_margins_are_replaced_and_dsrb_hooks_run():
     assert np.all(np.isfinite([h["loss"] for h in history]))
 
 
+@pytest.mark.parametrize("base_name", ["baseline", "sst", "hst", "sarb", "dsrb"])
+def test_replacing_pseudo_labels_zeroes_exactly_the_weights_the_base_declares(base_name):
+    config = method_harness.tiny_config("satl", base_method=base_name)
+    config = with_method_sections(config)
+    options = SemanticAwareThresholdLearning.method_options(config)
+    base_class = get_method_class(base_name)
+    base_config = base_method_config(config, options)
+    defaults = base_class.method_options(config)
+    replaced = base_class.replaced_pseudo_label_weights
+    assert base_config.method == base_name and replaced is not None
+    assert {"sst": 2, "hst": 2}.get(base_name, 0) == len(replaced)
+    for key, value in defaults.items():
+        assert base_config[base_name][key] == (0.0 if key in replaced else value), key
+
+
 def test_invalid_options_are_rejected():
     with pytest.raises(ValueError, match="cannot be 'satl'"):
         build_satl(base_method="satl")
-    with pytest.raises(ValueError, match="cannot replace the pseudo labels of base method 'hst'"):
-        build_satl(base_method="hst")
     with pytest.raises(ValueError, match="threshold_rule"):
         build_satl(threshold_rule="median")
     with pytest.raises(ValueError, match="calibration_fraction must be in"):
@@ -237,7 +252,7 @@ def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
     assert 0.0 <= last.get("satl/positive_precision", 0.0) <= 1.0  # absent without pseudo positives
     assert last["satl/epoch_pseudo_positives"] + last["satl/epoch_pseudo_negatives"] > 0
     stats = method_harness.restore_final_state(config, str(tmp_path)).method_state["satl"]
-    _, tau_neg = thresholds.category_thresholds(
+    _, tau_neg = histogram_thresholds.category_thresholds(
         stats["positive_histogram"], stats["negative_histogram"], rule="precision",
         min_precision=0.5, max_missed_positive_fraction=0.05, min_count=2.0, kappa=2.0)
     names = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")

@@ -7,11 +7,11 @@ SARB/DSRB in test_sarb.py, test_dsrb.py (fixtures_blending.check_devices_and_sch
 
 import jax
 import jax.numpy as jnp
+import method_harness
 import numpy as np
 import pytest
 
-import method_harness
-from mlrpl_jax import checkpointing
+from mlrpl_jax.core import checkpointing
 from mlrpl_jax.methods import get_method_class
 
 # The SST set-up of test_sst.py (same programs, so the compilation cache is shared).

@@ -1,27 +1,29 @@
 """SST/HST pseudo labels, the positive-feature bank and the HST prototype loss
-(METHODS.md §6.2, §6.3, §7.2, §7.4, §13 items 14 and 16)."""
+(docs/methods/sst.md §6.2, §6.3, §7.2, §7.4, §13 items 14 and 16)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from mlrpl_jax.losses import cosine_similarity
-from mlrpl_jax.pairs import pair_indices
-from mlrpl_jax.semantic_transfer import (
+from reference_torch_layout import (
     bank_rows_newest_first,
     co_positive_adjacency,
+    positive_bank_from_newest_first,
+)
+
+from mlrpl_jax.losses import cosine_similarity
+from mlrpl_jax.methods.semantic_transfer.pseudo_labels import (
     hst_binary_pseudo_labels,
     hst_inter_scores,
     hst_intra_scores,
     init_positive_bank,
     mean_cooccurrence_with_known_positives,
     mean_cosine_to_class_rows,
-    positive_bank_from_newest_first,
     positive_bank_update,
     prototype_loss,
     sst_inter_pseudo_labels,
     sst_intra_pseudo_labels,
 )
+from mlrpl_jax.pairs import pair_indices
 
 
 def _loop_mean_cooccurrence(pair_logits: np.ndarray, targets: np.ndarray) -> np.ndarray:

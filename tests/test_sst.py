@@ -1,13 +1,14 @@
-"""SST as a method plug-in (METHODS.md §6, §13 items 13-15): one reference training step, the
+"""SST as a method plug-in (docs/methods/sst.md §6, §13 items 13-15): one reference training step, the
 margin schedule, the bank across devices and checkpoints, and a short end-to-end run."""
+import head_parity
 import jax
+import method_harness
 import numpy as np
 import pytest
+import reference_torch_layout
 
-import head_parity
-import method_harness
-from mlrpl_jax import checkpointing, semantic_transfer, train
-from mlrpl_jax.methods.sst import StructuredSemanticTransfer, margin_schedule
+from mlrpl_jax.core import checkpointing, train
+from mlrpl_jax.methods.semantic_transfer.sst import StructuredSemanticTransfer, margin_schedule
 
 
 def sst_section(v):
@@ -24,7 +25,7 @@ def sst_section(v):
 
 
 def sst_method_state(v):
-    return {"bank": semantic_transfer.positive_bank_from_newest_first(v["posFeature_before"])}
+    return {"bank": reference_torch_layout.positive_bank_from_newest_first(v["posFeature_before"])}
 
 
 def test_one_training_step_matches_the_reference(vectors):
@@ -48,12 +49,12 @@ def test_one_training_step_matches_the_reference(vectors):
         assert float(runs.ours.metrics[metric]) == float(runs.exact.metrics[metric]) == np.sum(
             recorded[target == 0] == 1) > 0
     head_parity.assert_float32_close(
-        runs, lambda result: semantic_transfer.bank_rows_newest_first(result.after.method_state["bank"]),
+        runs, lambda result: reference_torch_layout.bank_rows_newest_first(result.after.method_state["bank"]),
         v["posFeature_after"], "bank")
 
 
 def test_margin_schedule_is_the_reference_table():
-    # METHODS.md §6.4: margins in force during epochs 0..19 for the script values.
+    # docs/methods/sst.md §6.4: margins in force during epochs 0..19 for the script values.
     expected = [0.95] * 6 + [0.925, 0.9, 0.875, 0.85, 0.825, 0.8, 0.775] + [0.75] * 7
     table = margin_schedule(0.95, 0.025, 0.75, start_epoch=5, num_epochs=20)
     assert table.dtype == np.float32
@@ -129,5 +130,5 @@ def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
 
 
 def test_paper_model_has_the_reference_parameter_count():
-    # METHODS.md §4.9, VOC (C = 20): shared network + co-occurrence head.
+    # docs/methods/network.md §4.9, VOC (C = 20): shared network + co-occurrence head.
     assert method_harness.paper_trainable_parameter_count(StructuredSemanticTransfer, 20) == 32_385_747

@@ -1,10 +1,11 @@
 """The sweep driver: one run per (proportion, seed), resumable, and its mean ± std table."""
 import json
-import os
 import math
+import os
+
+from test_end_to_end import tiny_run_config
 
 from mlrpl_jax import sweep
-from test_end_to_end import tiny_run_config
 
 
 def test_sweep_trains_each_run_once_and_tabulates(digit_scenes_dir, tmp_path):
@@ -190,7 +191,7 @@ def test_cli_needs_exactly_one_of_config_and_configs(tmp_path):
 
 def test_run_comparison_layout_tables_and_plot(tmp_path, monkeypatch):
     """The wiring of run_comparison, with training replaced by a stub (a real run costs ~30 s)."""
-    from mlrpl_jax import train
+    from mlrpl_jax.core import train
 
     trained = []
 
@@ -224,7 +225,7 @@ def test_run_comparison_layout_tables_and_plot(tmp_path, monkeypatch):
 
 
 def test_reference_only_ratios_run_for_the_first_config_alone(tmp_path, monkeypatch):
-    from mlrpl_jax import train
+    from mlrpl_jax.core import train
 
     trained = []
 

@@ -1,4 +1,4 @@
-"""SATL's pure functions (SATL.md §4.2-4.6, our design): histograms against NumPy, thresholds on
+"""SATL's pure functions (docs/methods/satl.md §4.2-4.6, our design): histograms against NumPy, thresholds on
 synthetic distributions, pseudo labels, and the ranking loss on a hand-computed case."""
 import math
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlrpl_jax import thresholds
+from mlrpl_jax.methods.thresholds import histogram_thresholds
 
 K = 10
 RULE_OPTIONS = dict(min_precision=0.9, max_missed_positive_fraction=0.05, min_count=20.0, kappa=2.0)
@@ -35,12 +35,12 @@ def test_histograms_and_their_decay_equal_a_numpy_recomputation():
     positive = negative = jnp.zeros((5, K))
     expected_pos, expected_neg = np.zeros((5, K)), np.zeros((5, K))
     for scores, labels in batches:
-        counts_pos, counts_neg = jax.jit(thresholds.score_histograms, static_argnums=2)(scores, labels, K)
+        counts_pos, counts_neg = jax.jit(histogram_thresholds.score_histograms, static_argnums=2)(scores, labels, K)
         reference_pos, reference_neg = numpy_histograms(scores, labels, K)
         np.testing.assert_array_equal(counts_pos, reference_pos)
         np.testing.assert_array_equal(counts_neg, reference_neg)
-        positive = thresholds.decayed_update(positive, counts_pos, decay)
-        negative = thresholds.decayed_update(negative, counts_neg, decay)
+        positive = histogram_thresholds.decayed_update(positive, counts_pos, decay)
+        negative = histogram_thresholds.decayed_update(negative, counts_neg, decay)
         expected_pos = decay * expected_pos + reference_pos
         expected_neg = decay * expected_neg + reference_neg
     np.testing.assert_allclose(positive, expected_pos, rtol=1e-6)
@@ -58,7 +58,7 @@ def synthetic_histograms():
 
 
 def test_precision_rule_on_synthetic_distributions():
-    tau_pos, tau_neg = jax.device_get(thresholds.category_thresholds(
+    tau_pos, tau_neg = jax.device_get(histogram_thresholds.category_thresholds(
         *synthetic_histograms(), rule="precision", **RULE_OPTIONS))
     # Separated: precision 1 from e_2 on; L+ <= 2.5 up to e_8, capped at τ+, so both meet at 0.2.
     assert (tau_pos[0], tau_neg[0]) == (np.float32(0.2), np.float32(0.2))
@@ -74,19 +74,19 @@ def test_precision_rule_on_synthetic_distributions():
 
 def test_alternative_rules_on_synthetic_distributions():
     positive, negative = synthetic_histograms()
-    pos_only = thresholds.category_thresholds(positive, negative, rule="pos_only", **RULE_OPTIONS)
-    precision = thresholds.category_thresholds(positive, negative, rule="precision", **RULE_OPTIONS)
+    pos_only = histogram_thresholds.category_thresholds(positive, negative, rule="pos_only", **RULE_OPTIONS)
+    precision = histogram_thresholds.category_thresholds(positive, negative, rule="precision", **RULE_OPTIONS)
     np.testing.assert_array_equal(pos_only[0], precision[0])
     np.testing.assert_array_equal(pos_only[1], 0.0)
 
-    tau_pos, tau_neg = jax.device_get(thresholds.category_thresholds(
+    tau_pos, tau_neg = jax.device_get(histogram_thresholds.category_thresholds(
         positive, negative, rule="bayes", **RULE_OPTIONS))
     # Overlapping: L+ + T- = 700, 600, ..., 200, 120, 40, 60, 80 -> the cut is e_7.
     assert tau_pos[1] == tau_neg[1] == np.float32(0.7)
     assert tau_pos[0] == tau_neg[0] == np.float32(0.2)  # first zero-error edge
     assert np.all(np.isinf(tau_pos[2:4])) and np.all(tau_neg[2:4] == 0.0)
 
-    tau_pos, tau_neg = jax.device_get(thresholds.category_thresholds(
+    tau_pos, tau_neg = jax.device_get(histogram_thresholds.category_thresholds(
         positive, negative, rule="gauss", **RULE_OPTIONS))
     centres = (np.arange(K) + 0.5) / K
     mean_p, mean_n = (np.average(centres, weights=h[1]) for h in (positive, negative))
@@ -97,7 +97,7 @@ def test_alternative_rules_on_synthetic_distributions():
     assert np.all(np.isinf(tau_pos[2:4])) and np.all(tau_neg[2:4] == 0.0)
 
     with pytest.raises(ValueError, match="unknown threshold rule"):
-        thresholds.category_thresholds(positive, negative, rule="median", **RULE_OPTIONS)
+        histogram_thresholds.category_thresholds(positive, negative, rule="median", **RULE_OPTIONS)
 
 
 def test_pseudo_labels_only_on_unknown_entries():
@@ -106,11 +106,11 @@ def test_pseudo_labels_only_on_unknown_entries():
     tau_pos = np.array([0.8, 0.8, 0.8, 0.8, 0.6], np.float32)  # s = τ+ is positive
     tau_neg = np.array([0.2, 0.2, 0.2, 0.2, np.inf], np.float32)
     tau_pos[3] = np.inf
-    pseudo = thresholds.threshold_pseudo_labels(scores, labels, tau_pos, tau_neg)
+    pseudo = histogram_thresholds.threshold_pseudo_labels(scores, labels, tau_pos, tau_neg)
     np.testing.assert_array_equal(pseudo, [[1.0, 0.0, -1.0, 0.0, 1.0]])
 
     complete = np.array([[1.0, -1.0, 1.0, 1.0, 1.0]], np.float32)
-    counts = jax.device_get(thresholds.pseudo_label_counts(pseudo, labels, complete))
+    counts = jax.device_get(histogram_thresholds.pseudo_label_counts(pseudo, labels, complete))
     np.testing.assert_array_equal(counts["pseudo_positives"], [1, 0, 0, 0, 1])
     np.testing.assert_array_equal(counts["true_pseudo_positives"], [1, 0, 0, 0, 1])
     np.testing.assert_array_equal(counts["pseudo_negatives"], [0, 0, 1, 0, 0])
@@ -135,7 +135,7 @@ def test_ranking_loss_value_and_gradient_on_a_hand_computed_case():
     expected = r_pos + sum(r_neg) / 3
 
     def loss(s):
-        return thresholds.distribution_ranking_loss(s, labels, positive, negative, margin=0.5,
+        return histogram_thresholds.distribution_ranking_loss(s, labels, positive, negative, margin=0.5,
                                                     smoothness=beta)
 
     value, grad = jax.value_and_grad(loss)(jnp.asarray(scores))
@@ -151,6 +151,6 @@ def test_ranking_loss_is_zero_without_opposite_distributions():
     scores = jnp.full((2, 3), 0.5)
     labels = jnp.array([[1.0, -1.0, 0.0], [1.0, -1.0, 0.0]])
     empty = jnp.zeros((3, K))
-    value, grad = jax.value_and_grad(thresholds.distribution_ranking_loss)(
+    value, grad = jax.value_and_grad(histogram_thresholds.distribution_ranking_loss)(
         scores, labels, empty, empty, margin=0.5, smoothness=10.0)
     assert float(value) == 0.0 and not np.any(grad)

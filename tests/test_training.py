@@ -1,18 +1,18 @@
 """The jitted data-parallel train step: device-count invariance and exact checkpoint resume."""
 
 import jax
+import method_harness
 import numpy as np
 import pytest
+from method_harness import assert_trees_close, synthetic_batch
 
-from mlrpl_jax import checkpointing, optim, parallel
 from mlrpl_jax.config import base_config
+from mlrpl_jax.core import checkpointing, optim, parallel
+from mlrpl_jax.core.train import create_train_state, jit_predict, jit_train_step, make_train_step
 from mlrpl_jax.data.label_embeddings import random_embeddings
 from mlrpl_jax.data.label_graph import label_adjacency
-from mlrpl_jax.data.synthetic import synthetic_batch, synthetic_data_info
+from mlrpl_jax.data.synthetic import synthetic_data_info
 from mlrpl_jax.methods.baseline import PartialBCEBaseline
-from mlrpl_jax.train import create_train_state, jit_predict, jit_train_step, make_train_step
-import method_harness
-from method_harness import assert_trees_close
 
 NUM_CLASSES = 6
 IMAGE_SIZE = 32

@@ -2,7 +2,7 @@
 
 Every builder writes the project's example format (see digit_scenes.py): 'image' (encoded
 bytes, stored as read from disk), 'labels' int8 (C,), 'index' int64 (position of the image in
-the split's reference order, METHODS.md §1.2) and 'image_id' text. Builders read the user's raw
+the split's reference order, docs/methods/problem_and_data.md §1.2) and 'image_id' text. Builders read the user's raw
 data from TFDS's manual_dir and never download anything. Images are handed to TFDS as bytes:
 tfds.features.Image would encode numpy images with TensorFlow. Every raw image is decoded once
 while building; one that cannot be (corrupt or truncated) stops the build with its path, or with
@@ -122,7 +122,7 @@ def require_files(paths: Sequence[epath.Path], name: str, layout: str) -> None:
 
 def read_list_file(path: epath.Path) -> list[str]:
     """Non-empty lines, whitespace-stripped (the reference drops each line's last character
-    unconditionally, which breaks a final line without newline: METHODS.md §12.1, clean)."""
+    unconditionally, which breaks a final line without newline: docs/methods/reference_defects.md §12.1, clean)."""
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 

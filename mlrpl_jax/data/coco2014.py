@@ -1,4 +1,4 @@
-"""`coco2014`: MS-COCO 2014 image-level labels, TF-free, from the user's raw COCO files (METHODS.md §2.1).
+"""`coco2014`: MS-COCO 2014 image-level labels, TF-free, from the user's raw COCO files (docs/methods/problem_and_data.md §2.1).
 
 Train = the images of annotations/instances_train2014.json (82,783), test = those of
 instances_val2014.json (40,504). 'index' = position in the file's 'images' list, the order in
@@ -59,7 +59,7 @@ def category_index(categories: Sequence[dict[str, Any]], category_json: Any | No
     """COCO category id -> class index; checks the file's categories are the 80 of CLASS_NAMES.
 
     Default: rank of the id in ascending order. category_json ({"<id>": 1..80}, the authors'
-    format, METHODS.md §2.1) overrides it.
+    format, docs/methods/problem_and_data.md §2.1) overrides it.
     """
     names = {int(c["id"]): c["name"] for c in categories}
     expected = dict(zip(CATEGORY_IDS, CLASS_NAMES))

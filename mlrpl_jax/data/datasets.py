@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """What the pipeline needs to know about one dataset (METHODS.md §2).
+    """What the pipeline needs to know about one dataset (docs/methods/problem_and_data.md §2).
 
     `prepare_command` is the shell command that builds the dataset; the text "{data_dir}" in
     it stands for the data directory (see `prepare_command_for`). `raw_layout` describes the

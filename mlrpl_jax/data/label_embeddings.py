@@ -1,4 +1,4 @@
-"""Frozen per-class word embeddings E (C, D_w) queried by semantic decoupling (METHODS.md §3.2).
+"""Frozen per-class word embeddings E (C, D_w) queried by semantic decoupling (docs/methods/problem_and_data.md §3.2).
 
 Three sources: a GloVe text file (multi-word class names averaged), a (C, D_w) ``.npy`` array
 as in the authors' data bundle, or seeded random unit vectors when no embedding file is at hand.
@@ -91,7 +91,7 @@ def load_glove_embeddings(path: str | os.PathLike, class_names: Sequence[str]) -
     """Float32 (C, D_w) embeddings: row c = mean of the GloVe vectors of class c's words.
 
     Class names are lower-cased and split on spaces, underscores and hyphens ("dining_table" ->
-    mean of "dining" and "table"), as reportedly done in SSGRL (METHODS.md §3.2). Words match
+    mean of "dining" and "table"), as reportedly done in SSGRL (docs/methods/problem_and_data.md §3.2). Words match
     the file's words exactly, so a cased file (840B) contributes its lower-case entries.
     """
     file = _existing_file(path, "GloVe")

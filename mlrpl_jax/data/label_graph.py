@@ -1,4 +1,4 @@
-"""Label co-occurrence graph from known positives of the partial training labels (METHODS.md §3.1).
+"""Label co-occurrence graph from known positives of the partial training labels (docs/methods/problem_and_data.md §3.1).
 
 A_ij = n_ij / n_ii with n_ij = #images whose labels i and j are both known positives, so row i
 is the conditional frequency of j given i and the diagonal is 1. The GGNN uses A as its "in"
@@ -39,7 +39,7 @@ def label_adjacency(partial_labels: np.ndarray, *, empty_class_rows: str = "zero
     A class i without any known positive has n_ii = 0, so its whole row is 0/0. With
     ``empty_class_rows="zero"`` (default) that row, diagonal included, is set to 0: our fix of
     the reference, which discards its NaN cleaning and lets the NaN row poison the GGNN
-    (METHODS.md §12.1). ``"nan"`` keeps the reference's NaN row, for parity tests. Both modes
+    (docs/methods/reference_defects.md §12.1). ``"nan"`` keeps the reference's NaN row, for parity tests. Both modes
     agree whenever every class has a known positive.
     """
     if empty_class_rows not in EMPTY_CLASS_ROW_MODES:

@@ -1,8 +1,8 @@
-"""Partial training labels: keep each complete label with probability p (METHODS.md §1.2).
+"""Partial training labels: keep each complete label with probability p (docs/methods/problem_and_data.md §1.2).
 
 The reference re-seeds NumPy's legacy global generator with 0 and thresholds one uniform
 draw of the label-matrix shape. A private ``RandomState(0)`` yields the same MT19937 stream
-without touching the global generator (METHODS.md §12.1), so every published split is
+without touching the global generator (docs/methods/reference_defects.md §12.1), so every published split is
 reproduced bit for bit. Because the same draw is thresholded for every p, the known sets are
 nested: an entry known at p is known at every p' > p.
 """
@@ -51,7 +51,7 @@ def _check_complete_labels(complete_labels: np.ndarray) -> np.ndarray:
 
 
 def known_label_mask(shape: tuple[int, int], known_ratio: float) -> np.ndarray:
-    """Bool (N, C) mask K = [U < p], U = RandomState(0).random_sample(shape) (METHODS.md §1.2).
+    """Bool (N, C) mask K = [U < p], U = RandomState(0).random_sample(shape) (docs/methods/problem_and_data.md §1.2).
 
     Depends only on the shape and p; the global NumPy generator is left untouched.
     """
@@ -61,7 +61,7 @@ def known_label_mask(shape: tuple[int, int], known_ratio: float) -> np.ndarray:
 
 
 def make_partial_labels(complete_labels: np.ndarray, known_ratio: float) -> np.ndarray:
-    """Int8 (N, C) partial labels y = K * L in {-1, 0, +1}, 0 = hidden (METHODS.md §1.2).
+    """Int8 (N, C) partial labels y = K * L in {-1, 0, +1}, 0 = hidden (docs/methods/problem_and_data.md §1.2).
 
     With known_ratio == 1 the complete labels are returned unchanged (as an int8 copy) and no
     random numbers are drawn, as in the reference.

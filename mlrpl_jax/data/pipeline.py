@@ -1,8 +1,8 @@
-"""Input pipeline: prepared TFDS dataset -> grain -> numpy batches (METHODS.md §1.2, §2.4, §2.5).
+"""Input pipeline: prepared TFDS dataset -> grain -> numpy batches (docs/methods/problem_and_data.md §1.2, §2.4, §2.5).
 
 Every example carries its position in the split's reference order ('index'); TFDS may store
 records in another order, so all label matrices here are indexed by 'index' and the
-partial-label mask row of an image is its 'index' (METHODS.md §1.2).
+partial-label mask row of an image is its 'index' (docs/methods/problem_and_data.md §1.2).
 
 Determinism: epoch e's training order is a permutation that depends only on (seed, e); the
 augmentation of the example at position k of that order depends only on (seed, e, k). Batches
@@ -33,6 +33,7 @@ from PIL import Image
 from mlrpl_jax.data import preprocessing
 from mlrpl_jax.data.builder_common import CorruptImageError
 from mlrpl_jax.data.datasets import DatasetSpec, get_dataset_spec
+from mlrpl_jax.data.info import DataInfo
 from mlrpl_jax.data.partial_labels import make_partial_labels
 
 _ORDER_STREAM = 0
@@ -45,19 +46,6 @@ MAX_AUTO_WORKERS = 8
 
 class DatasetNotPreparedError(FileNotFoundError):
     """The requested dataset has not been built in data_dir."""
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class DataInfo:
-    """Sizes and label matrices of a dataset, rows in reference ('index') order."""
-
-    spec: DatasetSpec
-    num_classes: int
-    num_train: int
-    num_test: int
-    train_complete_labels: np.ndarray  # int8 (N_train, C) in {-1, +1}
-    train_partial_labels: np.ndarray  # int8 (N_train, C) in {-1, 0, +1}, at known_ratio
-    test_labels: np.ndarray  # int8 (N_test, C) in {-1, +1}
 
 
 def find_builder_dir(spec: DatasetSpec, data_dir: str) -> epath.Path:

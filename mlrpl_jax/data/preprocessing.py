@@ -1,4 +1,4 @@
-"""Image preprocessing: the reference's recipe scaled to any input size (METHODS.md §2.5), and
+"""Image preprocessing: the reference's recipe scaled to any input size (docs/methods/problem_and_data.md §2.5), and
 a label-preserving alternative for synthetic scenes.
 
 'reference' at image_size 448 is exactly the reference recipe: resize to 512, crop one of
@@ -64,7 +64,7 @@ def _as_pil(image: np.ndarray) -> Image.Image:
 def preprocess_for_train(
     image: np.ndarray, image_size: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Random scale-crop, resize, horizontal flip, normalise: float32 (S, S, 3) (METHODS.md §2.5).
+    """Random scale-crop, resize, horizontal flip, normalise: float32 (S, S, 3) (docs/methods/problem_and_data.md §2.5).
 
     Draws, in this order: crop-size choice, crop top, crop left, flip coin.
     """
@@ -107,5 +107,5 @@ def preprocess_train_example(image: np.ndarray, image_size: int, augmentation: s
 
 
 def preprocess_for_eval(image: np.ndarray, image_size: int) -> np.ndarray:
-    """Resize to (S, S) and normalise: float32 (S, S, 3) (METHODS.md §2.5)."""
+    """Resize to (S, S) and normalise: float32 (S, S, 3) (docs/methods/problem_and_data.md §2.5)."""
     return normalize(np.asarray(_resize(_as_pil(image), image_size)))

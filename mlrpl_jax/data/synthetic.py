@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from mlrpl_jax.data.datasets import DatasetSpec
+from mlrpl_jax.data.info import DataInfo
 from mlrpl_jax.data.partial_labels import make_partial_labels
-from mlrpl_jax.data.pipeline import DataInfo
 
 
 def _not_preparable(data_dir: str, manual_dir: str | None = None) -> None:
@@ -40,19 +40,12 @@ def synthetic_data_info(num_classes: int, num_examples: int, known_ratio: float,
                     train_partial_labels=partial, test_labels=complete)
 
 
-def _batch_of_rows(info: DataInfo, rows: np.ndarray, image_size: int,
+def batch_of_rows(info: DataInfo, rows: np.ndarray, image_size: int,
                    rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"image": rng.standard_normal((len(rows), image_size, image_size, 3), dtype=np.float32),
             "labels": info.train_partial_labels[rows].astype(np.float32),
             "complete_labels": info.train_complete_labels[rows].astype(np.float32),
             "index": rows.astype(np.int32), "mask": np.ones(len(rows), np.float32)}
-
-
-def synthetic_batch(info: DataInfo, batch_size: int, image_size: int,
-                    seed: int) -> dict[str, np.ndarray]:
-    """A training batch in the pipeline's format: Gaussian images, rows of the label matrices."""
-    rng = np.random.default_rng(seed)
-    return _batch_of_rows(info, rng.integers(0, info.num_train, batch_size), image_size, rng)
 
 
 class SyntheticData:
@@ -72,5 +65,5 @@ class SyntheticData:
         local = global_batch_size // process_count
         for step in range(start_step, self.info.num_train // global_batch_size):
             first = step * global_batch_size + process_index * local
-            yield _batch_of_rows(self.info, np.arange(first, first + local), self.image_size,
+            yield batch_of_rows(self.info, np.arange(first, first + local), self.image_size,
                                  np.random.default_rng([epoch, step, process_index]))

@@ -1,4 +1,4 @@
-"""`vg200`: Visual Genome with 200 object categories, TF-free, from the user's raw files (METHODS.md §2.2).
+"""`vg200`: Visual Genome with 200 object categories, TF-free, from the user's raw files (docs/methods/problem_and_data.md §2.2).
 
 Two configs:
 

@@ -1,4 +1,4 @@
-"""`voc2007`: Pascal VOC 2007 image-level labels, TF-free, from the user's VOCdevkit (METHODS.md §2.3).
+"""`voc2007`: Pascal VOC 2007 image-level labels, TF-free, from the user's VOCdevkit (docs/methods/problem_and_data.md §2.3).
 
 Train = ImageSets/Main/trainval.txt (5,011 images), test = ImageSets/Main/test.txt (4,952), 'index'
 = line position in the list (the reference order, so partial-label mask rows match §1.2).
@@ -6,7 +6,7 @@ A class is positive iff the image's XML annotation has a non-difficult object of
 difficult objects are skipped entirely, as in the reference (config 'default'). Config
 'difficult_ignored' follows ML-GCN's convention on the test split only: a class present only
 as difficult objects is 0 ("ignored") instead of -1 there; training labels are the same as in
-'default' (complete labels must be ±1). Note that mlrpl_jax.metrics counts 0 as a negative, so
+'default' (complete labels must be ±1). Note that mlrpl_jax.core.metrics counts 0 as a negative, so
 both configs give the same metrics until an evaluator excludes 0 entries.
 
 manual_dir may instead be an already-prepared stock TFDS `voc/2007` version directory (built

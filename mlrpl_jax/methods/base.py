@@ -1,7 +1,7 @@
 """The plug-in interface every method implements.
 
 A method owns four things and nothing else:
-  * its model (the shared network of METHODS.md §4, possibly with extra heads),
+  * its model (the shared network of docs/methods/network.md §4, possibly with extra heads),
   * its loss, computed inside the jitted train step from (variables, method state, batch),
   * its method state (banks, prototypes, threshold statistics, margins): a PyTree that is
     updated inside the step, replicated over the mesh and checkpointed with the rest,
@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mlrpl_jax import fault_injection, parallel
-from mlrpl_jax.data.pipeline import DataInfo
+from mlrpl_jax.core import fault_injection, parallel
+from mlrpl_jax.data.info import DataInfo
 from mlrpl_jax.models.network import SharedNetwork
 
 PyTree = Any
@@ -34,7 +34,7 @@ class StepContext:
     """Where the step is in training; everything a loss may depend on besides the data."""
 
     epoch: jax.Array  # int32 scalar, 0-based
-    step_in_epoch: jax.Array  # int32 scalar, i in METHODS.md §5.4
+    step_in_epoch: jax.Array  # int32 scalar, i in docs/methods/losses.md §5.4
     rng: jax.Array  # PRNG key for this step's in-step randomness
     steps_per_epoch: int = flax.struct.field(pytree_node=False)
 
@@ -70,7 +70,7 @@ class HostContext:
                        epoch: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
         """Runs `features_fn(variables, method_state, images)` over one augmented training epoch.
 
-        This is the reference's prototype pass (METHODS.md §7.3, §8.3, §9.3): inference-mode
+        This is the reference's prototype pass (docs/methods/hst.md §7.3, §8.3, §9.3): inference-mode
         features of the shuffled, augmented training loader. Yields, for every global batch,
         the outputs and the partial labels (B, C) as NumPy arrays that are identical on every
         process (gathered from all of them), so host-side K-means agrees everywhere.
@@ -84,18 +84,57 @@ class HostContext:
                    parallel.gather_to_host(global_batch["labels"]))
 
 
+_REGISTERED: dict[str, type["Method"]] = {}
+
+
+def registered_method_classes() -> dict[str, type["Method"]]:
+    """{name: class} of the Method subclasses defined so far (see mlrpl_jax.methods)."""
+    return dict(_REGISTERED)
+
+
 class Method(abc.ABC):
-    """Base class; subclasses define at least `loss`."""
+    """Base class; subclasses define at least `loss`.
+
+    A subclass that sets `name` is a method `config.method` can select: it registers itself
+    when defined. Subclasses without a `name` (shared bases of a family) are not selectable.
+    Besides its options (`default_config`) a method declares the class attributes below; the
+    config factories (config.py) and SATL read them, so no shared code names a method.
+    """
 
     name: ClassVar[str]
+    # Global batch size of the method's launch script on the paper datasets.
+    paper_batch_size: ClassVar[int] = 8
+    # Options whose default is our repair of a reference defect, set back to the reference's
+    # behaviour in the paper configs because the published numbers came from it.
+    paper_reference_behaviour: ClassVar[dict[str, Any]] = {}
+    # Options weighting the method's own pseudo-label losses, set to 0 when SATL's thresholds
+    # replace them (`satl.replace_base_pseudo_labels`); None: the method cannot have them replaced.
+    replaced_pseudo_label_weights: ClassVar[tuple[str, ...] | None] = ()
+    # Options counted in epochs ('epochs': start epochs, intervals) or applied per epoch
+    # ('per_epoch': decays); configs with a shorter schedule rescale them (config.py).
+    schedule_options: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            return
+        previous = _REGISTERED.get(cls.name)
+        where = (cls.__module__, cls.__qualname__)
+        if previous is not None and (previous.__module__, previous.__qualname__) != where:
+            raise ValueError(f"method name '{cls.name}' of {cls.__module__}.{cls.__qualname__} is "
+                             f"already taken by {previous.__module__}.{previous.__qualname__}")
+        _REGISTERED[cls.name] = cls
 
     def __init__(self, config: ml_collections.ConfigDict, info: DataInfo,
                  word_embeddings: np.ndarray, adjacency: np.ndarray):
         self.config = config
         self.info = info
         self.options = self.method_options(config)
-        self.model = self.build_model(network_kwargs(config, info.num_classes,
-                                                     word_embeddings, adjacency))
+        self.check_options()
+        self.model = self.build_model(word_embeddings, adjacency)
+
+    def check_options(self) -> None:
+        """Raises ValueError, before anything is built, on option values the method cannot use."""
 
     def check_training_labels(self) -> None:
         """Raises ValueError, before training, if the partial labels cannot support this method."""
@@ -140,8 +179,20 @@ class Method(abc.ABC):
             options.update(config[cls.name].to_dict())
         return options
 
-    def build_model(self, kwargs: dict[str, Any]) -> nn.Module:
-        return SharedNetwork(**kwargs)
+    def build_model(self, word_embeddings: np.ndarray, adjacency: np.ndarray) -> nn.Module:
+        """The method's Flax model: `network` around `base_network`."""
+        return self.network(self.base_network(word_embeddings, adjacency))
+
+    def base_network(self, word_embeddings: np.ndarray, adjacency: np.ndarray) -> nn.Module:
+        """The shared network of docs/methods/network.md §4 (images -> features -> logits)."""
+        return SharedNetwork(**network_kwargs(self.config, self.info.num_classes, word_embeddings,
+                                              adjacency))
+
+    def network(self, base: nn.Module) -> nn.Module:
+        """The method's model around `base` (a SharedNetwork, or a SharedHead that reads
+        backbone feature maps in head-only parity tests). Every parameter the method learns
+        (heads, margins, blend weights) is declared in this Flax module."""
+        return base
 
     def init_variables(self, rng: jax.Array, image_shape: tuple[int, ...]) -> dict[str, PyTree]:
         """Model variables {'params', 'batch_stats'} for images of `image_shape` (B, H, W, 3)."""
@@ -154,7 +205,7 @@ class Method(abc.ABC):
         """Per-leaf booleans: which parameters took part in this step's backward pass.
 
         Parameters that are absent from the reference's graph before some epoch (SARB's α, β,
-        HST's margins) must not be touched by Adam until then (METHODS.md §10.2). None means
+        HST's margins) must not be touched by Adam until then (docs/methods/training.md §10.2). None means
         every parameter is active.
         """
         return None

@@ -1,6 +1,6 @@
 """SSGRL-style baseline: the shared network trained with partial BCE on known labels only.
 
-L = BCE(z, t) over the known entries of the batch (METHODS.md §5.1). It is the reference
+L = BCE(z, t) over the known entries of the batch (docs/methods/losses.md §5.1). It is the reference
 point of every table in the papers and the simplest method plug-in.
 """
 

@@ -1,1 +1,1 @@
-"""Flax modules of the shared network (METHODS.md §4)."""
+"""Flax modules of the shared network (docs/methods/network.md §4)."""

@@ -1,4 +1,4 @@
-"""Batch normalisation with PyTorch semantics (METHODS.md §4.1, §10.4).
+"""Batch normalisation with PyTorch semantics (docs/methods/network.md §4.1, §10.4).
 
 y = (x - mu) / sqrt(var_biased + eps) * scale + bias over all axes but the last; in training
 mode the running statistics move by momentum m (PyTorch convention) towards the batch mean

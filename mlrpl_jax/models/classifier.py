@@ -1,4 +1,4 @@
-"""Per-class (element-wise) linear classifier and the output head (METHODS.md §4.5).
+"""Per-class (element-wise) linear classifier and the output head (docs/methods/network.md §4.5).
 
 o_{b,c} = tanh(W_o [h_{b,c} ; s_{b,c}] + b_o);  z_{b,c} = omega_c . o_{b,c} + kappa_c.
 """

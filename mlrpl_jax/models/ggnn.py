@@ -1,4 +1,4 @@
-"""Gated graph neural network over the class graph (METHODS.md §4.4, §4.8.4).
+"""Gated graph neural network over the class graph (docs/methods/network.md §4.4, §4.8.4).
 
 m = [A h ; A^T h];  z = sig(W_z m + b_z + U_z h + c_z);  r = sig(W_r m + b_r + U_r h + c_r);
 h~ = tanh(W_h m + b_h + U_h (r * h) + c_h);  h <- (1 - z) * h + z * h~,  for T steps.

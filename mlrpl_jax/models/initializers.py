@@ -1,4 +1,4 @@
-"""PyTorch default initialisers for Flax parameters (METHODS.md §4.7).
+"""PyTorch default initialisers for Flax parameters (docs/methods/network.md §4.7).
 
 Flax's defaults (LeCun normal kernels, zero biases) differ from PyTorch's, so every layer of
 the shared network names its initialiser explicitly with one of these.
@@ -41,7 +41,7 @@ def element_wise_init(width: int) -> Initializer:
 class LinearParams(nn.Module):
     """Owns the kernel (in, out) and bias (out,) of a PyTorch-initialised linear map.
 
-    It does not apply them: the caller fuses or re-associates products (METHODS.md §4.8)
+    It does not apply them: the caller fuses or re-associates products (docs/methods/network.md §4.8)
     while the parameters stay exactly those of the reference layer.
     """
 

@@ -1,7 +1,7 @@
-"""The shared network of all methods: backbone -> reduction -> decoupling -> GGNN -> head (METHODS.md §4).
+"""The shared network of all methods: backbone -> reduction -> decoupling -> GGNN -> head (docs/methods/network.md §4).
 
 Method plug-ins call `extract` and `classify` as linen methods, e.g. classify blended semantic
-features inside the same `apply` (METHODS.md §4.5 "head(S)").
+features inside the same `apply` (docs/methods/network.md §4.5 "head(S)").
 """
 from typing import Any
 
@@ -66,7 +66,7 @@ def is_frozen_param(path: tuple[str, ...], backbone: str = "resnet") -> bool:
 
 
 class SharedHead(nn.Module):
-    """Everything after the backbone (METHODS.md §4.2-4.5).
+    """Everything after the backbone (docs/methods/network.md §4.2-4.5).
 
     1x1 conv (no bias) + TorchBatchNorm, no activation -> SemanticDecoupling -> GatedGNN ->
     OutputHead. word_embeddings E (C, D_w) and adjacency A (C, C) are constants, not params;

@@ -1,4 +1,4 @@
-"""torchvision-layout ResNet backbone with frozen stem..stage 3 and an extra 2x2 pool (METHODS.md §4.1).
+"""torchvision-layout ResNet backbone with frozen stem..stage 3 and an extra 2x2 pool (docs/methods/network.md §4.1).
 
 NHWC. Padding is explicit and symmetric (3 for the 7x7 stem, 1 for 3x3 convs, 1 with -inf for
 the max pool) so that converted torchvision weights compute the same function; 'SAME' would
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from mlrpl_jax.models.batch_norm import TorchBatchNorm
 from mlrpl_jax.models.initializers import kaiming_normal_fan_out
 
-# Submodules of ResNet that are never trained: inference-mode BN, no gradient (METHODS.md §4.1).
+# Submodules of ResNet that are never trained: inference-mode BN, no gradient (docs/methods/network.md §4.1).
 FROZEN_BACKBONE_MODULES = ("conv1", "bn1", "layer1", "layer2", "layer3")
 
 # depth -> (bottleneck blocks?, blocks per stage), as in torchvision.
@@ -110,7 +110,7 @@ class ResNetStage(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet-{18,34,50,101,152} without pooling/fc, plus a 2x2/2 average pool (METHODS.md §4.1).
+    """ResNet-{18,34,50,101,152} without pooling/fc, plus a 2x2/2 average pool (docs/methods/network.md §4.1).
 
     (B, H, W, 3) -> (B, H/64, W/64, 8*width*expansion) with extra_pool (H/32 without). With
     freeze_early_stages (the reference), stem and layer1..layer3 always run inference-mode BN

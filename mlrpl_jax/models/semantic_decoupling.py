@@ -1,4 +1,4 @@
-"""Category-specific attention pooling ("semantic decoupling", METHODS.md §4.3, §4.8.1-2).
+"""Category-specific attention pooling ("semantic decoupling", docs/methods/network.md §4.3, §4.8.1-2).
 
 g_{b,h,c} = tanh((P1 f_{b,h}) * (P2 e_c));  a_{b,h,c} = w4^T (W3 g + b3) + b4
           = g . (W3^T w4) + (w4 . b3 + b4)                       (exact re-association)

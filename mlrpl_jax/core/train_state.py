@@ -1,6 +1,6 @@
 """The whole mutable training state as one PyTree, and the split of parameters it relies on.
 
-Frozen parameters (the backbone up to its last stride-16 stage: ResNet stem..stage 3, METHODS.md
+Frozen parameters (the backbone up to its last stride-16 stage: ResNet stem..stage 3, docs/methods/
 §4.1, §10.1; EfficientNet-Lite0 stem..stage 5, docs/backbones.md) live outside the optimiser:
 they are never differentiated, have no Adam moments and are not decayed.
 """

@@ -1,4 +1,4 @@
-"""Multi-label evaluation metrics over a whole test set, on the host in float64 NumPy (METHODS.md §11).
+"""Multi-label evaluation metrics over a whole test set, on the host in float64 NumPy (docs/methods/evaluation.md §11).
 
 Scores are the model's logits, shape (N, C); targets have the same shape and any entry > 0 is a
 positive (the test labels' −1 and 0 are both negatives, §11). Ranking ties are broken by the
@@ -57,7 +57,7 @@ def _mean_over_positives(values: np.ndarray, is_positive: np.ndarray) -> np.ndar
 
 
 def interpolated_average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """VOC-2012 all-point interpolated AP per class, (N, C), (N, C) -> (C,) (METHODS.md §11.1).
+    """VOC-2012 all-point interpolated AP per class, (N, C), (N, C) -> (C,) (docs/methods/evaluation.md §11.1).
 
     AP = Σ_k (R_k − R_{k−1}) · max_{j≥k} P_j with recall padded by 0 and 1 and precision by 0 and 0.
     Recall rises by exactly 1/N₊ at each positive rank and the padded ends add nothing, so this
@@ -75,7 +75,7 @@ def _interpolated_ap_from_ranking(is_positive: np.ndarray, precision: np.ndarray
 
 
 def average_precision(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Non-interpolated AP per class, (N, C), (N, C) -> (C,) (METHODS.md §11.2).
+    """Non-interpolated AP per class, (N, C), (N, C) -> (C,) (docs/methods/evaluation.md §11.2).
 
     AP = mean over positive ranks k of P_k = TP_k / k. A class without positives gives NaN
     (the reference raises ZeroDivisionError there).
@@ -99,7 +99,7 @@ def _predicted_positives(scores: np.ndarray, top_k: int | None) -> np.ndarray:
 
 
 def threshold_metrics(scores: np.ndarray, targets: np.ndarray, top_k: int | None = None) -> dict[str, float]:
-    """Overall and per-class precision, recall and F1 of thresholded logits, as fractions (METHODS.md §11.3).
+    """Overall and per-class precision, recall and F1 of thresholded logits, as fractions (docs/methods/evaluation.md §11.3).
 
     Prediction = logit >= 0 (top_k=3: also among the image's 3 highest logits). Per class N_g, N_p,
     N_c = positives, predictions, correct predictions; N_p = 0 is replaced by 1 before any sum.
@@ -126,7 +126,7 @@ def threshold_metrics(scores: np.ndarray, targets: np.ndarray, top_k: int | None
 def evaluate_scores(scores: np.ndarray, targets: np.ndarray, *,
                     ignore_zero_targets: bool = False) -> dict[str, float]:
     """All test metrics in percent: 'mAP' (interpolated, the reported number), 'mAP_plain', the six
-    threshold metrics and the same six with suffix '_top3' (METHODS.md §11).
+    threshold metrics and the same six with suffix '_top3' (docs/methods/evaluation.md §11).
 
     With `ignore_zero_targets` (the ML-GCN convention for VOC's difficult objects), entries whose
     target is 0 take no part: they are ranked below every other image and never predicted, which

@@ -1,4 +1,4 @@
-"""The SST/HST model: the shared network plus the pairwise co-occurrence head (METHODS.md §6.1, §7.1).
+"""The SST/HST model: the shared network plus the pairwise co-occurrence head (docs/methods/sst.md §6.1, §7.1).
 
 The base is a SharedNetwork (images) or a SharedHead (backbone feature maps, for head-only
 parity tests); it shares this module's scope, so its variables keep their usual paths
@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mlrpl_jax.models.cooccurrence import CooccurrenceHead
+from mlrpl_jax.methods.semantic_transfer.cooccurrence_head import CooccurrenceHead
 from mlrpl_jax.models.network import Features
 
 

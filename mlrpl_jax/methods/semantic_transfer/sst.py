@@ -1,4 +1,4 @@
-"""SST — Structured Semantic Transfer (METHODS.md §6).
+"""SST — Structured Semantic Transfer (docs/methods/sst.md §6).
 
 Intra-image pseudo positives from the predicted co-occurrence of each image's known positives
 (§6.2) and cross-image ones from a bank of recent known-positive features (§6.3), with margins
@@ -9,24 +9,23 @@ host-side bookkeeping and both survive a checkpoint/restore exactly.
 
 from __future__ import annotations
 
-from typing import Any
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mlrpl_jax import losses, losses_transfer, semantic_transfer
-from mlrpl_jax.data.pipeline import DataInfo
+from mlrpl_jax import contrastive, losses
+from mlrpl_jax.data.info import DataInfo
 from mlrpl_jax.methods.base import LossAux, Method, PyTree, StepContext
-from mlrpl_jax.models.network import SharedNetwork
-from mlrpl_jax.models.semantic_transfer_network import SemanticTransferNetwork
+from mlrpl_jax.methods.semantic_transfer import cooccurrence_loss, pseudo_labels
+from mlrpl_jax.methods.semantic_transfer.diagnostics import transfer_metrics
+from mlrpl_jax.methods.semantic_transfer.network import SemanticTransferNetwork
 
 
 def margin_schedule(initial: float, decay: float, floor: float, start_epoch: int,
                     num_epochs: int) -> np.ndarray:
-    """Margins in force during epochs 0..num_epochs-1 (METHODS.md §6.4), float32 (num_epochs,).
+    """Margins in force during epochs 0..num_epochs-1 (docs/methods/sst.md §6.4), float32 (num_epochs,).
 
     After epoch e >= start_epoch the margin becomes max(floor, m - decay), by repeated float64
     subtraction as in the reference, then rounded once to float32.
@@ -41,22 +40,27 @@ def margin_schedule(initial: float, decay: float, floor: float, start_epoch: int
 
 class StructuredSemanticTransfer(Method):
     name = "sst"
+    replaced_pseudo_label_weights = ("intra_bce_weight", "inter_bce_weight")
+    schedule_options = {"generate_label_epoch": "epochs", "margin_decay": "per_epoch"}
 
     def __init__(self, config: ml_collections.ConfigDict, info: DataInfo,
                  word_embeddings: np.ndarray, adjacency: np.ndarray):
         super().__init__(config, info, word_embeddings, adjacency)
         opts = self.options
-        if opts.bank_size < 1 or opts.generate_label_epoch < 0:
-            raise ValueError(f"sst.bank_size must be >= 1 and sst.generate_label_epoch >= 0, got "
-                             f"{opts.bank_size} and {opts.generate_label_epoch}")
         self.margins = {which: margin_schedule(opts[f"{which}_margin"], opts.margin_decay,
                                                opts.margin_floor, opts.generate_label_epoch,
                                                max(config.epochs, 1))
                         for which in ("intra", "inter")}  # float32 tables (num_epochs,)
 
+    def check_options(self) -> None:
+        opts = self.options
+        if opts.bank_size < 1 or opts.generate_label_epoch < 0:
+            raise ValueError(f"sst.bank_size must be >= 1 and sst.generate_label_epoch >= 0, got "
+                             f"{opts.bank_size} and {opts.generate_label_epoch}")
+
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
-        """Script values of METHODS.md Appendix A (reference argument names in comments)."""
+        """Script values of docs/methods/hyperparameters.md, Appendix A (reference argument names in comments)."""
         return ml_collections.ConfigDict({
             "generate_label_epoch": 5,  # e_g, generateLabelEpoch: first epoch with pseudo labels
             "intra_margin": 0.95,  # intraBCEMargin: initial intra margin
@@ -70,9 +74,6 @@ class StructuredSemanticTransfer(Method):
             "bank_size": 100,  # interExampleNumber: N_Q positives per class
         })
 
-    def build_model(self, kwargs: dict[str, Any]) -> nn.Module:
-        return self.network(SharedNetwork(**kwargs))
-
     def network(self, base: nn.Module) -> SemanticTransferNetwork:
         """The SST model around `base` (a SharedNetwork, or a SharedHead for feature maps)."""
         return SemanticTransferNetwork(base=base)
@@ -82,7 +83,7 @@ class StructuredSemanticTransfer(Method):
 
     def init_method_state(self) -> PyTree:
         """The positive-feature bank (C, N_Q, D), zeros, as a ring buffer (§6.3)."""
-        return {"bank": semantic_transfer.init_positive_bank(
+        return {"bank": pseudo_labels.init_positive_bank(
             self.info.num_classes, self.options.bank_size, self.config.model.feature_dim)}
 
     def margins_at(self, epoch: jax.Array) -> dict[str, jax.Array]:
@@ -98,11 +99,11 @@ class StructuredSemanticTransfer(Method):
         output, updates = self.model.apply(variables, batch["image"], train=True,
                                            mutable=["batch_stats"])
         targets = batch["labels"]  # (B, C)
-        bank = semantic_transfer.positive_bank_update(method_state["bank"], output.semantic, targets)
+        bank = pseudo_labels.positive_bank_update(method_state["bank"], output.semantic, targets)
         margins = self.margins_at(ctx.epoch)
-        intra_targets = semantic_transfer.sst_intra_pseudo_labels(
+        intra_targets = pseudo_labels.sst_intra_pseudo_labels(
             output.pair_logits, targets, margins["intra"])
-        inter_targets = semantic_transfer.sst_inter_pseudo_labels(
+        inter_targets = pseudo_labels.sst_inter_pseudo_labels(
             output.semantic, targets, bank["rows"], margins["inter"])
         pseudo_on = (ctx.epoch >= opts.generate_label_epoch).astype(jnp.float32)
         warmup = losses.warmup_factor(ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
@@ -111,8 +112,8 @@ class StructuredSemanticTransfer(Method):
             "bce": losses.partial_bce(output.logits, targets),
             "intra_bce": losses.partial_bce(output.logits, intra_targets),
             "inter_bce": losses.partial_bce(output.logits, inter_targets),
-            "cooccurrence": losses_transfer.pair_asymmetric_loss(output.pair_logits, targets),
-            "contrastive": losses_transfer.contrastive_loss(output.semantic, targets, ctx.rng),
+            "cooccurrence": cooccurrence_loss.pair_asymmetric_loss(output.pair_logits, targets),
+            "contrastive": contrastive.contrastive_loss(output.semantic, targets, ctx.rng),
         }
         total = (terms["bce"]
                  + pseudo_on * (opts.intra_bce_weight * terms["intra_bce"]
@@ -123,33 +124,3 @@ class StructuredSemanticTransfer(Method):
                                    batch["complete_labels"], pseudo_on)
         return total, LossAux(batch_stats=updates["batch_stats"], method_state={"bank": bank},
                               metrics=metrics)
-
-
-def transfer_metrics(terms: dict[str, jax.Array], margins: dict[str, jax.Array],
-                     intra_targets: jax.Array, inter_targets: jax.Array, targets: jax.Array,
-                     complete_labels: jax.Array, pseudo_on: jax.Array) -> dict[str, jax.Array]:
-    """The loss terms, the margins and pseudo-label counts of the batch (SST, HST).
-
-    Counts, each a float32 scalar: new pseudo positives (unknown entries turned positive), how
-    many of them are positive in the hidden complete labels, and the number of hidden positives
-    among the unknown entries. Over a logging window the ratios of their means are the pseudo
-    labels' precision and recall; the complete labels never reach the loss.
-    """
-    hidden_positive = (targets == 0) & (complete_labels == 1)  # (B, C)
-    return {
-        **terms,
-        "intra_margin": margins["intra"],
-        "inter_margin": margins["inter"],
-        "intra_pseudo_positives": pseudo_on * count_new_positives(intra_targets, targets),
-        "inter_pseudo_positives": pseudo_on * count_new_positives(inter_targets, targets),
-        "intra_pseudo_true_positives": pseudo_on * jnp.sum(
-            (intra_targets == 1) & hidden_positive, dtype=jnp.float32),
-        "inter_pseudo_true_positives": pseudo_on * jnp.sum(
-            (inter_targets == 1) & hidden_positive, dtype=jnp.float32),
-        "hidden_positives": jnp.sum(hidden_positive, dtype=jnp.float32),
-    }
-
-
-def count_new_positives(pseudo_targets: jax.Array, targets: jax.Array) -> jax.Array:
-    """Number of unknown entries turned into pseudo positives in the batch (float32 scalar)."""
-    return jnp.sum((pseudo_targets == 1) & (targets == 0), dtype=jnp.float32)

@@ -1,5 +1,5 @@
 """The reference optimiser: PyTorch-1.7 Adam with coupled L2 weight decay, per-leaf lazy state
-and a step learning-rate decay per epoch (METHODS.md §10.1, §10.2).
+and a step learning-rate decay per epoch (docs/methods/training.md §10.1, §10.2).
 """
 import functools
 import math
@@ -23,7 +23,7 @@ def step_learning_rate(
     decay_epochs: int = 10,
     decay_factor: float = 0.1,
 ) -> optax.Schedule:
-    """lr(step) = base_lr * decay_factor ** (epoch // decay_epochs) (METHODS.md §10.1).
+    """lr(step) = base_lr * decay_factor ** (epoch // decay_epochs) (docs/methods/training.md §10.1).
 
     epoch = step // steps_per_epoch; the step is the optimiser's global call count.
     """

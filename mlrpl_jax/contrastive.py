@@ -1,83 +1,19 @@
-"""Auxiliary losses of the semantic-transfer methods: the pair asymmetric focal loss on
-co-occurrence logits (METHODS.md §5.2) and the cross-image contrastive loss (§5.3).
+"""Cross-image contrastive loss on category-specific features (docs/methods/losses.md §5.3).
 
-Pure ``jnp`` with static shapes; the contrastive sub-sampling is a rank selection driven by
-one i.i.d. priority per entry, so it jits and its randomness can be injected in tests.
+Shared by SST, HST, SARB and DSRB. Pure ``jnp`` with static shapes; the sub-sampling is a rank
+selection driven by one i.i.d. priority per entry, so it jits and its randomness can be
+injected in tests.
 """
 import jax
 import jax.numpy as jnp
 
-from mlrpl_jax.losses import clip_with_boundary_gradient
 from mlrpl_jax.pairs import num_pairs, pair_indices
-
-
-def pair_positive_targets(targets: jax.Array) -> jax.Array:
-    """Y_{b,k} = [t_{b,i} = 1] [t_{b,j} = 1] for k = (i, j) in Π_C (METHODS.md §5.2): (B, C) -> (B, P).
-
-    Unknown and negative labels both give 0.
-    """
-    first, second = pair_indices(targets.shape[-1])
-    positive = targets == 1
-    return (positive[..., first] & positive[..., second]).astype(jnp.float32)
-
-
-def pair_asymmetric_loss_elementwise(
-    pair_logits: jax.Array,
-    targets: jax.Array,
-    *,
-    gamma_neg: float = 2.0,
-    gamma_pos: float = 1.0,
-    clip: float = 0.05,
-    eps: float = 1e-8,
-) -> jax.Array:
-    """Per-pair asymmetric focal loss (METHODS.md §5.2): (B, P) logits, (B, C) labels -> (B, P).
-
-    p = σ(u), p⁻ = min(1 - p + clip, 1), l = -[Y log max(p, eps) + (1-Y) log max(p⁻, eps)]
-    · (1 - Y p - (1-Y) p⁻)^(γ₊ Y + γ₋ (1-Y)); clamps pass the gradient on the closed interval,
-    the focusing weight is not detached.
-    """
-    pair_logits = jnp.asarray(pair_logits)
-    pair_logits = pair_logits.astype(jnp.promote_types(pair_logits.dtype, jnp.float32))  # bf16 -> f32
-    num_classes = jnp.shape(targets)[-1]
-    if pair_logits.shape[-1] != num_pairs(num_classes):
-        raise ValueError(
-            f"pair_logits must have {num_pairs(num_classes)} pairs for {num_classes} classes in the last "
-            f"axis, got shape {pair_logits.shape}."
-        )
-    pair_target = pair_positive_targets(jnp.asarray(targets)).astype(pair_logits.dtype)  # Y (B, P)
-    probability = jax.nn.sigmoid(pair_logits)
-    negative_probability = clip_with_boundary_gradient(1.0 - probability + clip, -jnp.inf, 1.0)
-    log_likelihood = pair_target * jnp.log(clip_with_boundary_gradient(probability, eps, jnp.inf)) + (
-        1.0 - pair_target
-    ) * jnp.log(clip_with_boundary_gradient(negative_probability, eps, jnp.inf))
-    focus_base = 1.0 - (pair_target * probability + (1.0 - pair_target) * negative_probability)
-    focus_exponent = gamma_pos * pair_target + gamma_neg * (1.0 - pair_target)
-    # A zero exponent gives weight 1 with zero gradient, as PyTorch's pow backward (jnp.power: NaN at base 0).
-    focus_base = jnp.where(focus_exponent == 0, 1.0, focus_base)
-    return -log_likelihood * jnp.power(focus_base, focus_exponent)
-
-
-def pair_asymmetric_loss(
-    pair_logits: jax.Array,
-    targets: jax.Array,
-    *,
-    gamma_neg: float = 2.0,
-    gamma_pos: float = 1.0,
-    clip: float = 0.05,
-    eps: float = 1e-8,
-) -> jax.Array:
-    """L_cooc = mean over all B·P entries of the pair asymmetric focal loss (METHODS.md §5.2)."""
-    return jnp.mean(
-        pair_asymmetric_loss_elementwise(
-            pair_logits, targets, gamma_neg=gamma_neg, gamma_pos=gamma_pos, clip=clip, eps=eps
-        )
-    )
 
 
 def cosine_from_dot_products(
     dots: jax.Array, squared_norms_a: jax.Array, squared_norms_b: jax.Array, eps: float = 1e-9
 ) -> jax.Array:
-    """cos = a·b / sqrt(max(|a|² |b|², eps²)) from precomputed a·b and squared norms (METHODS.md §0).
+    """cos = a·b / sqrt(max(|a|² |b|², eps²)) from precomputed a·b and squared norms (docs/methods/problem_and_data.md §0).
 
     The same PyTorch-1.7 convention as ``losses.cosine_similarity``, for Gram-style batches
     where the broadcast (…, D) products would be large.
@@ -96,7 +32,7 @@ def image_pair_cosines(features: jax.Array, *, eps: float = 1e-9) -> jax.Array:
 
 
 def contrastive_categories(targets: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Boolean (|Π_B|, C) masks PP (both +1), PN (one +1, other -1), NN (both -1) (METHODS.md §5.3)."""
+    """Boolean (|Π_B|, C) masks PP (both +1), PN (one +1, other -1), NN (both -1) (docs/methods/losses.md §5.3)."""
     first, second = pair_indices(targets.shape[0])
     positive, negative = targets == 1, targets == -1  # (B, C)
     both_positive = positive[first] & positive[second]
@@ -133,7 +69,7 @@ def _subsample_weights(
 def contrastive_terms_and_weights(
     features: jax.Array, targets: jax.Array, priorities: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """Terms (1 - d on PP, 1 + d elsewhere) and kept multiplicities, both (|Π_B|, C) (METHODS.md §5.3).
+    """Terms (1 - d on PP, 1 + d elsewhere) and kept multiplicities, both (|Π_B|, C) (docs/methods/losses.md §5.3).
 
     ``priorities`` (|Π_B|, C): the random subset of PN (and of NN) is the min(|PN|, 2K) valid
     entries with the smallest priorities, so i.i.d. uniform priorities give a uniformly random
@@ -163,7 +99,7 @@ def contrastive_terms_and_weights(
 def contrastive_loss_with_priorities(
     features: jax.Array, targets: jax.Array, priorities: jax.Array
 ) -> jax.Array:
-    """L_con with the random subset fixed by ``priorities`` (|Π_B|, C) (METHODS.md §5.3).
+    """L_con with the random subset fixed by ``priorities`` (|Π_B|, C) (docs/methods/losses.md §5.3).
 
     Weighted mean of the terms over the kept multiset; 0 with zero gradient when it is empty.
     """
@@ -173,7 +109,7 @@ def contrastive_loss_with_priorities(
 
 
 def contrastive_loss(features: jax.Array, targets: jax.Array, rng: jax.Array) -> jax.Array:
-    """Cross-image contrastive loss (METHODS.md §5.3): features (B, C, D), labels (B, C) -> scalar.
+    """Cross-image contrastive loss (docs/methods/losses.md §5.3): features (B, C, D), labels (B, C) -> scalar.
 
     PP terms 1 - d, PN and NN terms 1 + d; if K = |PP| > 0, PN and NN are each sub-sampled to a
     uniformly random min(n, 2K) subset plus the min(n, K) hardest (overlaps counted twice).

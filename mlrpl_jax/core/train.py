@@ -25,16 +25,16 @@ import optax
 import tqdm
 from absl import logging
 
-from mlrpl_jax import checkpointing, fault_injection, metrics, optim, parallel, run_inputs
 from mlrpl_jax.config import validate_config
+from mlrpl_jax.core import checkpointing, fault_injection, metrics, optim, parallel, run_inputs
+from mlrpl_jax.core.metric_writer import MetricWriter
+from mlrpl_jax.core.train_state import TrainState, split_params
 from mlrpl_jax.data import label_embeddings, label_graph
 from mlrpl_jax.data.pipeline import PartialLabelData, resolve_num_workers
-from mlrpl_jax.metric_writer import MetricWriter
 from mlrpl_jax.methods import get_method_class
 from mlrpl_jax.methods.base import HostContext, Method, StepContext
 from mlrpl_jax.models import torch_layout
 from mlrpl_jax.tools import import_weights
-from mlrpl_jax.train_state import TrainState, split_params
 
 TrainStep = Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]
 
@@ -52,7 +52,7 @@ def build_method(config: ml_collections.ConfigDict, data: PartialLabelData) -> M
     if len(empty):
         names = [info.spec.class_names[c] for c in empty]
         logging.warning("classes without any known positive at known_ratio=%s: %s; their label-"
-                        "graph rows are set to 0 (METHODS.md §12)", config.known_ratio, names)
+                        "graph rows are set to 0 (docs/methods/reference_defects.md §12)", config.known_ratio, names)
     adjacency = label_graph.label_adjacency(info.train_partial_labels)
     embeddings = label_embeddings.build_label_embeddings(
         config.embeddings.kind, info.spec.class_names, path=config.embeddings.path or None,
@@ -163,7 +163,7 @@ def jit_predict(method: Method, mesh: jax.sharding.Mesh) -> Callable[[TrainState
 
 def evaluate(state: TrainState, data: PartialLabelData, predict, config: ml_collections.ConfigDict,
              mesh: jax.sharding.Mesh) -> dict[str, float]:
-    """Metrics of METHODS.md §11 over every test image (padding is cut off before scoring)."""
+    """Metrics of docs/methods/evaluation.md §11 over every test image (padding is cut off before scoring)."""
     batch_size = config.eval.batch_size or config.batch_size
     batch_logits = []
     for batch in data.eval_batches(batch_size, process_index=jax.process_index(),
@@ -202,6 +202,25 @@ def run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict[st
     return identity
 
 
+def open_data(config: ml_collections.ConfigDict) -> PartialLabelData:
+    """The prepared dataset of `config` with its partial labels (data/pipeline.py)."""
+    return PartialLabelData(dataset=config.data.name, data_dir=data_dir(config),
+                            image_size=config.data.image_size, known_ratio=config.known_ratio,
+                            seed=config.seed,
+                            num_workers=resolve_num_workers(config.data.num_workers,
+                                                            jax.default_backend()),
+                            augmentation=config.data.train_augmentation)
+
+
+def build_run(config: ml_collections.ConfigDict, data: PartialLabelData, mesh: jax.sharding.Mesh
+              ) -> tuple[Method, optax.GradientTransformation, TrainState]:
+    """The method, optimiser and initial state (replicated over `mesh`) of a run of `config`:
+    what a checkpoint of that run restores into."""
+    method = build_method(config, data)
+    optimizer = optim.build_optimizer(config.optim, data.steps_per_epoch(config.batch_size))
+    return method, optimizer, parallel.replicate(create_train_state(method, optimizer, config), mesh)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains `config` in `workdir` (resuming if it holds a checkpoint); returns the results."""
     validate_config(config)
@@ -213,16 +232,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     parallel.check_batch_size(eval_batch_size, mesh, what="eval.batch_size")
     process_index, process_count = jax.process_index(), jax.process_count()
 
-    data = PartialLabelData(dataset=config.data.name, data_dir=data_dir(config),
-                            image_size=config.data.image_size, known_ratio=config.known_ratio,
-                            seed=config.seed,
-                            num_workers=resolve_num_workers(config.data.num_workers,
-                                                            jax.default_backend()),
-                            augmentation=config.data.train_augmentation)
-    method = build_method(config, data)
+    data = open_data(config)
+    method, optimizer, state = build_run(config, data, mesh)
     steps_per_epoch = data.steps_per_epoch(config.batch_size)
-    optimizer = optim.build_optimizer(config.optim, steps_per_epoch)
-    state = parallel.replicate(create_train_state(method, optimizer, config), mesh)
 
     writer = MetricWriter(workdir)
     checkpointer = checkpointing.Checkpointer(

@@ -1,4 +1,4 @@
-"""Pair asymmetric focal loss (METHODS.md §5.2) and cross-image contrastive loss (§5.3, §13 items 11-12)."""
+"""Pair asymmetric focal loss (docs/methods/losses.md §5.2) and cross-image contrastive loss (§5.3, §13 items 11-12)."""
 import functools
 
 import jax
@@ -6,13 +6,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mlrpl_jax.losses import cosine_similarity
-from mlrpl_jax.losses_transfer import (
+from mlrpl_jax.contrastive import (
     contrastive_categories,
     contrastive_loss,
     contrastive_loss_with_priorities,
     contrastive_terms_and_weights,
     image_pair_cosines,
+)
+from mlrpl_jax.losses import cosine_similarity
+from mlrpl_jax.methods.semantic_transfer.cooccurrence_loss import (
     pair_asymmetric_loss,
     pair_asymmetric_loss_elementwise,
     pair_positive_targets,

@@ -1,6 +1,6 @@
 """Per-category score distributions, the thresholds derived from them and the ranking loss (SATL).
 
-Pure jnp functions of SATL.md §4.2-4.6. This is **our design following the abstract of arXiv
+Pure jnp functions of docs/methods/satl.md §4.2-4.6. This is **our design following the abstract of arXiv
 2507.23263**, not the paper's method (no method text or code of the paper is public). The
 distributions are histograms H+, H- (C, K) of the sigmoid scores of known positive and known
 negative entries, with K equal bins on [0, 1]; every threshold is a bin edge e_k = k / K.

@@ -1,6 +1,6 @@
-"""SATL — semantic-aware threshold learning, as a wrapper around a base method (SATL.md §4).
+"""SATL — semantic-aware threshold learning, as a wrapper around a base method (docs/methods/satl.md §4).
 
-This is **our design following the abstract of arXiv 2507.23263** (SATL.md §0, §4), not the
+This is **our design following the abstract of arXiv 2507.23263** (docs/methods/satl.md §0, §4), not the
 paper's method: no method text or code of the paper is public. Per category it keeps decayed
 histograms H+, H- (C, K) of the sigmoid scores of known positives and known negatives
 (§4.2-4.3), derives category-specific thresholds τ+, τ- from them (§4.4), turns the scores of
@@ -9,12 +9,13 @@ ranking loss (§4.6):
 
     L = L_base + λ_r r(t) L_rank + [e >= E_w] λ_p BCE(z, ŷ)          (§4.7)
 
-L_base is the whole loss of `config.satl.base_method` (baseline, sst, sarb, dsrb, hst), which
-runs unchanged; with `replace_base_pseudo_labels` the base's own fixed-margin pseudo-label
-terms (SST's intra/inter BCE) get weight 0, so SATL's thresholds take their place (§3.3). z
+L_base is the whole loss of `config.satl.base_method` (any other registered method), which
+runs unchanged; with `replace_base_pseudo_labels` the base's own pseudo-label terms (the
+options it declares in `replaced_pseudo_label_weights`, e.g. SST's and HST's intra/inter BCE)
+get weight 0, so SATL's thresholds take their place (§3.3). z
 are the logits of the base's train-mode forward, captured with `flax.linen.intercept_methods`,
 so SATL adds no forward pass. The histograms, thresholds and ranking loss are in
-mlrpl_jax/thresholds.py.
+mlrpl_jax/methods/thresholds/histogram_thresholds.py.
 """
 
 from __future__ import annotations
@@ -28,42 +29,28 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mlrpl_jax import losses, thresholds
-from mlrpl_jax.data.pipeline import DataInfo
-from mlrpl_jax.methods import get_method_class
+from mlrpl_jax import losses
+from mlrpl_jax.methods import get_method_class, registered_methods
 from mlrpl_jax.methods.base import HostContext, LossAux, Method, PyTree, StepContext
+from mlrpl_jax.methods.thresholds import histogram_thresholds
 
-# Options of each base method that weight its own pseudo-label terms, zeroed when SATL's
-# thresholds replace them. A base missing here cannot have its pseudo labels replaced.
-REPLACED_PSEUDO_LABEL_WEIGHTS = {
-    "baseline": (),
-    "sst": ("intra_bce_weight", "inter_bce_weight"),
-    "sarb": (),
-    "dsrb": (),
-}
 COUNT_KEYS = ("pseudo_positives", "true_pseudo_positives", "pseudo_negatives",
               "true_pseudo_negatives", "hidden_positives", "hidden_negatives")
 
 
 class SemanticAwareThresholdLearning(Method):
-    """SATL (SATL.md §4) on top of the base method named in `config.satl.base_method`."""
+    """SATL (docs/methods/satl.md §4) on top of the base method named in `config.satl.base_method`."""
 
     name = "satl"
-
-    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo,
-                 word_embeddings: np.ndarray, adjacency: np.ndarray):
-        options = self.method_options(config)
-        check_options(options)
-        self.base = get_method_class(options.base_method)(
-            base_method_config(config, options), info, word_embeddings, adjacency)
-        super().__init__(config, info, word_embeddings, adjacency)
+    paper_batch_size = 32
+    schedule_options = {"warmup_epochs": "epochs"}
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
-        """Design defaults of SATL.md §4.8 (symbols in comments)."""
+        """Design defaults of docs/methods/satl.md §4.8 (symbols in comments)."""
         section = ml_collections.ConfigDict()
         section.base_method = "baseline"  # any registered method but satl
-        section.replace_base_pseudo_labels = True  # zero REPLACED_PSEUDO_LABEL_WEIGHTS of the base
+        section.replace_base_pseudo_labels = True  # zero the base's replaced_pseudo_label_weights
         section.num_bins = 100  # K
         section.memory_epochs = 1.0  # λ = exp(-1 / (memory_epochs S)), S = steps per epoch
         section.warmup_epochs = 5  # E_w: first epoch whose pseudo labels enter the loss
@@ -73,8 +60,8 @@ class SemanticAwareThresholdLearning(Method):
         section.min_count = 20.0  # n_min, an effective (decayed) count
         section.gauss_kappa = 2.0  # κ of the 'gauss' rule
         section.pseudo_weight = 1.0  # λ_p
-        # Share of the known labels held out of every loss and used only for H± (docs/methods_satl.md,
-        # "Calibration split"); 0 = H± from all known labels, SATL.md §4.3.
+        # Share of the known labels held out of every loss and used only for H± (docs/methods/satl.md,
+        # "Calibration split"); 0 = H± from all known labels, docs/methods/satl.md §4.3.
         section.calibration_fraction = 0.0
         section.ranking_weight = 0.1  # λ_r
         section.ranking_margin = 0.5  # m, on probabilities
@@ -91,7 +78,13 @@ class SemanticAwareThresholdLearning(Method):
             sections[base_name] = base_section
         return sections
 
-    def build_model(self, kwargs: dict[str, Any]) -> nn.Module:
+    def check_options(self) -> None:
+        check_options(self.options)
+
+    def build_model(self, word_embeddings: np.ndarray, adjacency: np.ndarray) -> nn.Module:
+        """The base method's model; the base itself is built here from the same config."""
+        self.base = get_method_class(self.options.base_method)(
+            base_method_config(self.config, self.options), self.info, word_embeddings, adjacency)
         return self.base.model
 
     def init_variables(self, rng: jax.Array, image_shape: tuple[int, ...]) -> dict[str, PyTree]:
@@ -125,7 +118,7 @@ class SemanticAwareThresholdLearning(Method):
     def thresholds(self, positive: jax.Array, negative: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(τ+, τ-) float32 (C,) of the configured rule (§4.4)."""
         opts = self.options
-        return thresholds.category_thresholds(
+        return histogram_thresholds.category_thresholds(
             positive, negative, rule=opts.threshold_rule, min_precision=opts.min_precision,
             max_missed_positive_fraction=opts.max_missed_positive_fraction,
             min_count=opts.min_count, kappa=opts.gauss_kappa)
@@ -176,10 +169,10 @@ class SemanticAwareThresholdLearning(Method):
 
         # Thresholds and ranking anchors from the state before this step's update (§4.4).
         tau_pos, tau_neg = self.thresholds(stats["positive_histogram"], stats["negative_histogram"])
-        pseudo = thresholds.threshold_pseudo_labels(detached, labels, tau_pos, tau_neg)  # (B, C)
+        pseudo = histogram_thresholds.threshold_pseudo_labels(detached, labels, tau_pos, tau_neg)  # (B, C)
         pseudo_on = (ctx.epoch >= opts.warmup_epochs).astype(jnp.float32)
         pseudo_bce = losses.partial_bce(logits, pseudo)
-        ranking = thresholds.distribution_ranking_loss(
+        ranking = histogram_thresholds.distribution_ranking_loss(
             scores, trained_labels, stats["positive_histogram"], stats["negative_histogram"],
             margin=opts.ranking_margin, smoothness=opts.ranking_smoothness)
         ramp = losses.warmup_factor(ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
@@ -187,16 +180,16 @@ class SemanticAwareThresholdLearning(Method):
                  + pseudo_on * opts.pseudo_weight * pseudo_bce)
 
         decay = math.exp(-1.0 / (opts.memory_epochs * ctx.steps_per_epoch))
-        positive_counts, negative_counts = thresholds.score_histograms(detached, histogram_labels,
+        positive_counts, negative_counts = histogram_thresholds.score_histograms(detached, histogram_labels,
                                                                        opts.num_bins)
-        batch_counts = thresholds.pseudo_label_counts(pseudo, labels, batch["complete_labels"])
+        batch_counts = histogram_thresholds.pseudo_label_counts(pseudo, labels, batch["complete_labels"])
         new_epoch = ctx.step_in_epoch == 0
         counts = {key: jnp.where(new_epoch, 0.0, stats["counts"][key]) + batch_counts[key]
                   for key in COUNT_KEYS}
         new_stats = {
-            "positive_histogram": thresholds.decayed_update(
+            "positive_histogram": histogram_thresholds.decayed_update(
                 stats["positive_histogram"], positive_counts, decay),
-            "negative_histogram": thresholds.decayed_update(
+            "negative_histogram": histogram_thresholds.decayed_update(
                 stats["negative_histogram"], negative_counts, decay),
             "counts": counts,
         }
@@ -251,12 +244,15 @@ def check_options(options: ml_collections.ConfigDict) -> None:
     """Raises ValueError on a base method or option value SATL cannot use."""
     if options.base_method == SemanticAwareThresholdLearning.name:
         raise ValueError("satl.base_method cannot be 'satl'")
-    if options.replace_base_pseudo_labels and options.base_method not in REPLACED_PSEUDO_LABEL_WEIGHTS:
+    base = get_method_class(options.base_method)
+    if options.replace_base_pseudo_labels and base.replaced_pseudo_label_weights is None:
+        replaceable = [name for name, method in registered_methods().items()
+                       if method.replaced_pseudo_label_weights is not None and name != "satl"]
         raise ValueError(f"satl cannot replace the pseudo labels of base method '{options.base_method}' "
-                         f"(supported: {', '.join(REPLACED_PSEUDO_LABEL_WEIGHTS)}); set "
+                         f"(supported: {', '.join(sorted(replaceable))}); set "
                          "satl.replace_base_pseudo_labels=False to add SATL on top of them")
-    if options.threshold_rule not in thresholds.THRESHOLD_RULES:
-        raise ValueError(f"satl.threshold_rule must be one of {', '.join(thresholds.THRESHOLD_RULES)}, "
+    if options.threshold_rule not in histogram_thresholds.THRESHOLD_RULES:
+        raise ValueError(f"satl.threshold_rule must be one of {', '.join(histogram_thresholds.THRESHOLD_RULES)}, "
                          f"got {options.threshold_rule!r}")
     if not 0.0 <= options.calibration_fraction < 1.0:
         raise ValueError(f"satl.calibration_fraction must be in [0, 1), got {options.calibration_fraction}")
@@ -272,9 +268,10 @@ def base_method_config(config: ml_collections.ConfigDict,
     base_config = config.copy_and_resolve_references()
     with base_config.unlocked():
         base_config.method = options.base_method
-        if options.replace_base_pseudo_labels and REPLACED_PSEUDO_LABEL_WEIGHTS[options.base_method]:
-            section = get_method_class(options.base_method).method_options(config)
-            for key in REPLACED_PSEUDO_LABEL_WEIGHTS[options.base_method]:
+        base = get_method_class(options.base_method)
+        if options.replace_base_pseudo_labels and base.replaced_pseudo_label_weights:
+            section = base.method_options(config)
+            for key in base.replaced_pseudo_label_weights:
                 section[key] = 0.0
             base_config[options.base_method] = section
     return base_config

@@ -1,4 +1,4 @@
-"""HST — Heterogeneous Semantic Transfer (METHODS.md §7).
+"""HST — Heterogeneous Semantic Transfer (docs/methods/hst.md §7).
 
 SST's model with learnable margins (differential threshold learning, §7.1), soft pseudo-label
 scores with PyTorch's clamp gradient (§7.2), class prototypes from K-means instead of a bank
@@ -17,13 +17,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mlrpl_jax import losses, losses_transfer, semantic_transfer
-from mlrpl_jax.data.pipeline import DataInfo
+from mlrpl_jax import contrastive, losses
+from mlrpl_jax.class_prototypes import PositiveFeatureCollector
 from mlrpl_jax.methods.base import HostContext, LossAux, Method, PyTree, StepContext
-from mlrpl_jax.methods.sst import transfer_metrics
-from mlrpl_jax.models.network import SharedNetwork
-from mlrpl_jax.models.semantic_transfer_network import SemanticTransferNetwork
-from mlrpl_jax.prototypes import PositiveFeatureCollector
+from mlrpl_jax.methods.semantic_transfer import cooccurrence_loss, pseudo_labels
+from mlrpl_jax.methods.semantic_transfer.diagnostics import transfer_metrics
+from mlrpl_jax.methods.semantic_transfer.network import SemanticTransferNetwork
 
 MARGINS = ("intra", "inter")
 PROTO_LOSS_SIGNS = ("reference", "paper")
@@ -36,10 +35,11 @@ def margin_param_name(which: str) -> str:
 
 class HeterogeneousSemanticTransfer(Method):
     name = "hst"
+    paper_batch_size = 32
+    replaced_pseudo_label_weights = ("intra_pseudo_bce_weight", "inter_pseudo_bce_weight")
+    schedule_options = {"generate_label_epoch": "epochs", "prototype_interval": "epochs"}
 
-    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo,
-                 word_embeddings: np.ndarray, adjacency: np.ndarray):
-        super().__init__(config, info, word_embeddings, adjacency)
+    def check_options(self) -> None:
         opts = self.options
         if opts.proto_loss_sign not in PROTO_LOSS_SIGNS:
             raise ValueError(f"hst.proto_loss_sign must be one of {PROTO_LOSS_SIGNS}, got "
@@ -63,7 +63,7 @@ class HeterogeneousSemanticTransfer(Method):
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
-        """Script values of METHODS.md Appendix A (reference argument names in comments)."""
+        """Script values of docs/methods/hyperparameters.md, Appendix A (reference argument names in comments)."""
         return ml_collections.ConfigDict({
             "generate_label_epoch": 5,  # e_g, generateLabelEpoch
             # A learnable margin starts at 1.0 whatever its configured value (reference, §7.1,
@@ -72,6 +72,10 @@ class HeterogeneousSemanticTransfer(Method):
             "intra_margin_learnable": True,  # isIntraMarginLearnable
             "inter_margin": 1.0,  # interMargin
             "inter_margin_learnable": True,  # isInterMarginLearnable
+            # BCE(z, t^intra), BCE(z, t^inter): weight 1 in the reference; SATL sets them to 0
+            # when its thresholds replace HST's pseudo labels
+            "intra_pseudo_bce_weight": 1.0,
+            "inter_pseudo_bce_weight": 1.0,
             "intra_bce_weight": 0.1,  # intraBCEWeight: BCE(r^intra, t)
             "cooccurrence_weight": 10.0,  # intraCooccurrenceWeight
             "inter_bce_weight": 0.1,  # interBCEWeight: BCE(r^inter, t)
@@ -82,9 +86,6 @@ class HeterogeneousSemanticTransfer(Method):
             "prototype_interval": 5,  # computePrototypeEpoch: epochs between K-means passes
             "proto_loss_sign": "reference",  # 'reference' mean(1 + tδ) | 'paper' mean(1 - tδ) (§12.3)
         })
-
-    def build_model(self, kwargs: dict[str, Any]) -> nn.Module:
-        return self.network(SharedNetwork(**kwargs))
 
     def network(self, base: nn.Module) -> SemanticTransferNetwork:
         """The HST model around `base` (a SharedNetwork, or a SharedHead for feature maps)."""
@@ -151,12 +152,12 @@ class HeterogeneousSemanticTransfer(Method):
         targets = batch["labels"]  # (B, C)
         prototypes = method_state["prototypes"]  # (C, K, D)
         margins = self.margins(variables["params"])
-        intra_scores = semantic_transfer.hst_intra_scores(output.pair_logits, targets,
+        intra_scores = pseudo_labels.hst_intra_scores(output.pair_logits, targets,
                                                           margins["intra"])  # r^intra (B, C)
-        inter_scores = semantic_transfer.hst_inter_scores(output.semantic, prototypes,
+        inter_scores = pseudo_labels.hst_inter_scores(output.semantic, prototypes,
                                                           margins["inter"])  # r^inter (B, C)
-        intra_targets = semantic_transfer.hst_binary_pseudo_labels(intra_scores, targets)
-        inter_targets = semantic_transfer.hst_binary_pseudo_labels(inter_scores, targets)
+        intra_targets = pseudo_labels.hst_binary_pseudo_labels(intra_scores, targets)
+        inter_targets = pseudo_labels.hst_binary_pseudo_labels(inter_scores, targets)
         pseudo_on = (ctx.epoch >= opts.generate_label_epoch).astype(jnp.float32)
         warmup = losses.warmup_factor(ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
 
@@ -166,13 +167,14 @@ class HeterogeneousSemanticTransfer(Method):
             "inter_bce": losses.partial_bce(output.logits, inter_targets),
             "intra_score_bce": losses.partial_bce(intra_scores, targets),
             "inter_score_bce": losses.partial_bce(inter_scores, targets),
-            "cooccurrence": losses_transfer.pair_asymmetric_loss(output.pair_logits, targets),
-            "contrastive": losses_transfer.contrastive_loss(output.semantic, targets, ctx.rng),
-            "prototype": semantic_transfer.prototype_loss(output.semantic, targets, prototypes,
+            "cooccurrence": cooccurrence_loss.pair_asymmetric_loss(output.pair_logits, targets),
+            "contrastive": contrastive.contrastive_loss(output.semantic, targets, ctx.rng),
+            "prototype": pseudo_labels.prototype_loss(output.semantic, targets, prototypes,
                                                           sign=opts.proto_loss_sign),
         }
         total = (terms["bce"]
-                 + pseudo_on * (terms["intra_bce"] + terms["inter_bce"]
+                 + pseudo_on * (opts.intra_pseudo_bce_weight * terms["intra_bce"]
+                                + opts.inter_pseudo_bce_weight * terms["inter_bce"]
                                 + opts.intra_bce_weight * terms["intra_score_bce"]
                                 + opts.inter_bce_weight * terms["inter_score_bce"]
                                 + opts.prototype_weight * terms["prototype"])

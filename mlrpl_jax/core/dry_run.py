@@ -28,15 +28,21 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mlrpl_jax import optim, parallel
 from mlrpl_jax.config import validate_config
+from mlrpl_jax.core import optim, parallel
+from mlrpl_jax.core.train import (
+    check_workdir,
+    create_train_state,
+    jit_predict,
+    jit_train_step,
+    make_train_step,
+)
 from mlrpl_jax.data.datasets import get_dataset_spec
 from mlrpl_jax.data.label_embeddings import random_embeddings
 from mlrpl_jax.data.label_graph import label_adjacency
 from mlrpl_jax.data.synthetic import SyntheticData, synthetic_data_info
 from mlrpl_jax.methods import get_method_class
 from mlrpl_jax.methods.base import HostContext, Method
-from mlrpl_jax.train import check_workdir, create_train_state, jit_predict, jit_train_step, make_train_step
 
 # Steps per epoch of the step function: only `step // S` and `step % S` depend on it, not the
 # step's work (the papers' COCO epoch has ~10,000 steps).

@@ -18,7 +18,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
-from mlrpl_jax import fault_injection
+from mlrpl_jax.core import fault_injection
 
 BEST_METRIC = "mAP"
 

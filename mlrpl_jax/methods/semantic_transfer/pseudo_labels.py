@@ -1,5 +1,5 @@
 """Pseudo labels of the semantic-transfer methods: SST's intra-/cross-image transfer with a
-positive-feature bank (METHODS.md §6.2, §6.3) and HST's soft scores, binary pseudo labels and
+positive-feature bank (docs/methods/sst.md §6.2, §6.3) and HST's soft scores, binary pseudo labels and
 prototype loss (§7.2, §7.4).
 
 Labels are partial: +1 known positive, -1 known negative, 0 unknown. Threshold comparisons
@@ -10,15 +10,15 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from mlrpl_jax.contrastive import cosine_from_dot_products
 from mlrpl_jax.losses import clip_with_boundary_gradient
-from mlrpl_jax.losses_transfer import cosine_from_dot_products
 from mlrpl_jax.pairs import num_pairs, pairs_to_symmetric
 
 PositiveBank = dict[str, jax.Array]
 
 
 def mean_cooccurrence_with_known_positives(pair_logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """p̄_{b,i} = Σ_j M_{b,ij} [t_{b,j} = 1] / max(1, Σ_j [t_{b,j} = 1]) (METHODS.md §6.2): (B, P), (B, C) -> (B, C).
+    """p̄_{b,i} = Σ_j M_{b,ij} [t_{b,j} = 1] / max(1, Σ_j [t_{b,j} = 1]) (docs/methods/sst.md §6.2): (B, P), (B, C) -> (B, C).
 
     M_b is the symmetric matrix of σ(u_b) with unit diagonal.
     """
@@ -50,7 +50,7 @@ def _sst_threshold(scores: jax.Array, margin: float | jax.Array) -> jax.Array:
 
 
 def sst_intra_pseudo_labels(pair_logits: jax.Array, targets: jax.Array, margin: float | jax.Array) -> jax.Array:
-    """t^intra = t + [t = 0] [p̄ >= m] (none when m >= 1), stop-gradient (METHODS.md §6.2): (B, C)."""
+    """t^intra = t + [t = 0] [p̄ >= m] (none when m >= 1), stop-gradient (docs/methods/sst.md §6.2): (B, C)."""
     scores = mean_cooccurrence_with_known_positives(pair_logits, targets)
     return _add_pseudo_positives(targets, _sst_threshold(scores, margin))
 
@@ -58,7 +58,7 @@ def sst_intra_pseudo_labels(pair_logits: jax.Array, targets: jax.Array, margin: 
 def mean_cosine_to_class_rows(semantic: jax.Array, rows: jax.Array, *, eps: float = 1e-9) -> jax.Array:
     """(1/N) Σ_n cos_eps(s_{b,c}, R_{c,n}): semantic (B, C, D), rows (C, N, D) -> (B, C).
 
-    Zero rows count as similarity 0 and still count in N (METHODS.md §6.3, §7.2).
+    Zero rows count as similarity 0 and still count in N (docs/methods/sst.md §6.3, §7.2).
     """
     semantic = jnp.asarray(semantic)
     rows = jnp.asarray(rows)
@@ -77,14 +77,14 @@ def sst_inter_pseudo_labels(
     semantic: jax.Array, targets: jax.Array, bank_rows: jax.Array, margin: float | jax.Array
 ) -> jax.Array:
     """t^inter = t + [t = 0] [q̄ >= m] (none when m >= 1), q̄ = mean cosine to the class's N bank
-    rows incl. empty ones; stop-gradient (METHODS.md §6.3): (B, C, D), (B, C), (C, N, D) -> (B, C).
+    rows incl. empty ones; stop-gradient (docs/methods/sst.md §6.3): (B, C, D), (B, C), (C, N, D) -> (B, C).
     """
     scores = mean_cosine_to_class_rows(jax.lax.stop_gradient(semantic), bank_rows)
     return _add_pseudo_positives(targets, _sst_threshold(scores, margin))
 
 
 def init_positive_bank(num_classes: int, size: int, dim: int) -> PositiveBank:
-    """Empty SST bank (METHODS.md §6.3): a ring buffer of ``size`` zero rows per class.
+    """Empty SST bank (docs/methods/sst.md §6.3): a ring buffer of ``size`` zero rows per class.
 
     'rows' (C, N, D) float32; 'next_slot' (C,) int32 = slot the next newest row is written to.
     """
@@ -95,7 +95,7 @@ def init_positive_bank(num_classes: int, size: int, dim: int) -> PositiveBank:
 
 
 def positive_bank_update(bank: PositiveBank, semantic: jax.Array, targets: jax.Array) -> PositiveBank:
-    """Makes the batch's known positives of each class its newest rows (METHODS.md §6.3).
+    """Makes the batch's known positives of each class its newest rows (docs/methods/sst.md §6.3).
 
     Equals the reference's per-class prepend-and-truncate: the first positive in batch order is
     the newest row; with more than N positives only the first N of the batch are kept. Features
@@ -123,22 +123,8 @@ def positive_bank_update(bank: PositiveBank, semantic: jax.Array, targets: jax.A
     return {"rows": new_rows, "next_slot": (next_slot + written) % size}
 
 
-def bank_rows_newest_first(bank: PositiveBank) -> jax.Array:
-    """Bank rows (C, N, D) ordered newest first, empty slots last: the reference's layout (§6.3)."""
-    rows, next_slot = bank["rows"], bank["next_slot"]
-    size = rows.shape[1]
-    order = (next_slot[:, None] - 1 - jnp.arange(size, dtype=jnp.int32)[None, :]) % size  # (C, N)
-    return jnp.take_along_axis(rows, order[..., None], axis=1)
-
-
-def positive_bank_from_newest_first(rows: jax.Array) -> PositiveBank:
-    """Bank holding reference-layout rows (C, N, D) (newest first), e.g. an imported bank."""
-    rows = jnp.asarray(rows, jnp.float32)
-    return {"rows": rows[:, ::-1], "next_slot": jnp.zeros((rows.shape[0],), jnp.int32)}
-
-
 def hst_intra_scores(pair_logits: jax.Array, targets: jax.Array, margin: float | jax.Array) -> jax.Array:
-    """r^intra = clip(p̄ - m_intra, 0, 1) for every entry, clamp gradient on [0, 1] (METHODS.md §7.2): (B, C)."""
+    """r^intra = clip(p̄ - m_intra, 0, 1) for every entry, clamp gradient on [0, 1] (docs/methods/hst.md §7.2): (B, C)."""
     scores = mean_cooccurrence_with_known_positives(pair_logits, targets)
     return clip_with_boundary_gradient(scores - margin, 0.0, 1.0)
 
@@ -153,7 +139,7 @@ def hst_inter_scores(semantic: jax.Array, prototypes: jax.Array, margin: float |
 
 
 def hst_binary_pseudo_labels(scores: jax.Array, targets: jax.Array) -> jax.Array:
-    """t̃ = t + [t = 0] [sg(r) > 0] (strict), stop-gradient (METHODS.md §7.2): (B, C)."""
+    """t̃ = t + [t = 0] [sg(r) > 0] (strict), stop-gradient (docs/methods/hst.md §7.2): (B, C)."""
     return _add_pseudo_positives(targets, jax.lax.stop_gradient(scores) > 0)
 
 
@@ -164,7 +150,7 @@ def prototype_loss(
     *,
     sign: Literal["reference", "paper"] = "reference",
 ) -> jax.Array:
-    """HST prototype loss over all B·C entries (METHODS.md §7.4, §12.3).
+    """HST prototype loss over all B·C entries (docs/methods/hst.md §7.4, §12.3).
 
     'reference': mean(1 + t δ) (pushes known positives away from their prototypes);
     'paper': mean(1 - t δ) (1 - δ on positives, 1 + δ on negatives). Unknowns add 1.
@@ -174,11 +160,3 @@ def prototype_loss(
     similarity = mean_cosine_to_class_rows(semantic, jax.lax.stop_gradient(prototypes))  # δ (B, C)
     direction = 1.0 if sign == "reference" else -1.0
     return jnp.mean(1.0 + direction * jnp.asarray(targets, similarity.dtype) * similarity)
-
-
-def co_positive_adjacency(targets: jax.Array) -> jax.Array:
-    """A_{c,i,j} = clip([t_{i,c} = 1] [t_{j,c} = 1] + [i = j], 0, 1): (B, C) -> (C, B, B) (the
-    reference's inter-image adjacency helper, METHODS.md §12.4)."""
-    positive = (jnp.asarray(targets) == 1).T  # (C, B)
-    eye = jnp.eye(positive.shape[1], dtype=bool)
-    return ((positive[:, :, None] & positive[:, None, :]) | eye[None]).astype(jnp.float32)

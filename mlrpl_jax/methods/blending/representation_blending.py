@@ -1,15 +1,15 @@
-"""SARB: semantic-aware representation blending at instance and prototype level (METHODS.md §8).
+"""What SARB and DSRB share: the blend weights, the instance-level blend, the loss and the
+prototype schedule (docs/methods/sarb.md §8, §9.1).
 
-L = BCE(z, t) + λ_con w_e L_con(S, t) + [e >= e_m] (BCE(head(S1), y1) + BCE(head(S2), y2)):
+L = BCE(z, t) + λ_con w_e L_con(S, t) + [e >= e_m] (λ_I BCE(head(S1), y1) + λ_P BCE(head(S2), y2)):
 S1 blends every image with its reversed batch partner where its own label is unknown and the
-partner's a known positive (ILRB, §8.2); S2 blends one unknown class per image towards one of
-K per-class K-means prototypes (PLRB, §8.3). The blend weights α, β are learnable scalars in
-the model's params (top-level leaves "alpha", "beta" next to the network's own), so the
-optimiser and the checkpoint carry them; they stay untouched by Adam before e_m (§10.2) and
-are projected onto [0, 1] after each update (§8.1). The prototypes Π (C, K, D) are method
-state, recomputed by a host hook at epochs e_m, e_m + R, ... (§8.3).
+partner's a known positive (§8.2, the same in both methods); S2 blends unknown classes towards
+class prototypes, which each method defines itself (`prototype_blend`, `compute_prototypes`).
+α, β are params of BlendingNetwork; they stay untouched by Adam before e_m (§10.2) and are
+projected onto [0, 1] after each update (§8.1). The prototypes are method state, recomputed
+by a host hook at epochs e_m, e_m + R, ... (§8.3).
 
-The base network is whatever `build_model` returns, as long as it is called as
+The base network is whatever `base_network` returns, as long as it is called as
 `(x, train) -> NetworkOutput` and has the linen methods `extract(x, train) -> Features` and
 `classify(S) -> logits`: SharedNetwork (images) in training, SharedHead (backbone feature
 maps) in head-only parity tests.
@@ -17,22 +17,21 @@ maps) in head-only parity tests.
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mlrpl_jax import blending, losses
-from mlrpl_jax.data.pipeline import DataInfo
-from mlrpl_jax.losses_transfer import contrastive_loss
+from mlrpl_jax import contrastive, losses
 from mlrpl_jax.methods.base import HostContext, LossAux, Method, PyTree, StepContext
+from mlrpl_jax.methods.blending import blend
+from mlrpl_jax.methods.blending.network import BLEND_PARAMS, BlendingNetwork
 from mlrpl_jax.models.network import Features
-from mlrpl_jax.prototypes import PositiveFeatureCollector
-
-BLEND_PARAMS = ("alpha", "beta")
 
 
 @flax.struct.dataclass
@@ -48,43 +47,23 @@ class BlendingForward:
     batch_stats: PyTree  # BN statistics after the forward
 
 
-def blending_params_from_torch(unused: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The reference's `alpha`, `beta` entries (returned as unused by torch_layout) as our params."""
-    return {name: np.asarray(unused[name], np.float32).reshape(()) for name in BLEND_PARAMS}
+class RepresentationBlending(Method):
+    """Shared base of SARB and DSRB (not selectable itself: it has no `name`)."""
 
+    schedule_options = {"mixup_epoch": "epochs", "recompute_interval": "epochs"}
 
-def network_variables(variables: dict[str, PyTree]) -> dict[str, PyTree]:
-    """Model variables without the blending scalars: what the base network's `apply` takes."""
-    params = {k: v for k, v in variables["params"].items() if k not in BLEND_PARAMS}
-    return {**variables, "params": params}
-
-
-class SARB(Method):
-    """SARB (METHODS.md §8); DSRB (dsrb.py) overrides the prototype-level parts."""
-
-    name = "sarb"
-
-    @classmethod
-    def default_config(cls) -> ml_collections.ConfigDict:
-        """Launch-script values (METHODS.md Appendix A)."""
+    @staticmethod
+    def shared_options() -> ml_collections.ConfigDict:
+        """Options both methods have, with the launch-script values (docs/methods/hyperparameters.md, Appendix A)."""
         section = ml_collections.ConfigDict()
         section.mixup_epoch = 5  # e_m: first blending epoch and first prototype epoch
         section.recompute_interval = 5  # R: prototypes at e_m, e_m + R, e_m + 2R, ...
         section.contrastive_weight = 0.05
-        section.num_prototypes = 10  # K K-means centres per class
         section.alpha_init = 0.5
         section.beta_init = 0.5
         section.learn_alpha = True
         section.learn_beta = True
-        # True reproduces the reference (§12.3): an image without unknown labels blends class 0
-        # with a prototype and relabels it 1 - β although it is known. False skips such images.
-        section.blend_known_when_no_unknown = False
         return section
-
-    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo,
-                 word_embeddings: np.ndarray, adjacency: np.ndarray):
-        super().__init__(config, info, word_embeddings, adjacency)
-        self.check_options()
 
     def check_options(self) -> None:
         opts = self.options
@@ -96,28 +75,25 @@ class SARB(Method):
                 raise ValueError(f"{self.name}.{name} must lie in [0, 1], got {opts[name]}.")
         self.check_prototype_options()
 
+    @abc.abstractmethod
+    def check_prototype_options(self) -> None:
+        """Raises ValueError on prototype options the method cannot use."""
+
     def check_training_labels(self) -> None:
         self.require_known_positive_per_class("prototypes")
 
     def first_full_epoch(self) -> int:
         return self.options.mixup_epoch
 
-    def check_prototype_options(self) -> None:
-        if self.options.num_prototypes < 1:
-            raise ValueError(f"sarb.num_prototypes must be >= 1, got {self.options.num_prototypes}.")
+    def network(self, base: nn.Module) -> BlendingNetwork:
+        return BlendingNetwork(base=base, alpha_init=self.options.alpha_init,
+                               beta_init=self.options.beta_init)
 
-    # ------------------------------------------------------------------ variables and state
+    # ------------------------------------------------------------------ state and parameters
 
-    def init_variables(self, rng: jax.Array, input_shape: tuple[int, ...]) -> dict[str, PyTree]:
-        """The base network's variables plus the scalars α, β (init 0.5) at the top of params."""
-        variables = super().init_variables(rng, input_shape)
-        params = {**variables["params"], "alpha": jnp.float32(self.options.alpha_init),
-                  "beta": jnp.float32(self.options.beta_init)}
-        return {**variables, "params": params}
-
+    @abc.abstractmethod
     def prototype_table_shape(self) -> tuple[int, ...]:
-        """Π (C, K, D)."""
-        return (self.info.num_classes, self.options.num_prototypes, self.config.model.feature_dim)
+        """Shape of the prototype table in the method state."""
 
     def init_method_state(self) -> PyTree:
         """Prototypes (zeros, unused until computed) and the epoch they were computed at (-1: never)."""
@@ -134,38 +110,33 @@ class SARB(Method):
 
     def project_params(self, params: PyTree) -> PyTree:
         """α, β clamped to [0, 1] after each update (§8.1)."""
-        return {**params, **{name: blending.clamp_unit_interval(params[name]) for name in BLEND_PARAMS}}
+        return {**params, **{name: blend.clamp_unit_interval(params[name]) for name in BLEND_PARAMS}}
 
     # ------------------------------------------------------------------ loss
 
     def branch_weights(self) -> tuple[float, float]:
-        """Weights of the instance- and prototype-level BCE terms (SARB: 1, 1)."""
+        """Weights (λ_I, λ_P) of the instance- and prototype-level BCE terms (SARB: 1, 1)."""
         return 1.0, 1.0
 
+    @abc.abstractmethod
     def prototype_blend(self, features: Features, targets: jax.Array, method_state: PyTree,
                         beta: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """PLRB (§8.3): one prototype index κ per step, one unknown class per image -> (S2, y2)."""
-        index_rng, class_rng = jax.random.split(rng)
-        prototypes = blending.sarb_prototypes_for_step(method_state["prototypes"], index_rng)  # (C, D)
-        mask = blending.choose_blend_classes(
-            targets, class_rng, top_k=1, unknown_only=not self.options.blend_known_when_no_unknown)
-        return blending.prototype_blend(features.semantic, targets, prototypes, mask, beta)
+        """Prototype-level blend -> (S2 (B, C, D), y2 (B, C))."""
 
     def forward(self, variables: dict[str, PyTree], method_state: PyTree, batch: dict[str, jax.Array],
                 epoch: jax.Array, rng: jax.Array) -> BlendingForward:
         """Train-mode forward with both blended branches from e_m on (zeros before, §8.1)."""
         targets = batch["labels"]  # (B, C) in {-1, 0, 1}
         alpha, beta = variables["params"]["alpha"], variables["params"]["beta"]
-        net_variables = network_variables(variables)
-        output, updates = self.model.apply(net_variables, batch["image"], train=True,
+        output, updates = self.model.apply(variables, batch["image"], train=True,
                                            mutable=["batch_stats"])
         semantic = output.features.semantic  # (B, C, D)
 
         def classify(blended: jax.Array) -> jax.Array:
-            return self.model.apply(net_variables, blended, method="classify")  # (B, C)
+            return self.model.apply(variables, blended, method="classify")  # (B, C)
 
         def blended_branches() -> tuple[jax.Array, ...]:
-            instance_features, instance_targets = blending.instance_blend(semantic, targets, alpha)
+            instance_features, instance_targets = blend.instance_blend(semantic, targets, alpha)
             prototype_features, prototype_targets = self.prototype_blend(
                 output.features, targets, method_state, beta, rng)
             return (classify(instance_features), instance_targets,
@@ -186,21 +157,17 @@ class SARB(Method):
         contrastive_rng, blend_rng = jax.random.split(ctx.rng)
         out = self.forward(variables, method_state, batch, ctx.epoch, blend_rng)
         bce = losses.partial_bce(out.logits, targets)
-        contrastive = contrastive_loss(out.semantic, targets, contrastive_rng)
+        contrastive_term = contrastive.contrastive_loss(out.semantic, targets, contrastive_rng)
         warmup = losses.warmup_factor(ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
         instance_bce = losses.partial_bce(out.instance_logits, out.instance_targets)
         prototype_bce = losses.partial_bce(out.prototype_logits, out.prototype_targets)
         instance_weight, prototype_weight = self.branch_weights()
-        total = (bce + self.options.contrastive_weight * warmup * contrastive
+        total = (bce + self.options.contrastive_weight * warmup * contrastive_term
                  + instance_weight * instance_bce + prototype_weight * prototype_bce)
-        metrics = {"bce": bce, "contrastive": contrastive, "instance_bce": instance_bce,
+        metrics = {"bce": bce, "contrastive": contrastive_term, "instance_bce": instance_bce,
                    "prototype_bce": prototype_bce, "alpha": variables["params"]["alpha"],
                    "beta": variables["params"]["beta"]}
         return total, LossAux(batch_stats=out.batch_stats, method_state=method_state, metrics=metrics)
-
-    def predict(self, variables: dict[str, PyTree], method_state: PyTree,
-                images: jax.Array) -> jax.Array:
-        return self.model.apply(network_variables(variables), images, train=False).logits
 
     # ------------------------------------------------------------------ prototypes (host)
 
@@ -214,19 +181,9 @@ class SARB(Method):
             return False
         return prototype_epoch < 0 or (epoch - self.options.mixup_epoch) % self.options.recompute_interval == 0
 
-    def prototype_features(self, variables: dict[str, PyTree], method_state: PyTree,
-                           images: jax.Array) -> dict[str, jax.Array]:
-        """Inference-mode outputs the prototype pass needs: semantic features S (B, C, D)."""
-        features = self.model.apply(network_variables(variables), images, train=False, method="extract")
-        return {"semantic": features.semantic}
-
+    @abc.abstractmethod
     def compute_prototypes(self, state: Any, epoch: int, host: HostContext) -> np.ndarray:
-        """Π (C, K, D): per-class K-means of the known positives' features of one pass (§8.3)."""
-        collector = PositiveFeatureCollector(self.info.num_classes, self.config.model.feature_dim)
-        for outputs, labels in host.inference_pass(state, self.prototype_features, epoch):
-            collector.add(outputs["semantic"], labels)
-        seed = int(np.random.SeedSequence([self.config.seed, epoch]).generate_state(1)[0])
-        return collector.kmeans(self.options.num_prototypes, seed)
+        """The prototype table of `epoch`, from an inference-mode pass over the training data."""
 
     def on_epoch_start(self, state: Any, epoch: int, host: HostContext) -> Any:
         prototype_epoch = int(jax.device_get(state.method_state["prototype_epoch"]))

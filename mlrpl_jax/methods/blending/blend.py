@@ -1,4 +1,4 @@
-"""Representation blending of SARB and DSRB in vector form (METHODS.md §8.2, §8.3, §9.1-9.2).
+"""Representation blending of SARB and DSRB in vector form (docs/methods/sarb.md §8.2, §8.3, §9.1-9.2).
 
 Pure ``jnp`` building blocks with static shapes: instance-level blending with the reversed
 batch (ILRB, equal to DSRB's IPRB), choice of the blended classes by masked noise, blending
@@ -13,12 +13,12 @@ NUM_QUADRANTS = 4
 
 
 def batch_partners(x: jax.Array) -> jax.Array:
-    """The partner of image b is image b' = B - 1 - b: the batch axis reversed (METHODS.md §8.2)."""
+    """The partner of image b is image b' = B - 1 - b: the batch axis reversed (docs/methods/sarb.md §8.2)."""
     return jnp.flip(x, axis=0)
 
 
 def label_mixing_matrix(label1: jax.Array, label2: jax.Array, alpha: float | jax.Array) -> jax.Array:
-    """Λ = alpha where label1 = 0 and label2 = +1, else 1; same shape as label1 (METHODS.md §8.2).
+    """Λ = alpha where label1 = 0 and label2 = +1, else 1; same shape as label1 (docs/methods/sarb.md §8.2).
 
     Differentiable in alpha (gradient 1 on the selected entries).
     """
@@ -29,12 +29,6 @@ def label_mixing_matrix(label1: jax.Array, label2: jax.Array, alpha: float | jax
     return jnp.where(selected, alpha.astype(dtype), jnp.ones((), dtype))
 
 
-def mix_labels(label1: jax.Array, label2: jax.Array, alpha: float | jax.Array) -> jax.Array:
-    """Λ label1 + (1 - Λ) label2 with Λ = label_mixing_matrix(label1, label2, alpha) (METHODS.md §8.2)."""
-    matrix = label_mixing_matrix(label1, label2, alpha)
-    return matrix * label1 + (1.0 - matrix) * label2
-
-
 def instance_blend_coefficients(targets: jax.Array, alpha: float | jax.Array) -> jax.Array:
     """Λ (B, C) of ILRB: alpha where t_{b,c} = 0 and t_{b',c} = +1 with b' = B - 1 - b, else 1 (§8.2)."""
     return label_mixing_matrix(targets, batch_partners(targets), alpha)
@@ -43,7 +37,7 @@ def instance_blend_coefficients(targets: jax.Array, alpha: float | jax.Array) ->
 def instance_blend(
     semantic: jax.Array, targets: jax.Array, alpha: float | jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """ILRB (METHODS.md §8.2), also DSRB's IPRB (§9.1): blend every image with its reversed partner.
+    """ILRB (docs/methods/sarb.md §8.2), also DSRB's IPRB (§9.1): blend every image with its reversed partner.
 
     s1 = Λ s + (1 - Λ) s_{b'} and y1 = Λ t + (1 - Λ) t_{b'}; gradients reach both images'
     features and alpha (through features and targets). Returns (s1 (B, C, D), y1 (B, C)).
@@ -88,7 +82,7 @@ def prototype_blend(
     class_mask: jax.Array,
     beta: float | jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
-    """PLRB (METHODS.md §8.3) and DSRB's PPRB in vector form (§9.2).
+    """PLRB (docs/methods/sarb.md §8.3) and DSRB's PPRB in vector form (§9.2).
 
     s2 = μ (β s + (1 - β) ψ) + (1 - μ) s and y2 = (1 - μ) t + μ (1 - β), with μ = class_mask
     (B, C) and ψ = prototypes_for_entry, (B, C, D) or broadcastable, e.g. SARB's (C, D).
@@ -105,13 +99,13 @@ def prototype_blend(
 
 
 def sarb_prototypes_for_step(prototypes: jax.Array, rng: jax.Array) -> jax.Array:
-    """Π[:, κ] (C, D) for one κ ~ U{0..K-1} shared by all classes and images (METHODS.md §8.3)."""
+    """Π[:, κ] (C, D) for one κ ~ U{0..K-1} shared by all classes and images (docs/methods/sarb.md §8.3)."""
     index = jax.random.randint(rng, (), 0, prototypes.shape[1])
     return jnp.take(prototypes, index, axis=1)
 
 
 def peak_quadrants(attention: jax.Array, reduced: jax.Array, grid: tuple[int, int]) -> jax.Array:
-    """Quadrant q = 2 [row >= h // 2] + [col >= w // 2] of the peak of G = Σ_d Φ (METHODS.md §9.1.1).
+    """Quadrant q = 2 [row >= h // 2] + [col >= w // 2] of the peak of G = Σ_d Φ (docs/methods/dsrb.md §9.1.1).
 
     G_{b,h,c} = α_{b,h,c} Σ_d f_{b,h,d} (exact, §4.8.2), so the (B, HW, C, D) map Φ is never
     built. The row is the argmax over rows of the row maxima, the column the argmax over
@@ -136,7 +130,7 @@ def other_quadrants(quadrants: jax.Array, rng: jax.Array) -> jax.Array:
 
 
 def dsrb_prototypes_for_entries(quadrant_prototypes: jax.Array, quadrants: jax.Array) -> jax.Array:
-    """ψ_{c, q'_{b,c}} (B, C, D) from the table ψ (C, 4, D) by a one-hot gather (METHODS.md §9.2)."""
+    """ψ_{c, q'_{b,c}} (B, C, D) from the table ψ (C, 4, D) by a one-hot gather (docs/methods/dsrb.md §9.2)."""
     selector = jax.nn.one_hot(quadrants, NUM_QUADRANTS, dtype=quadrant_prototypes.dtype)  # (B, C, 4)
     return jnp.einsum(
         "bcq,cqd->bcd", selector, quadrant_prototypes, precision=jax.lax.Precision.HIGHEST
@@ -144,5 +138,5 @@ def dsrb_prototypes_for_entries(quadrant_prototypes: jax.Array, quadrants: jax.A
 
 
 def clamp_unit_interval(x: jax.Array) -> jax.Array:
-    """Projection of α and β onto [0, 1], applied outside autograd after updates (METHODS.md §8.1)."""
+    """Projection of α and β onto [0, 1], applied outside autograd after updates (docs/methods/sarb.md §8.1)."""
     return jnp.clip(x, 0.0, 1.0)

@@ -1,4 +1,4 @@
-"""Pairwise co-occurrence head of SST/HST (METHODS.md §4.6), computed with the exact
+"""Pairwise co-occurrence head of SST/HST (docs/methods/network.md §4.6), computed with the exact
 re-association of §4.8.3.
 
 Reference:  q_c = W1 s_c + b1;  rho_k = ReLU(W2 [q_i ; q_j] + b2);  u_k = nu_k . (W3' rho_k + b3') + lambda_k
@@ -6,13 +6,11 @@ Here:       rho_k = ReLU(L_i + R_j + b2) with L = W2^L q, R = W2^R q per class (
             u_k = (W3'^T nu_k) . rho_k + (nu_k . b3' + lambda_k),
 so neither the (B, P, 2 D_a) pair concatenation nor the (B, P, H) x (H, H) product is formed.
 """
-from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mlrpl_jax.models.initializers import LinearParams, element_wise_init
 from mlrpl_jax.pairs import num_pairs, pair_indices
@@ -74,37 +72,3 @@ class CooccurrenceHead(nn.Module):
         folded_weight = pair_weight @ output_kernel.T  # W3'^T nu_k per pair, (P, H)
         folded_bias = pair_weight @ output_bias + pair_bias  # nu_k . b3' + lambda_k, (P,)
         return jnp.einsum("bph,ph->bp", pair_hidden, folded_weight.astype(dtype)) + folded_bias.astype(dtype)  # u (B, P)
-
-
-_TORCH_TO_FLAX = {
-    "intra_fc_1": "class_projection",
-    "intra_fc_2": "pair_hidden",
-    "intra_fc_3": "pair_output",
-}
-
-
-def cooccurrence_variables_from_torch(state_dict: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """Reference 'intra_*' state-dict entries -> CooccurrenceHead params (METHODS.md App. B).
-
-    Linear weights (out, in) become kernels (in, out); the per-pair classifier keeps (P, H).
-    Other keys of ``state_dict`` are ignored; the result goes under ``{'params': ...}``.
-    """
-    required = [f"{name}.{kind}" for name in (*_TORCH_TO_FLAX, "intra_classifiers") for kind in ("weight", "bias")]
-    missing = [key for key in required if key not in state_dict]
-    if missing:
-        raise KeyError(
-            f"State dict lacks the co-occurrence head entries {missing}; pass the SST/HST model's "
-            "state dict with wrapper prefixes such as 'module.' stripped."
-        )
-
-    def array(key: str) -> np.ndarray:
-        return np.asarray(state_dict[key], dtype=np.float32)
-
-    params = {}
-    for torch_name, flax_name in _TORCH_TO_FLAX.items():
-        weight = array(f"{torch_name}.weight")
-        if weight.ndim != 2:
-            raise ValueError(f"torch key '{torch_name}.weight': expected a Linear weight (out, in), got {weight.shape}")
-        params[flax_name] = {"kernel": np.ascontiguousarray(weight.T), "bias": array(f"{torch_name}.bias")}
-    params["pair_classifiers"] = {"kernel": array("intra_classifiers.weight"), "bias": array("intra_classifiers.bias")}
-    return params

@@ -1,0 +1,1 @@
+"""SATL: category-specific thresholds learned from score histograms (docs/methods/satl.md)."""
