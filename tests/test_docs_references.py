@@ -11,8 +11,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SPEC = ROOT / "docs" / "methods"
 CITING = [*ROOT.glob("mlrpl_jax/**/*.py"), *ROOT.glob("configs/*.py"), *ROOT.glob("benchmarks/*.py"),
-          *ROOT.glob("tests/*.py"), *ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("docs/**/*.md"),
-          ROOT / "README.md", ROOT / "launch" / "README.md"]
+          *ROOT.glob("tests/*.py"), *ROOT.glob("notebooks/*"), *ROOT.glob("docs/**/*.md"),
+          *ROOT.glob("launch/*"), ROOT / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml"]
 # "file.md §4.3" (any path prefix) and "file.md, Appendix A"
 SECTION_REFERENCE = re.compile(r"([a-z_]+\.md) §\s?(\d+(?:\.\d+)*)")
 HEADING = re.compile(r"^#+\s+(?:Appendix\s+)?(\d+(?:\.\d+)*|[AB])\b", re.M)

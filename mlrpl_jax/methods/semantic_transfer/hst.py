@@ -17,11 +17,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from mlrpl_jax import contrastive, losses
+from mlrpl_jax import losses
 from mlrpl_jax.class_prototypes import PositiveFeatureCollector
 from mlrpl_jax.methods.base import HostContext, LossAux, Method, PyTree, StepContext
-from mlrpl_jax.methods.semantic_transfer import cooccurrence_loss, pseudo_labels
-from mlrpl_jax.methods.semantic_transfer.diagnostics import transfer_metrics
+from mlrpl_jax.methods.semantic_transfer import pseudo_labels
+from mlrpl_jax.methods.semantic_transfer.loss_terms import shared_loss_terms, transfer_metrics
 from mlrpl_jax.methods.semantic_transfer.network import SemanticTransferNetwork
 
 MARGINS = ("intra", "inter")
@@ -153,24 +153,20 @@ class HeterogeneousSemanticTransfer(Method):
         prototypes = method_state["prototypes"]  # (C, K, D)
         margins = self.margins(variables["params"])
         intra_scores = pseudo_labels.hst_intra_scores(output.pair_logits, targets,
-                                                          margins["intra"])  # r^intra (B, C)
+                                                      margins["intra"])  # r^intra (B, C)
         inter_scores = pseudo_labels.hst_inter_scores(output.semantic, prototypes,
-                                                          margins["inter"])  # r^inter (B, C)
+                                                      margins["inter"])  # r^inter (B, C)
         intra_targets = pseudo_labels.hst_binary_pseudo_labels(intra_scores, targets)
         inter_targets = pseudo_labels.hst_binary_pseudo_labels(inter_scores, targets)
         pseudo_on = (ctx.epoch >= opts.generate_label_epoch).astype(jnp.float32)
         warmup = losses.warmup_factor(ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
 
         terms = {
-            "bce": losses.partial_bce(output.logits, targets),
-            "intra_bce": losses.partial_bce(output.logits, intra_targets),
-            "inter_bce": losses.partial_bce(output.logits, inter_targets),
+            **shared_loss_terms(output, targets, intra_targets, inter_targets, ctx.rng),
             "intra_score_bce": losses.partial_bce(intra_scores, targets),
             "inter_score_bce": losses.partial_bce(inter_scores, targets),
-            "cooccurrence": cooccurrence_loss.pair_asymmetric_loss(output.pair_logits, targets),
-            "contrastive": contrastive.contrastive_loss(output.semantic, targets, ctx.rng),
             "prototype": pseudo_labels.prototype_loss(output.semantic, targets, prototypes,
-                                                          sign=opts.proto_loss_sign),
+                                                      sign=opts.proto_loss_sign),
         }
         total = (terms["bce"]
                  + pseudo_on * (opts.intra_pseudo_bce_weight * terms["intra_bce"]

@@ -15,11 +15,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mlrpl_jax import contrastive, losses
+from mlrpl_jax import losses
 from mlrpl_jax.data.info import DataInfo
 from mlrpl_jax.methods.base import LossAux, Method, PyTree, StepContext
-from mlrpl_jax.methods.semantic_transfer import cooccurrence_loss, pseudo_labels
-from mlrpl_jax.methods.semantic_transfer.diagnostics import transfer_metrics
+from mlrpl_jax.methods.semantic_transfer import pseudo_labels
+from mlrpl_jax.methods.semantic_transfer.loss_terms import shared_loss_terms, transfer_metrics
 from mlrpl_jax.methods.semantic_transfer.network import SemanticTransferNetwork
 
 
@@ -108,13 +108,7 @@ class StructuredSemanticTransfer(Method):
         pseudo_on = (ctx.epoch >= opts.generate_label_epoch).astype(jnp.float32)
         warmup = losses.warmup_factor(ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
 
-        terms = {
-            "bce": losses.partial_bce(output.logits, targets),
-            "intra_bce": losses.partial_bce(output.logits, intra_targets),
-            "inter_bce": losses.partial_bce(output.logits, inter_targets),
-            "cooccurrence": cooccurrence_loss.pair_asymmetric_loss(output.pair_logits, targets),
-            "contrastive": contrastive.contrastive_loss(output.semantic, targets, ctx.rng),
-        }
+        terms = shared_loss_terms(output, targets, intra_targets, inter_targets, ctx.rng)
         total = (terms["bce"]
                  + pseudo_on * (opts.intra_bce_weight * terms["intra_bce"]
                                 + opts.inter_bce_weight * terms["inter_bce"])

@@ -1,8 +1,26 @@
-"""What the SST/HST pseudo labels do in a batch: logged counts whose ratios over a logging
-window are the pseudo labels' precision and recall against the hidden complete labels."""
+"""What SST and HST compute alike: the loss terms both weigh (docs/methods/sst.md §6.5,
+hst.md §7.4) and the logged pseudo-label counts, whose ratios over a logging window are the
+pseudo labels' precision and recall against the hidden complete labels."""
 
 import jax
 import jax.numpy as jnp
+
+from mlrpl_jax import contrastive, losses
+from mlrpl_jax.methods.semantic_transfer import cooccurrence_loss
+from mlrpl_jax.methods.semantic_transfer.network import SemanticTransferOutput
+
+
+def shared_loss_terms(output: SemanticTransferOutput, targets: jax.Array, intra_targets: jax.Array,
+                      inter_targets: jax.Array, rng: jax.Array) -> dict[str, jax.Array]:
+    """Unweighted scalars: BCE of the logits on the known labels t and on each pseudo-label set
+    (B, C), the pair co-occurrence loss L_cooc (§5.2) and the contrastive loss L_con (§5.3)."""
+    return {
+        "bce": losses.partial_bce(output.logits, targets),
+        "intra_bce": losses.partial_bce(output.logits, intra_targets),
+        "inter_bce": losses.partial_bce(output.logits, inter_targets),
+        "cooccurrence": cooccurrence_loss.pair_asymmetric_loss(output.pair_logits, targets),
+        "contrastive": contrastive.contrastive_loss(output.semantic, targets, rng),
+    }
 
 
 def transfer_metrics(terms: dict[str, jax.Array], margins: dict[str, jax.Array],
