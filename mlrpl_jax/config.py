@@ -15,6 +15,7 @@ import ml_collections
 
 from mlrpl_jax import methods
 from mlrpl_jax.data.preprocessing import TRAIN_AUGMENTATIONS
+from mlrpl_jax.models.convolution import CONV_IMPLS
 from mlrpl_jax.models.network import BACKBONES
 
 
@@ -67,6 +68,12 @@ def base_config() -> ml_collections.ConfigDict:
     # .npz from mlrpl_jax.tools.import_weights for the backbone; '' = from scratch
     config.model.pretrained = ""
     config.model.dtype = "float32"
+    # Backbone convolutions (models/convolution.py): 'auto' = 1x1 as one matrix product on CPU,
+    # XLA's convolution otherwise and on GPU/TPU | 'xla' | 'dot' (1x1 as products everywhere).
+    config.model.conv_impl = "auto"
+    # Operands of the frozen backbone's convolutions: 'float32' (= model.dtype) | 'bfloat16'
+    # (f32 parameters, accumulation and elementwise ops; docs/performance.md for its error).
+    config.model.frozen_dtype = "float32"
 
     config.optim = ml_collections.ConfigDict()
     config.optim.name = "adam"
@@ -290,3 +297,9 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
                           f"{config.model.backbone!r}")
     if config.model.dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"model.dtype must be 'float32' or 'bfloat16', got {config.model.dtype!r}")
+    if config.model.conv_impl not in CONV_IMPLS:
+        raise ConfigError(f"model.conv_impl must be one of {', '.join(CONV_IMPLS)} "
+                          f"(mlrpl_jax/models/convolution.py), got {config.model.conv_impl!r}")
+    if config.model.frozen_dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"model.frozen_dtype must be 'float32' or 'bfloat16', got "
+                          f"{config.model.frozen_dtype!r}")

@@ -243,4 +243,5 @@ def network_kwargs(config: ml_collections.ConfigDict, num_classes: int,
                 freeze_early_stages=model.freeze_early_stages,
                 feature_dim=model.feature_dim, attention_dim=model.attention_dim,
                 output_dim=model.output_dim, ggnn_steps=model.ggnn_steps,
-                dtype=jnp.dtype(model.dtype))
+                dtype=jnp.dtype(model.dtype), conv_impl=model.conv_impl,
+                frozen_dtype=jnp.bfloat16 if model.frozen_dtype == "bfloat16" else None)

@@ -15,6 +15,7 @@ mlrpl_jax.data.preprocessing.normalize); the first op maps them to what the TF l
 trained on, (255 x - 127) / 128 with x in [0, 1]. Output: the 1280-channel map after the head
 conv + BN + ReLU6, stride 32: (B, H, W, 3) -> (B, H/32, W/32, 1280).
 """
+import functools
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -24,6 +25,7 @@ import numpy as np
 
 from mlrpl_jax.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from mlrpl_jax.models.batch_norm import TorchBatchNorm
+from mlrpl_jax.models.convolution import Conv
 from mlrpl_jax.models.initializers import kaiming_normal_fan_out
 
 STEM_FEATURES = 32
@@ -73,18 +75,12 @@ NUM_FROZEN_BLOCKS = sum(stage[-1] for stage in LITE0_STAGES[:NUM_FROZEN_STAGES])
 FROZEN_BACKBONE_MODULES = ("stem_conv", "stem_bn", *(f"block{i}" for i in range(NUM_FROZEN_BLOCKS)))
 
 
-def _conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
-    return nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding="SAME",
-        use_bias=False,
-        kernel_init=kaiming_normal_fan_out,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        name=name,
-    )
+def _conv(features: int, kernel: int, stride: int, name: str, *, dtype: Any, impl: str,
+          operand_dtype: Any) -> Conv:
+    """The port's conv: no bias, TF 'SAME' padding."""
+    return Conv(features, kernel, stride, padding="SAME", use_bias=False,
+                kernel_init=kaiming_normal_fan_out, impl=impl, dtype=dtype,
+                operand_dtype=operand_dtype, name=name)
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -133,22 +129,28 @@ class MBConvBlock(nn.Module):
 
     The expansion exists when expand_ratio != 1; the identity skip when stride 1 and in == out
     channels (no drop-connect: it is off at inference and we do not use it in training).
+    The 1x1 convolutions use conv_impl (models/convolution.py) with operands in operand_dtype
+    (None: dtype), accumulated in dtype; the depthwise conv is elementwise, always in dtype.
     """
 
     spec: BlockSpec
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
+    operand_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         spec, use_running_average = self.spec, not train
+        conv = functools.partial(_conv, dtype=self.dtype, impl=self.conv_impl,
+                                 operand_dtype=self.operand_dtype)
         hidden = spec.in_features * spec.expand_ratio
         y = x
         if spec.expand_ratio != 1:
-            y = _conv(hidden, 1, 1, self.dtype, "expand_conv")(y)
+            y = conv(hidden, 1, 1, "expand_conv")(y)
             y = jax.nn.relu6(_batch_norm(self.dtype, "expand_bn")(y, use_running_average))
         y = DepthwiseConv(spec.kernel, spec.stride, dtype=self.dtype, name="depthwise_conv")(y)
         y = jax.nn.relu6(_batch_norm(self.dtype, "depthwise_bn")(y, use_running_average))
-        y = _conv(spec.out_features, 1, 1, self.dtype, "project_conv")(y)
+        y = conv(spec.out_features, 1, 1, "project_conv")(y)
         y = _batch_norm(self.dtype, "project_bn")(y, use_running_average)
         if spec.stride == 1 and spec.in_features == spec.out_features:
             y = y + x
@@ -166,24 +168,33 @@ class EfficientNetLite0(nn.Module):
 
     With freeze_early_stages, the stem and blocks 0-10 (stages 1-5) always run inference-mode
     BN and get no gradient (stop_gradient on the output of block 10); blocks 11-15 and the head
-    conv use batch statistics when train=True. Without it every layer trains.
+    conv use batch statistics when train=True. Without it every layer trains. Convolutions use
+    conv_impl (models/convolution.py); those of the frozen part take their operands in
+    frozen_dtype (e.g. bfloat16; None: dtype), accumulated in dtype.
     """
 
     freeze_early_stages: bool = True
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
+    frozen_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         frozen = self.freeze_early_stages
         x = lite_input(x.astype(jnp.float32)).astype(self.dtype)
-        x = _conv(STEM_FEATURES, 3, 2, self.dtype, "stem_conv")(x)
+        frozen_dtype = self.frozen_dtype if frozen else None
+        x = _conv(STEM_FEATURES, 3, 2, "stem_conv", dtype=self.dtype, impl=self.conv_impl,
+                  operand_dtype=frozen_dtype)(x)
         x = jax.nn.relu6(_batch_norm(self.dtype, "stem_bn")(x, not (train and not frozen)))
         for i, spec in enumerate(lite0_blocks()):
-            block_trains = train and (i >= NUM_FROZEN_BLOCKS or not frozen)
-            x = MBConvBlock(spec, dtype=self.dtype, name=f"block{i}")(x, block_trains)
+            block_frozen = i < NUM_FROZEN_BLOCKS and frozen
+            x = MBConvBlock(spec, dtype=self.dtype, conv_impl=self.conv_impl,
+                            operand_dtype=frozen_dtype if block_frozen else None,
+                            name=f"block{i}")(x, train and not block_frozen)
             if i == NUM_FROZEN_BLOCKS - 1 and frozen:
                 x = jax.lax.stop_gradient(x)
-        x = _conv(HEAD_FEATURES, 1, 1, self.dtype, "head_conv")(x)
+        x = _conv(HEAD_FEATURES, 1, 1, "head_conv", dtype=self.dtype, impl=self.conv_impl,
+                  operand_dtype=None)(x)
         return jax.nn.relu6(_batch_norm(self.dtype, "head_bn")(x, not train))
 
 

@@ -127,7 +127,8 @@ class SharedNetwork(nn.Module):
     """Backbone ('backbone') followed by the SharedHead ('head'): images (B, H, W, 3) -> logits.
 
     backbone_name 'resnet' is the torchvision-layout ResNet (depth, width, extra_pool apply);
-    'efficientnet_lite0' is EfficientNet-Lite0 (those three are ignored).
+    'efficientnet_lite0' is EfficientNet-Lite0 (those three are ignored). The backbone's
+    convolutions use conv_impl, its frozen part's conv operands frozen_dtype (models/convolution.py).
     """
 
     num_classes: int
@@ -143,15 +144,19 @@ class SharedNetwork(nn.Module):
     output_dim: int = 1024
     ggnn_steps: int = 3
     dtype: Any = jnp.float32
+    conv_impl: str = "auto"
+    frozen_dtype: Any = None
 
     def setup(self) -> None:
         frozen_backbone_modules(self.backbone_name)  # validates the name
         if self.backbone_name == "efficientnet_lite0":
             self.backbone = efficientnet_lite.EfficientNetLite0(
-                freeze_early_stages=self.freeze_early_stages, dtype=self.dtype)
+                freeze_early_stages=self.freeze_early_stages, dtype=self.dtype,
+                conv_impl=self.conv_impl, frozen_dtype=self.frozen_dtype)
         else:
             self.backbone = ResNet(depth=self.depth, width=self.width, extra_pool=self.extra_pool,
-                                   freeze_early_stages=self.freeze_early_stages, dtype=self.dtype)
+                                   freeze_early_stages=self.freeze_early_stages, dtype=self.dtype,
+                                   conv_impl=self.conv_impl, frozen_dtype=self.frozen_dtype)
         self.head = SharedHead(
             num_classes=self.num_classes,
             word_embeddings=self.word_embeddings,
