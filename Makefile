@@ -22,7 +22,7 @@ DIAGNOSTICS := $(DIAGNOSTICS),satl/negative_precision,satl/negative_recall
 export JAX_COMPILATION_CACHE_DIR ?= $(HOME)/.cache/mlrpl_jax/jax_compilation_cache
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
 
-.PHONY: install demo benchmark test bench clean
+.PHONY: install demo benchmark test bench benchmark-step clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,22 @@ test: install
 
 bench: install
 	$(PY) benchmarks/train_step.py --config=configs/baseline_digits.py
+
+# Every method at the paper configuration (ResNet-101, 448², batch 8, COCO's 80 classes): train
+# step and inference forward, each in its own process (its own peak RSS), for each convolution
+# variant conv_impl:frozen_dtype side by side; lines go to benchmarks/results/train_step.jsonl
+# (docs/performance.md). Narrow it with e.g. STEP_METHODS="sst sarb" STEP_VARIANTS=dot:float32.
+STEP_METHODS ?= baseline sst hst sarb dsrb satl
+STEP_VARIANTS ?= xla:float32 dot:float32 dot:bfloat16
+STEP_STEPS ?= 3
+benchmark-step: install
+	for method in $(STEP_METHODS); do for variant in $(STEP_VARIANTS); do \
+	  for mode in train_step eval_forward; do \
+	    JAX_ENABLE_COMPILATION_CACHE=false $(PY) benchmarks/train_step.py \
+	      --config=configs/$${method}_coco.py --mode=$$mode \
+	      --steps=$(STEP_STEPS) --config.model.conv_impl=$${variant%%:*} \
+	      --config.model.frozen_dtype=$${variant##*:} || exit 1; \
+	done; done; done
 
 clean:
 	rm -rf $(VENV) workdirs

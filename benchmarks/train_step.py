@@ -1,15 +1,24 @@
-"""Benchmark of the jitted train step (and inference step) on synthetic input.
+"""Benchmark of the jitted train step or the inference forward on synthetic input.
 
     python benchmarks/train_step.py --config=configs/baseline_digits.py
-    python benchmarks/train_step.py --config=configs/baseline_coco.py   # the paper shape: ResNet-101, 448², B=8, C=80
+    python benchmarks/train_step.py --config=configs/sst_coco.py --steps=3   # paper shape: ResNet-101, 448², B=8, C=80
+    python benchmarks/train_step.py --config=configs/sst_coco.py --mode=eval_forward --config.model.conv_impl=xla
     python benchmarks/train_step.py --config=configs/baseline_digits.py --devices=1,2,4,8
+    make benchmark-step   # every method at the paper configuration, conv_impl xla / dot, frozen bf16
 
 Prints one JSON line per measured configuration and appends it to
-benchmarks/results/train_step.jsonl: compile time, median step time, images/s, inference
-step time, peak memory (device allocator peak where the backend reports it, else the
-process's peak RSS), device kind and count. The measurement is the dry run's
-(mlrpl_jax/core/dry_run.py: synthetic input, random weights, the method's host hooks once), so no
-data needs preparing; the class count is the config's dataset's unless --num_classes.
+benchmarks/results/train_step.jsonl. --mode=train_step (default) is the dry run's measurement
+(mlrpl_jax/core/dry_run.py: synthetic input, random weights, the method's host hooks once):
+compile time, median step time, images/s, one inference step, peak memory (device allocator
+peak where the backend reports it, else the process's peak RSS), device kind and count.
+--mode=eval_forward times only the inference forward (`steps` calls after one warm-up), so that
+its peak RSS is the forward's alone. The class count is the config's dataset's unless
+--num_classes.
+
+Every line also carries the reference PyTorch harness's keys, so both land in one table:
+impl ('mlrpl_jax'), model (the method), mode, image_size, batch, threads, warmup, steps,
+median_s, times_s (seconds per step) and peak_rss_mb (the process's peak RSS, MiB; one process
+per line gives each mode its own peak), plus the load average before and after.
 
 `--devices` measures the same global batch on meshes over the first N devices, one line per
 N (default: all devices). On a CPU with simulated devices
@@ -22,15 +31,25 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import statistics
+import time
+from typing import Any
 
 import jax
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from mlrpl_jax.core import dry_run, parallel
+from mlrpl_jax.core import dry_run, optim, parallel
+from mlrpl_jax.core.train import create_train_state, jit_predict
+
+MODES = ("train_step", "eval_forward")
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file to benchmark.",
                                           lock_config=True)
+_MODE = flags.DEFINE_enum("mode", "train_step", MODES, "What to time: the train step (with the "
+                          "dry run's hooks and one inference step) or only the inference forward.")
 _DEVICES = flags.DEFINE_list("devices", [], "Device counts to measure, e.g. 1,2,4,8: the mesh "
                              "over the first N devices of jax.devices() (default: all).")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 0, "Classes (0: the config's dataset's).")
@@ -41,18 +60,64 @@ _OUTPUT = flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), 
                                                      "train_step.jsonl"), "JSONL file to append to.")
 
 
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_eval_forward(plan: dry_run.DryRunPlan, mesh: jax.sharding.Mesh, steps: int) -> dict[str, Any]:
+    """Compile, one warm-up call and `steps` timed calls of the jitted inference forward."""
+    config = plan.config
+    state = create_train_state(plan.method, optim.build_optimizer(config.optim, dry_run.STEPS_PER_EPOCH),
+                               config)
+    state = parallel.replicate(state, mesh)
+    rows = plan.eval_images_shape[0] // jax.process_count()
+    images = parallel.to_global({"image": np.random.default_rng(0).standard_normal(
+        (rows, *plan.eval_images_shape[1:]), dtype=np.float32)}, mesh)["image"]
+    start = time.perf_counter()
+    predict = jit_predict(plan.method, mesh).lower(state, images).compile()
+    compile_s = time.perf_counter() - start
+    jax.block_until_ready(predict(state, images))
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        jax.block_until_ready(predict(state, images))
+        times.append(time.perf_counter() - start)
+    return {"devices": mesh.devices.size, "device_kind": jax.devices()[0].device_kind,
+            "platform": jax.default_backend(), "compile_s": round(compile_s, 3),
+            "warmup": 1, "times_s": [round(t, 4) for t in times]}
+
+
+def harness_fields(plan: dry_run.DryRunPlan, mode: str, result: dict[str, Any]) -> dict[str, Any]:
+    """The reference harness's keys (impl, model, mode, ..., peak_rss_mb) for one measurement."""
+    times = result["times_s"] if mode == "eval_forward" else result["step_s_all"]
+    shape = plan.train_images_shape if mode == "train_step" else plan.eval_images_shape
+    return {"impl": "mlrpl_jax", "model": plan.config.method, "mode": mode, "image_size": shape[1],
+            "batch": shape[0], "threads": len(os.sched_getaffinity(0)),
+            "warmup": result.get("warmup", 0), "steps": len(times),
+            "median_s": round(statistics.median(times), 4), "times_s": times,
+            "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
 def main(argv: list[str]) -> None:
     del argv
+    load_before = list(os.getloadavg())
     plan = dry_run.make_plan(_CONFIG.value, num_classes=_NUM_CLASSES.value or None,
                              epoch=_START_EPOCH.value)
     device_counts = [int(n) for n in _DEVICES.value] or [jax.device_count()]
     if not all(0 < n <= jax.device_count() for n in device_counts):
         raise app.UsageError(f"--devices={_DEVICES.value}: counts must lie in 1..{jax.device_count()}")
     os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
+    model = plan.config.model
     for num_devices in device_counts:
         mesh = parallel.create_mesh(jax.devices()[:num_devices])
-        line = json.dumps({"benchmark": "train_step", **plan.summary(), "steps": _STEPS.value,
-                           **dry_run.measure(plan, mesh, _STEPS.value)})
+        if _MODE.value == "train_step":
+            result = dry_run.measure(plan, mesh, _STEPS.value)
+        else:
+            result = measure_eval_forward(plan, mesh, _STEPS.value)
+        line = json.dumps({"benchmark": "train_step", **plan.summary(), "conv_impl": model.conv_impl,
+                           "frozen_dtype": model.frozen_dtype, **result,
+                           **harness_fields(plan, _MODE.value, result),
+                           "load_average_before": load_before, "load_average_after": list(os.getloadavg())})
         print(line)
         with open(_OUTPUT.value, "a", encoding="utf-8") as f:
             f.write(line + "\n")
