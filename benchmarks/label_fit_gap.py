@@ -22,10 +22,10 @@ import json
 import os
 
 import jax
-import ml_collections
 import numpy as np
 from absl import app, flags
 
+from mlrpl_jax.config import config_from_record
 from mlrpl_jax.core import checkpointing, parallel, train
 from mlrpl_jax.core.metrics import evaluate_scores
 from mlrpl_jax.data.pipeline import PartialLabelData
@@ -64,7 +64,7 @@ def label_fit_gap(workdir: str, batch_size: int = 50) -> dict:
     step = checkpointer.latest_step()
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; pass the workdir of a run")
-    config = ml_collections.ConfigDict(json.loads(checkpointer.read_record(step)["config"]))
+    config = config_from_record(json.loads(checkpointer.read_record(step)["config"]))
     mesh = parallel.create_mesh()
     data = train.open_data(config)
     method, _, state = train.build_run(config, data, mesh)

@@ -223,6 +223,22 @@ def schema_for(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return schema
 
 
+def config_from_record(values: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A config recorded by a run (e.g. in its checkpoints), laid over today's schema and the
+    method's defaults: keys added since the run keep their defaults, so older runs restore."""
+    config = _laid_over(base_config(), values)
+    return _laid_over(schema_for(config), values)
+
+
+def _laid_over(defaults: ml_collections.ConfigDict, values: dict[str, Any]) -> ml_collections.ConfigDict:
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(defaults.get(key), ml_collections.ConfigDict):
+            _laid_over(defaults[key], value)
+        else:
+            defaults[key] = value
+    return defaults
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError on unknown keys, wrong types or out-of-range values."""
     if "method" not in config:

@@ -119,3 +119,13 @@ def test_baseline_paper_configs_are_the_papers_baseline_row(dataset):
     config = load_config_file(ROOT / "configs" / f"baseline_{dataset}.py")
     assert config.method == "baseline" and config.batch_size == 8 and config.model.depth == 101
     assert config.data.name == {"coco": "coco2014", "voc": "voc2007", "vg": "vg200"}[dataset]
+
+
+def test_a_config_recorded_before_keys_were_added_restores_with_their_defaults():
+    recorded = config_lib.paper_config("hst", "voc2007").to_dict()
+    del recorded["model"]["conv_impl"], recorded["hst"]["intra_pseudo_bce_weight"]
+    recorded["hst"]["num_prototypes"] = 7
+    config = config_lib.config_from_record(recorded)
+    config_lib.validate_config(config)
+    assert config.model.conv_impl == "auto" and config.hst.intra_pseudo_bce_weight == 1.0
+    assert config.hst.num_prototypes == 7 and config.batch_size == 32
