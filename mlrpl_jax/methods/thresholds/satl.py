@@ -12,9 +12,8 @@ ranking loss (§4.6):
 L_base is the whole loss of `config.satl.base_method` (any other registered method), which
 runs unchanged; with `replace_base_pseudo_labels` the base's own pseudo-label terms (the
 options it declares in `replaced_pseudo_label_weights`, e.g. SST's and HST's intra/inter BCE)
-get weight 0, so SATL's thresholds take their place (§3.3). z
-are the logits of the base's train-mode forward, captured with `flax.linen.intercept_methods`,
-so SATL adds no forward pass. The histograms, thresholds and ranking loss are in
+get weight 0, so SATL's thresholds take their place (§3.3). z are the logits of the base's
+train-mode forward, captured with `flax.linen.intercept_methods`, so SATL adds no forward pass. The histograms, thresholds and ranking loss are in
 mlrpl_jax/methods/thresholds/histogram_thresholds.py.
 """
 
@@ -247,7 +246,8 @@ def check_options(options: ml_collections.ConfigDict) -> None:
     base = get_method_class(options.base_method)
     if options.replace_base_pseudo_labels and base.replaced_pseudo_label_weights is None:
         replaceable = [name for name, method in registered_methods().items()
-                       if method.replaced_pseudo_label_weights is not None and name != "satl"]
+                       if method.replaced_pseudo_label_weights is not None
+                       and name != SemanticAwareThresholdLearning.name]
         raise ValueError(f"satl cannot replace the pseudo labels of base method '{options.base_method}' "
                          f"(supported: {', '.join(sorted(replaceable))}); set "
                          "satl.replace_base_pseudo_labels=False to add SATL on top of them")
