@@ -11,9 +11,9 @@ benchmarks/results/train_step.jsonl. --mode=train_step (default) is the dry run'
 (mlrpl_jax/core/dry_run.py: synthetic input, random weights, the method's host hooks once):
 compile time, median step time, images/s, one inference step, peak memory (device allocator
 peak where the backend reports it, else the process's peak RSS), device kind and count.
---mode=eval_forward times only the inference forward (`steps` calls after one warm-up), so that
-its peak RSS is the forward's alone. The class count is the config's dataset's unless
---num_classes.
+--mode=eval_forward times only the inference forward (`steps` calls after one warm-up) on a
+state without optimiser moments, so that its peak RSS is the model's and the forward's alone.
+The class count is the config's dataset's unless --num_classes.
 
 Every line also carries the reference PyTorch harness's keys, so both land in one table:
 impl ('mlrpl_jax'), model (the method), mode, image_size, batch, threads, warmup, steps,
@@ -42,7 +42,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from mlrpl_jax.core import dry_run, optim, parallel
-from mlrpl_jax.core.train import create_train_state, jit_predict
+from mlrpl_jax.core.train import create_train_state, jit_predict, place_state
 
 MODES = ("train_step", "eval_forward")
 
@@ -67,9 +67,10 @@ def peak_rss_mb() -> float:
 def measure_eval_forward(plan: dry_run.DryRunPlan, mesh: jax.sharding.Mesh, steps: int) -> dict[str, Any]:
     """Compile, one warm-up call and `steps` timed calls of the jitted inference forward."""
     config = plan.config
-    state = create_train_state(plan.method, optim.build_optimizer(config.optim, dry_run.STEPS_PER_EPOCH),
-                               config)
-    state = parallel.replicate(state, mesh)
+    optimizer = optim.build_optimizer(config.optim, dry_run.STEPS_PER_EPOCH)
+    # Inference reads no optimiser state; without it the peak RSS is the model's and the
+    # forward's, as in the reference harness's eval.
+    state = place_state(create_train_state(plan.method, optimizer, config).replace(opt_state=()), mesh)
     rows = plan.eval_images_shape[0] // jax.process_count()
     images = parallel.to_global({"image": np.random.default_rng(0).standard_normal(
         (rows, *plan.eval_images_shape[1:]), dtype=np.float32)}, mesh)["image"]

@@ -1,5 +1,8 @@
 """The jitted data-parallel train step: device-count invariance and exact checkpoint resume."""
 
+import subprocess
+import sys
+
 import jax
 import method_harness
 import numpy as np
@@ -8,10 +11,17 @@ from method_harness import assert_trees_close, synthetic_batch
 
 from mlrpl_jax.config import base_config
 from mlrpl_jax.core import checkpointing, optim, parallel
-from mlrpl_jax.core.train import create_train_state, jit_predict, jit_train_step, make_train_step
+from mlrpl_jax.core.train import (
+    INIT_IMAGE_SIZE,
+    create_train_state,
+    jit_predict,
+    jit_train_step,
+    make_train_step,
+)
 from mlrpl_jax.data.label_embeddings import random_embeddings
 from mlrpl_jax.data.label_graph import label_adjacency
 from mlrpl_jax.data.synthetic import synthetic_data_info
+from mlrpl_jax.methods import get_method_class
 from mlrpl_jax.methods.baseline import PartialBCEBaseline
 
 NUM_CLASSES = 6
@@ -135,3 +145,31 @@ def test_predict_is_inference_mode_and_device_count_invariant(setup):
         lambda state, images: method.predict(state.variables(), state.method_state, images),
         host_state, batches[0]["image"])
     method_harness.assert_layout_close(outputs[0], outputs[1], num_terms)
+
+
+@pytest.mark.parametrize("method_name, backbone", [("sst", "resnet"), ("dsrb", "resnet"),
+                                                   ("baseline", "efficientnet_lite0")])
+def test_initial_variables_do_not_depend_on_the_image_size(method_name, backbone):
+    """create_train_state initialises at INIT_IMAGE_SIZE instead of the configured side
+    (core/train.py): that is right only if no variable's shape or value depends on it."""
+    config = method_harness.tiny_config(method_name)
+    config.model.update(backbone=backbone, extra_pool=True)
+    data = method_harness.SyntheticTrainingData()
+    method = get_method_class(method_name)(config, data.info,
+                                           random_embeddings(method_harness.NUM_CLASSES, 12),
+                                           label_adjacency(data.info.train_partial_labels))
+    key = jax.random.PRNGKey(3)
+    at_init_size = method.init_variables(key, (1, INIT_IMAGE_SIZE, INIT_IMAGE_SIZE, 3))
+    at_larger_size = method.init_variables(key, (1, 2 * INIT_IMAGE_SIZE, 3 * INIT_IMAGE_SIZE // 2, 3))
+    assert jax.tree.structure(at_init_size) == jax.tree.structure(at_larger_size)
+    for a, b in zip(jax.tree.leaves(at_init_size), jax.tree.leaves(at_larger_size)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_importing_the_training_loop_imports_neither_torch_nor_tensorboardx():
+    """tensorboardX imports torch whenever it is installed (≈180 MB of resident memory); only a
+    process that writes metrics may pay for it (core/metric_writer.py)."""
+    code = ("import sys; import mlrpl_jax.core.train, mlrpl_jax.core.dry_run; "
+            "print(sorted(m for m in ('torch', 'tensorboardX') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

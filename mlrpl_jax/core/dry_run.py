@@ -36,6 +36,7 @@ from mlrpl_jax.core.train import (
     jit_predict,
     jit_train_step,
     make_train_step,
+    place_state,
 )
 from mlrpl_jax.data.datasets import get_dataset_spec
 from mlrpl_jax.data.label_embeddings import random_embeddings
@@ -116,18 +117,28 @@ def _timed(fn, *args) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
-def measure(plan: DryRunPlan, mesh: jax.sharding.Mesh, steps: int) -> dict[str, Any]:
-    """Runs the plan on `mesh`: epoch-start hook, compile, `steps` train steps, epoch-end hook,
-    one inference step; returns the timings (s), images/s and peak memory."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+@dataclasses.dataclass
+class PreparedStep:
+    """A plan made ready to step: the replicated state after the epoch-start hook, one global
+    batch, the jitted (not yet compiled) train step, the host context and the set-up times (s)."""
+
+    state: Any
+    batch: dict[str, jax.Array]
+    train_step: Any
+    host: HostContext
+    init_s: float
+    epoch_start_hook_s: float
+
+
+def prepare(plan: DryRunPlan, mesh: jax.sharding.Mesh) -> PreparedStep:
+    """Initial state on `mesh` at the plan's epoch, the method's epoch-start hook, one batch."""
     config, method = plan.config, plan.method
     parallel.check_batch_size(config.batch_size, mesh)
     parallel.check_batch_size(plan.eval_images_shape[0], mesh, what="eval.batch_size")
     optimizer = optim.build_optimizer(config.optim, STEPS_PER_EPOCH)
-    state, init_s = _timed(create_train_state, method, optimizer, config)
-    state = parallel.replicate(state.replace(step=np.asarray(plan.epoch * STEPS_PER_EPOCH, np.int32)),
-                               mesh)
+    start_step = np.asarray(plan.epoch * STEPS_PER_EPOCH, np.int32)
+    state, init_s = _timed(  # no reference to the host state outlives place_state
+        lambda: place_state(create_train_state(method, optimizer, config).replace(step=start_step), mesh))
     to_global = functools.partial(parallel.to_global, mesh=mesh)
     host = HostContext(data=plan.data, global_batch_size=config.batch_size,
                        process_index=jax.process_index(), process_count=jax.process_count(),
@@ -137,9 +148,20 @@ def measure(plan: DryRunPlan, mesh: jax.sharding.Mesh, steps: int) -> dict[str, 
     batch = to_global(next(plan.data.train_batches(plan.epoch, config.batch_size,
                                                    process_index=jax.process_index(),
                                                    process_count=jax.process_count())))
-
     train_step = jit_train_step(make_train_step(method, optimizer, STEPS_PER_EPOCH), mesh)
-    compiled, compile_s = _timed(lambda: train_step.lower(state, batch).compile())
+    return PreparedStep(state=state, batch=batch, train_step=train_step, host=host, init_s=init_s,
+                        epoch_start_hook_s=epoch_start_hook_s)
+
+
+def measure(plan: DryRunPlan, mesh: jax.sharding.Mesh, steps: int) -> dict[str, Any]:
+    """Runs the plan on `mesh`: epoch-start hook, compile, `steps` train steps, epoch-end hook,
+    one inference step; returns the timings (s), images/s and peak memory."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    config, method = plan.config, plan.method
+    prepared = prepare(plan, mesh)
+    state, batch, host = prepared.state, prepared.batch, prepared.host
+    compiled, compile_s = _timed(lambda: prepared.train_step.lower(state, batch).compile())
     step_times = []
     for _ in range(steps):
         (state, scalars), seconds = _timed(compiled, state, batch)
@@ -147,7 +169,7 @@ def measure(plan: DryRunPlan, mesh: jax.sharding.Mesh, steps: int) -> dict[str, 
     state, epoch_end_hook_s = _timed(method.on_epoch_end, state, plan.epoch, host)
 
     eval_rows = plan.eval_images_shape[0] // jax.process_count()
-    images = to_global({"image": np.random.default_rng(0).standard_normal(
+    images = host.to_global({"image": np.random.default_rng(0).standard_normal(
         (eval_rows, *plan.eval_images_shape[1:]), dtype=np.float32)})["image"]
     predict = jit_predict(method, mesh)
     compiled_predict, predict_compile_s = _timed(lambda: predict.lower(state, images).compile())
@@ -156,8 +178,8 @@ def measure(plan: DryRunPlan, mesh: jax.sharding.Mesh, steps: int) -> dict[str, 
     memory, memory_kind = peak_memory_bytes()
     step_s = statistics.median(step_times)
     return {"devices": mesh.devices.size, "device_kind": jax.devices()[0].device_kind,
-            "platform": jax.default_backend(), "init_s": round(init_s, 3),
-            "epoch_start_hook_s": round(epoch_start_hook_s, 3), "compile_s": round(compile_s, 3),
+            "platform": jax.default_backend(), "init_s": round(prepared.init_s, 3),
+            "epoch_start_hook_s": round(prepared.epoch_start_hook_s, 3), "compile_s": round(compile_s, 3),
             "step_s_median": round(step_s, 4), "step_s_all": [round(t, 4) for t in step_times],
             "images_per_s": round(config.batch_size / step_s, 2),
             "epoch_end_hook_s": round(epoch_end_hook_s, 3),

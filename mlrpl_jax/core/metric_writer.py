@@ -12,7 +12,6 @@ from typing import Mapping
 
 import jax
 from absl import logging
-from tensorboardX import SummaryWriter
 
 
 class MetricWriter:
@@ -22,6 +21,10 @@ class MetricWriter:
             return
         os.makedirs(workdir, exist_ok=True)
         self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+        # Imported here: tensorboardX imports torch whenever it is installed (≈180 MB, 1.3 s),
+        # which processes that never log (benchmarks, other hosts) need not pay.
+        from tensorboardX import SummaryWriter
+
         self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, scalars: Mapping[str, float], prefix: str = "") -> None:
