@@ -56,13 +56,19 @@ bench: install
 # Every method at the paper configuration (ResNet-101, 448², batch 8, COCO's 80 classes): train
 # step and inference forward, each in its own process (its own peak RSS), for each convolution
 # variant conv_impl:frozen_dtype side by side; lines go to benchmarks/results/train_step.jsonl
-# (docs/performance.md). Narrow it with e.g. STEP_METHODS="sst sarb" STEP_VARIANTS=dot:float32.
+# (docs/performance.md). Methods the PyTorch reference harness (benchmarks/reference_torch_step.py)
+# implements are run there first, back to back with ours. benchmarks/train_step_table.py renders
+# the lines. Narrow it with e.g. STEP_METHODS="sst sarb" STEP_VARIANTS=dot:float32.
 STEP_METHODS ?= baseline sst hst sarb dsrb satl
 STEP_VARIANTS ?= xla:float32 dot:float32 dot:bfloat16
+STEP_REFERENCE_METHODS ?= sst sarb dsrb
 STEP_STEPS ?= 3
 benchmark-step: install
-	for method in $(STEP_METHODS); do for variant in $(STEP_VARIANTS); do \
-	  for mode in train_step eval_forward; do \
+	for method in $(STEP_METHODS); do for mode in train_step eval_forward; do \
+	  if echo " $(STEP_REFERENCE_METHODS) " | grep -q " $$method "; then \
+	    $(PY) benchmarks/reference_torch_step.py --model=$$method --mode=$$mode \
+	      --steps=$(STEP_STEPS) || exit 1; fi; \
+	  for variant in $(STEP_VARIANTS); do \
 	    JAX_ENABLE_COMPILATION_CACHE=false $(PY) benchmarks/train_step.py \
 	      --config=configs/$${method}_coco.py --mode=$$mode \
 	      --steps=$(STEP_STEPS) --config.model.conv_impl=$${variant%%:*} \
