@@ -29,7 +29,7 @@ import numpy as np
 from absl import logging
 
 from mlrpl_jax.config import validate_config
-from mlrpl_jax.core import optim, parallel
+from mlrpl_jax.core import host_memory, optim, parallel
 from mlrpl_jax.core.train import (
     check_workdir,
     create_train_state,
@@ -162,6 +162,7 @@ def measure(plan: DryRunPlan, mesh: jax.sharding.Mesh, steps: int) -> dict[str, 
     prepared = prepare(plan, mesh)
     state, batch, host = prepared.state, prepared.batch, prepared.host
     compiled, compile_s = _timed(lambda: prepared.train_step.lower(state, batch).compile())
+    host_memory.release_freed_heap()  # as the training loop does (core/train.py CompiledOnFirstCall)
     step_times = []
     for _ in range(steps):
         (state, scalars), seconds = _timed(compiled, state, batch)
