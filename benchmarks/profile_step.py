@@ -50,7 +50,8 @@ OPCODE_CATEGORIES = {"convolution": "convolution", "dot": "matrix product", "cop
 
 
 def parse_hlo(text: str) -> dict[str, dict[str, Any]]:
-    """Every instruction of the module: name -> {opcode, shape, category}."""
+    """Every instruction of the module: name -> {opcode, shape, category, fused_convolutions,
+    fused_dots} (the last two: convolutions and matrix products inside a fusion)."""
     computations: dict[str, list[str]] = collections.defaultdict(list)  # computation -> opcodes
     instructions: dict[str, dict[str, Any]] = {}
     current = None
@@ -68,7 +69,8 @@ def parse_hlo(text: str) -> dict[str, dict[str, Any]]:
             current = match.group(1)
     for info in instructions.values():
         info["category"] = categorise(info, computations)
-        del info["calls"]
+        fused = computations.get(info.pop("calls"), [])
+        info["fused_convolutions"], info["fused_dots"] = fused.count("convolution"), fused.count("dot")
     return instructions
 
 
@@ -77,6 +79,8 @@ def categorise(info: dict[str, Any], computations: dict[str, list[str]]) -> str:
     if opcode != "fusion":
         return OPCODE_CATEGORIES.get(opcode, "other")
     fused = computations.get(info["calls"], [])
+    if "convolution" in fused and "dot" in fused:  # XNNPACK/YNNPACK fuse whole blocks
+        return "convolution + matrix product"
     for fused_opcode, category in FUSION_CATEGORIES:
         if fused_opcode in fused:
             return category
@@ -153,9 +157,11 @@ def main(argv: list[str]) -> None:
           f"frozen_dtype={model.frozen_dtype}: {result['wall_s']:.3f} s per call "
           f"({result['ops_s']:.3f} s in ops, {result['gflop']} GFLOP)")
     for category, entry in result["categories"].items():
-        print(f"  {category:20s} {entry['seconds']:8.3f} s  ({entry['ops']} ops)")
+        print(f"  {category:28s} {entry['seconds']:8.3f} s  ({entry['ops']} ops)")
     for op in result["ops"][:flags.FLAGS.top]:
-        print(f"  {op['seconds']:8.4f} s  {op['category']:20s} {op['name']:28s} {op['shape']}")
+        inside = (f" ({op['fused_convolutions']} conv, {op['fused_dots']} dot inside)"
+                  if op["fused_convolutions"] + op["fused_dots"] > 1 else "")
+        print(f"  {op['seconds']:8.4f} s  {op['category']:28s} {op['name']:28s} {op['shape']}{inside}")
     line = {"benchmark": "profile_step", **plan.summary(), "mode": flags.FLAGS.mode,
             "conv_impl": model.conv_impl, "frozen_dtype": model.frozen_dtype, "steps": flags.FLAGS.steps,
             **{k: v for k, v in result.items() if k != "ops"}, "top_ops": result["ops"][:flags.FLAGS.top],
