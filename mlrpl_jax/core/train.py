@@ -40,8 +40,8 @@ TrainStep = Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[
 
 # Side of the images the model is initialised with (or the configured side, if smaller). No
 # parameter depends on the spatial size (the backbones pool globally, semantic decoupling
-# attends over positions), so a small one gives the same variables without a full-resolution
-# forward: at 448² that forward held ≈0.5 GB of the process's peak memory.
+# attends over positions; tests/test_training.py checks it), so a small side gives the same
+# variables without running the initialisation's forward at full resolution.
 INIT_IMAGE_SIZE = 64
 
 
