@@ -27,7 +27,6 @@ import time
 from typing import Any
 
 import jax
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -120,8 +119,7 @@ def profile(plan: dry_run.DryRunPlan, mode: str, steps: int) -> dict[str, Any]:
             state[0], scalars = compiled(state[0], prepared.batch)
             return scalars
     else:
-        images = prepared.host.to_global({"image": np.random.default_rng(0).standard_normal(
-            plan.eval_images_shape, dtype=np.float32)})["image"]
+        images = plan.eval_images(mesh)
         compiled = jit_predict(plan.method, mesh).lower(prepared.state, images).compile()
 
         def call():

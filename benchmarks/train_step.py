@@ -37,7 +37,6 @@ import time
 from typing import Any
 
 import jax
-import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -71,9 +70,7 @@ def measure_eval_forward(plan: dry_run.DryRunPlan, mesh: jax.sharding.Mesh, step
     # Inference reads no optimiser state; without it the peak RSS is the model's and the
     # forward's, as in the reference harness's eval.
     state = place_state(create_train_state(plan.method, optimizer, config).replace(opt_state=()), mesh)
-    rows = plan.eval_images_shape[0] // jax.process_count()
-    images = parallel.to_global({"image": np.random.default_rng(0).standard_normal(
-        (rows, *plan.eval_images_shape[1:]), dtype=np.float32)}, mesh)["image"]
+    images = plan.eval_images(mesh)
     start = time.perf_counter()
     predict = jit_predict(plan.method, mesh).lower(state, images).compile()
     compile_s = time.perf_counter() - start

@@ -74,6 +74,13 @@ class DryRunPlan:
         size = self.config.data.image_size
         return (self.config.eval.batch_size or self.config.batch_size, size, size, 3)
 
+    def eval_images(self, mesh: jax.sharding.Mesh) -> jax.Array:
+        """One global batch of Gaussian eval images over `mesh`, this process's rows from it."""
+        rows = self.eval_images_shape[0] // jax.process_count()
+        images = np.random.default_rng(0).standard_normal((rows, *self.eval_images_shape[1:]),
+                                                          dtype=np.float32)
+        return parallel.to_global({"image": images}, mesh)["image"]
+
     def summary(self) -> dict[str, Any]:
         model = self.config.model
         return {"method": self.config.method, "dataset": self.config.data.name,
@@ -169,9 +176,7 @@ def measure(plan: DryRunPlan, mesh: jax.sharding.Mesh, steps: int) -> dict[str, 
         step_times.append(seconds)
     state, epoch_end_hook_s = _timed(method.on_epoch_end, state, plan.epoch, host)
 
-    eval_rows = plan.eval_images_shape[0] // jax.process_count()
-    images = host.to_global({"image": np.random.default_rng(0).standard_normal(
-        (eval_rows, *plan.eval_images_shape[1:]), dtype=np.float32)})["image"]
+    images = plan.eval_images(mesh)
     predict = jit_predict(method, mesh)
     compiled_predict, predict_compile_s = _timed(lambda: predict.lower(state, images).compile())
     _, predict_s = _timed(compiled_predict, state, images)
