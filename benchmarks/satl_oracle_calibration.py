@@ -11,9 +11,10 @@ with the complete labels the dataset hides, instead of from the known entries
 (docs/methods/satl.md §4.3). The thresholds τ± are then calibrated on exactly the population
 they are applied to, so their precision on the hidden labels comes close to the rule's target
 (ρ+ = 0.9 by default; measured 0.80 at p = 0.1, 0.89 at p = 0.3) instead of the ~0.56 that
-known-label calibration gives on the digit scenes at p = 0.1 (docs/results/digit_methods.md, "The misses, measured"). Nothing else changes, except
-that the ranking loss would also take H± as its anchors: run it with `satl.ranking_weight=0`
-and compare with SATL's own `ranking_weight=0` run to judge the thresholds alone.
+known-label calibration gives on the digit scenes at p = 0.1 (docs/results/digit_methods.md,
+"The misses, measured"). Nothing else changes, except that the ranking loss would also take
+H± as its anchors: run it with `satl.ranking_weight=0` and compare with SATL's own
+`ranking_weight=0` run to judge the thresholds alone.
 
 The hidden labels reach only the histograms, never a loss directly; but the pseudo labels
 drawn from those thresholds do, so this run is an upper bound on what any calibration of SATL
@@ -45,14 +46,10 @@ class HiddenLabelCalibratedSATL(SemanticAwareThresholdLearning):
     def config_sections(cls, config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
         return SemanticAwareThresholdLearning.config_sections(config)
 
-    def loss(self, variables, method_state, batch, ctx):
-        self._complete_labels = batch["complete_labels"]  # read by split_known_labels while tracing
-        return super().loss(variables, method_state, batch, ctx)
-
-    def split_known_labels(self, labels: jax.Array, index: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def split_known_labels(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """(labels the losses train on = the known labels, labels counted into H± = the hidden ones)."""
-        del index
-        return labels, jnp.where(labels == 0, self._complete_labels, 0.0)
+        labels = batch["labels"]  # (B, C)
+        return labels, jnp.where(labels == 0, batch["complete_labels"], 0.0)
 
 
 def main(argv: list[str]) -> None:

@@ -122,16 +122,18 @@ class SemanticAwareThresholdLearning(Method):
             max_missed_positive_fraction=opts.max_missed_positive_fraction,
             min_count=opts.min_count, kappa=opts.gauss_kappa)
 
-    def split_known_labels(self, labels: jax.Array, index: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(labels the losses train on, labels counted into H±), both (B, C) in {-1, 0, +1}.
+    def split_known_labels(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        """(labels the losses train on, labels counted into H±), both (B, C) in {-1, 0, +1},
+        from the batch's `labels` (and `index`, for the calibration split).
 
         Without a calibration split both are `labels`; with one, the held-out entries
         (`calibration_entries`) are 0 in the first and the only non-zero entries of the second.
         """
+        labels = batch["labels"]  # (B, C)
         fraction = self.options.calibration_fraction
         if not fraction:
             return labels, labels
-        calibration = calibration_entries(labels, index, fraction, self.config.seed)  # (B, C) bool
+        calibration = calibration_entries(labels, batch["index"], fraction, self.config.seed)  # (B, C) bool
         return jnp.where(calibration, 0.0, labels), jnp.where(calibration, labels, 0.0)
 
     def base_loss_and_logits(self, variables: dict[str, PyTree], base_state: PyTree,
@@ -159,7 +161,7 @@ class SemanticAwareThresholdLearning(Method):
         """§4.7: base loss + λ_r r(t) L_rank + [e >= E_w] λ_p BCE(z, ŷ); H± from the global batch."""
         opts = self.options
         labels = batch["labels"]  # (B, C) in {-1, 0, +1}
-        trained_labels, histogram_labels = self.split_known_labels(labels, batch["index"])
+        trained_labels, histogram_labels = self.split_known_labels(batch)
         base_loss, base_aux, logits = self.base_loss_and_logits(
             variables, method_state["base"], {**batch, "labels": trained_labels}, ctx)
         stats = method_state["satl"]
