@@ -5,8 +5,8 @@
 Reads the sweep's comparison.json (mAP, gain, verdict per method and proportion), each
 config's table.json (the diagnostics the Makefile asks the sweep for, per seed) and, for SATL,
 the last logged epoch scalars of each run's metrics.jsonl, and prints one Markdown row per
-(proportion, method): mean ± std over seeds of the last-epoch test mAP, the gain over the
-baseline, whether it beats the baseline by more than the larger standard deviation, and what
+(proportion, method): mean ± sample std over seeds of the last-epoch test mAP, the paired
+gain over the baseline with its 95 % interval and the sweep's verdict (mlrpl_jax/paired_gain.py), and what
 the method's own machinery did (pseudo positives per step with precision and recall against
 the hidden labels, the blend weights α, β, SATL's thresholds and pseudo labels).
 """
@@ -36,7 +36,16 @@ def mean_std(values, digits: int = 2) -> str:
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return "n/a"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"  # population std, as the sweep
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"  # as the sweep
+
+
+def gain_cell(entry: dict) -> str:
+    """The paired gain with its 95 % interval (the gain alone for one seed)."""
+    if entry["gain_low"] is None:
+        return f"{entry['gain']:+.1f}"
+    return f"{entry['gain']:+.1f} [{entry['gain_low']:+.1f}, {entry['gain_high']:+.1f}]"
 
 
 def ratios(numerators, denominators) -> list[float]:
@@ -105,8 +114,8 @@ def results_rows(workdir: str) -> list[str]:
         std = f"{entry['last_std']:.2f}" if entry["last_std"] < 0.095 else f"{entry['last_std']:.1f}"
         rows.append("| " + " | ".join([
             ratio, METHOD_NAMES[config], f"{entry['last_mean']:.1f} ± {std}",
-            "—" if reference else f"{entry['gain']:+.1f}",
-            "reference" if reference else ("yes" if entry["beats_reference"] else "no"),
+            "—" if reference else gain_cell(entry),
+            "reference" if reference else entry["verdict"],
             "" if reference else diagnostics(config, table, runs)]) + " |")
     return rows
 

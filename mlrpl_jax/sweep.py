@@ -7,7 +7,7 @@ One config:
 
 Each (proportion, seed) trains in its own sub-workdir `p<ratio>_s<seed>` (so an interrupted
 sweep resumes where it stopped, and rerunning a finished sweep only re-tabulates it). The table
-(mean ± std over seeds of the last- and best-epoch mAP, percent) is printed and written to
+(mean ± sample std over seeds of the last- and best-epoch mAP, percent) is printed and written to
 `<workdir>/table.md` and `<workdir>/table.json`. `--report_scalars` adds columns with the last
 logged value of other scalars of each run's metrics.jsonl, e.g. SATL's pseudo-label diagnostics:
 
@@ -24,9 +24,11 @@ Several methods, compared with the first config (the reference, normally the bas
 Each config runs in `<workdir>/<name>/p<ratio>_s<seed>` with its own table in
 `<workdir>/<name>/table.{md,json}`, where <name> is the config file's stem (`<stem>_<arg>` for a
 `file.py:arg` config). `<workdir>/comparison.{md,json}` holds one row per (config, proportion)
-with the gain of the last-epoch mean mAP over the reference and whether it beats the reference
-(gain > the larger of the two standard deviations over seeds), and
-`<workdir>/map_vs_known_ratio.png` plots the last-epoch mAP against the known proportion (needs
+with the paired gain of the last-epoch mAP over the reference (same seed = same mask,
+initialisation and data order), its 95 % confidence interval over seeds and the verdict
+(mlrpl_jax/paired_gain.py: "beats" only when the whole interval is above 0; one seed gives no
+verdict), and `<workdir>/map_vs_known_ratio.png` plots the last-epoch mAP with its 95 %
+interval against the known proportion (needs
 matplotlib: `pip install 'mlrpl_jax[plot]'`; without it only the plot is skipped).
 `--set=key=value` (repeatable) overrides a key of every config, parsed by the type of the key;
 with `--config` the usual `--config.key=value` overrides work as well.
@@ -47,6 +49,7 @@ from ml_collections import config_flags
 
 from mlrpl_jax import cli
 from mlrpl_jax import config as config_lib
+from mlrpl_jax import paired_gain
 from mlrpl_jax.core import run_inputs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file (one "
@@ -75,7 +78,8 @@ PLOT_MISSING = ("matplotlib is not installed, so {path} was not drawn: "
 
 def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
               report_scalars: tuple[str, ...] = ()) -> dict:
-    """Trains every (ratio, seed); returns {ratio: {'last': [...], 'best': [...], scalar: [...]}}.
+    """Trains every (ratio, seed); returns {ratio: {'seeds': [...], 'last': [...], 'best': [...],
+    scalar: [...]}}, every list in `seeds` order.
 
     A reported scalar that a run never logged (e.g. a precision with no pseudo labels) is NaN.
     Only process 0 writes metrics.jsonl, so only process 0 reads the reported scalars.
@@ -96,7 +100,8 @@ def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
             config_lib.validate_config(run_config)
             run_dir = os.path.join(workdir, f"p{ratio:g}_s{seed}")
             results = train.train_and_evaluate(run_config, run_dir)
-            entry = table.setdefault(f"{ratio:g}", {"last": [], "best": []})
+            entry = table.setdefault(f"{ratio:g}", {"seeds": [], "last": [], "best": []})
+            entry["seeds"].append(seed)
             entry["last"].append(results["last"]["mAP"])
             entry["best"].append(results["best"]["mAP"])
             for name, value in last_logged_values(run_dir, report_scalars).items():
@@ -116,19 +121,25 @@ def last_logged_values(run_dir: str, names: tuple[str, ...]) -> dict[str, float]
     return values
 
 
+# Keys of a sweep table entry that are not reported scalars.
+ENTRY_KEYS = ("seeds", "last", "best")
+
+
 def _mean_std(values: list[float]) -> tuple[float, float, int]:
-    """Mean and (population) std over the logged (non-NaN) values, and how many there were."""
+    """Mean and sample std (ddof = 1; NaN for one value) over the logged (non-NaN) values, and
+    how many there were."""
     logged = [v for v in values if not np.isnan(v)]
     if not logged:
         return float("nan"), float("nan"), 0
-    return float(np.mean(logged)), float(np.std(logged)), len(logged)
+    std = float(np.std(logged, ddof=1)) if len(logged) > 1 else float("nan")
+    return float(np.mean(logged)), std, len(logged)
 
 
 def _cell(values: list[float]) -> str:
     mean, std, logged = _mean_std(values)
     if not logged:
         return "n/a"
-    text = f"{mean:.2f} ± {std:.2f}"
+    text = f"{mean:.2f}" if logged == 1 else f"{mean:.2f} ± {std:.2f}"
     return text if logged == len(values) else f"{text} ({logged}/{len(values)} runs)"
 
 
@@ -136,18 +147,19 @@ def _scalar_names(tables) -> list[str]:
     names: list[str] = []
     for table in tables:
         for entry in table.values():
-            names += [n for n in entry if n not in ("last", "best") and n not in names]
+            names += [n for n in entry if n not in ENTRY_KEYS and n not in names]
     return names
 
 
 def format_table(table: dict, method: str, dataset: str) -> str:
-    """Markdown: mAP of the last and best epoch, then any reported scalar, mean ± std over seeds.
+    """Markdown: mAP of the last and best epoch, then any reported scalar, mean ± sample std
+    over seeds (the mean alone for one seed).
 
     A reported scalar some runs did not log is averaged over the runs that did, with the count.
     """
-    scalars = [name for name in next(iter(table.values()), {}) if name not in ("last", "best")]
+    scalars = [name for name in next(iter(table.values()), {}) if name not in ENTRY_KEYS]
     header = ["known proportion", "last epoch", "best epoch", *scalars, "runs"]
-    lines = [f"{method} on {dataset}: test mAP (%), mean ± std over seeds", "",
+    lines = [f"{method} on {dataset}: test mAP (%), mean ± sample std over seeds", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for ratio, entry in table.items():
         cells = [ratio, _cell(entry["last"]), _cell(entry["best"]),
@@ -262,16 +274,23 @@ def method_label(config: ml_collections.ConfigDict) -> str:
 # Comparison of several configs.
 
 
-COMPARISON_RULE = ("gain = last-epoch mean − the reference's last-epoch mean at the same "
-                   "proportion; beats reference = yes when the gain exceeds the larger of the "
-                   "two last-epoch standard deviations over seeds")
+COMPARISON_RULE = ("gain = paired difference of the last-epoch mAP from the reference's at the "
+                   "same proportion and seed (same mask, initialisation and data order), mean "
+                   "over seeds with its 95 % Student-t interval; beats = the whole interval is "
+                   "above 0, below = under 0, otherwise not settled; one seed gives no verdict")
+
+
+def _by_seed(entry: dict, key: str = "last") -> dict[int, float]:
+    return dict(zip(entry["seeds"], entry[key]))
 
 
 def comparison_rows(tables: dict[str, dict], methods: dict[str, str]) -> list[dict]:
-    """One row per (known proportion, config), proportions in order of first appearance.
+    """One row per (known proportion, config), proportions in ascending order.
 
-    The first config of `tables` is the reference. `beats_reference` is None for the reference
-    itself and where the reference lacks the proportion (then `gain` is None as well).
+    The first config of `tables` is the reference. For every other config with a reference run
+    at the proportion, `gain` is the paired gain over the shared seeds (mlrpl_jax/paired_gain.py)
+    with its interval and `verdict`; for the reference itself, and where the reference lacks
+    the proportion, they are None.
     """
     reference = next(iter(tables))
     ratios: list[str] = []
@@ -282,28 +301,38 @@ def comparison_rows(tables: dict[str, dict], methods: dict[str, str]) -> list[di
     rows = []
     for ratio in ratios:
         ref = tables[reference].get(ratio)
-        ref_mean, ref_std, _ = _mean_std(ref["last"]) if ref else (None, None, 0)
         for name, table in tables.items():
             if ratio not in table:
                 continue
             entry = table[ratio]
-            last_mean, last_std, _ = _mean_std(entry["last"])
+            last = paired_gain.mean_interval(entry["last"])
             best_mean, best_std, _ = _mean_std(entry["best"])
-            gain = beats = None
-            if ref is not None:
-                gain = last_mean - ref_mean
-                if name != reference:
-                    beats = bool(gain > max(last_std, ref_std))
+            gain = None
+            if ref is not None and name != reference:
+                gain = paired_gain.paired_gain(_by_seed(entry), _by_seed(ref))
             rows.append({
                 "config": name, "method": methods.get(name, name), "known_ratio": ratio,
-                "last_mean": last_mean, "last_std": last_std,
+                "last_mean": last.mean, "last_std": _mean_std(entry["last"])[1],
+                "last_low": last.low, "last_high": last.high,
                 "best_mean": best_mean, "best_std": best_std,
-                "gain": gain, "beats_reference": beats, "runs": len(entry["last"]),
+                "gain": None if gain is None else gain.interval.mean,
+                "gain_low": None if gain is None else gain.interval.low,
+                "gain_high": None if gain is None else gain.interval.high,
+                "gains": None if gain is None else list(gain.gains),
+                "paired_seeds": None if gain is None else list(gain.seeds),
+                "verdict": None if gain is None else gain.verdict,
+                "runs": len(entry["last"]),
                 "scalars": {s: dict(zip(("mean", "std", "logged"), _mean_std(entry[s])))
                             for s in scalars if s in entry},
                 "values": entry,
             })
     return rows
+
+
+def _gain_cell(row: dict) -> str:
+    if row["paired_seeds"] and len(row["paired_seeds"]) > 1:
+        return f"{row['gain']:+.2f} [{row['gain_low']:+.2f}, {row['gain_high']:+.2f}]"
+    return f"{row['gain']:+.2f}"
 
 
 def format_comparison(tables: dict[str, dict], methods: dict[str, str], dataset: str) -> str:
@@ -315,8 +344,8 @@ def format_comparison(tables: dict[str, dict], methods: dict[str, str], dataset:
     rows = comparison_rows(tables, methods)
     scalars = _scalar_names(tables.values())
     header = ["known proportion", "config", "method", "last epoch", "best epoch",
-              "gain (last)", "beats reference", *scalars, "runs"]
-    lines = [f"Methods on {dataset}: test mAP (%), mean ± std over seeds; reference: "
+              "gain (last, 95 % CI)", "verdict", *scalars, "runs"]
+    lines = [f"Methods on {dataset}: test mAP (%), mean ± sample std over seeds; reference: "
              f"{reference} ({methods.get(reference, reference)}). {COMPARISON_RULE}.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -326,7 +355,7 @@ def format_comparison(tables: dict[str, dict], methods: dict[str, str], dataset:
         elif row["gain"] is None:
             gain, verdict = "n/a", "n/a (no reference run)"
         else:
-            gain, verdict = f"{row['gain']:+.2f}", "yes" if row["beats_reference"] else "no"
+            gain, verdict = _gain_cell(row), row["verdict"]
         cells = [row["known_ratio"], row["config"], row["method"], _cell(entry["last"]),
                  _cell(entry["best"]), gain, verdict,
                  *(_cell(entry[s]) if s in entry else "n/a" for s in scalars), str(row["runs"])]
@@ -346,7 +375,8 @@ def _finite_or_none(value):
 
 def plot_comparison(tables: dict[str, dict], methods: dict[str, str], dataset: str,
                     path: str) -> str:
-    """Draws last-epoch mAP (mean, error bar = std over seeds) against the known proportion.
+    """Draws last-epoch mAP (mean, error bar = its 95 % Student-t interval over seeds; none for
+    one seed) against the known proportion.
 
     One line per config, labelled with its method. Needs matplotlib (ImportError otherwise); uses
     the Agg canvas directly, so no global pyplot state or display is involved. Returns `path`.
@@ -360,13 +390,14 @@ def plot_comparison(tables: dict[str, dict], methods: dict[str, str], dataset: s
     labels = [methods.get(name, name) for name in tables]
     for name, label, table in zip(tables, labels, tables.values()):
         ratios = sorted(table, key=float)
-        stats = [_mean_std(table[r]["last"]) for r in ratios]
+        intervals = [paired_gain.mean_interval(table[r]["last"]) for r in ratios]
         if labels.count(label) > 1:
             label = f"{label} ({name})"
-        axes.errorbar([float(r) for r in ratios], [s[0] for s in stats],
-                      yerr=[s[1] for s in stats], marker="o", capsize=3, label=label)
+        axes.errorbar([float(r) for r in ratios], [i.mean for i in intervals],
+                      yerr=[0.0 if i.n < 2 else i.half_width for i in intervals],
+                      marker="o", capsize=3, label=label)
     axes.set_xlabel("known label proportion")
-    axes.set_ylabel("test mAP (%), last epoch")
+    axes.set_ylabel("test mAP (%), last epoch (bars: 95 % CI over seeds)")
     axes.set_title(f"mAP vs known label proportion on {dataset}")
     axes.grid(True, alpha=0.3)
     axes.legend()

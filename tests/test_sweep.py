@@ -36,13 +36,16 @@ def test_last_logged_values_takes_the_last_record_holding_each_name(tmp_path):
 
 
 def test_format_table_mean_std_and_partially_logged_scalars():
-    table = {"0.1": {"last": [30.0, 32.0], "best": [31.0, 33.0], "satl/positive_precision": [0.8, float("nan")]},
-             "0.5": {"last": [50.0, 50.0], "best": [51.0, 51.0], "satl/positive_precision": [float("nan")] * 2}}
+    table = {"0.1": {"seeds": [0, 1], "last": [30.0, 32.0], "best": [31.0, 33.0],
+                     "satl/positive_precision": [0.8, float("nan")]},
+             "0.5": {"seeds": [0, 1], "last": [50.0, 50.0], "best": [51.0, 51.0],
+                     "satl/positive_precision": [float("nan")] * 2}}
     text = sweep.format_table(table, "satl", "digit_scenes")
     lines = text.splitlines()
-    assert lines[0] == "satl on digit_scenes: test mAP (%), mean ± std over seeds"
+    assert lines[0] == "satl on digit_scenes: test mAP (%), mean ± sample std over seeds"
     assert lines[2] == "| known proportion | last epoch | best epoch | satl/positive_precision | runs |"
-    assert lines[4] == "| 0.1 | 31.00 ± 1.00 | 32.00 ± 1.00 | 0.80 ± 0.00 (1/2 runs) | 2 |"
+    # Sample std (ddof = 1) of 30, 32 is √2; a scalar logged by one run shows its value alone.
+    assert lines[4] == "| 0.1 | 31.00 ± 1.41 | 32.00 ± 1.41 | 0.80 (1/2 runs) | 2 |"
     assert lines[5] == "| 0.5 | 50.00 ± 0.00 | 51.00 ± 0.00 | n/a | 2 |"
 
 
@@ -59,52 +62,66 @@ from mlrpl_jax.config import ConfigError, base_config, digit_scenes_config  # no
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
-# Reference std 1.0 at every proportion (population std of a, b is |a - b| / 2).
+# Seeds 0-2 everywhere; per-seed gains over the reference give the intervals by hand with
+# t_{.975,2} = 4.3027 (mlrpl_jax/paired_gain.py; tests/test_paired_gain.py checks the rule).
 HAND_TABLES = {
-    "baseline_digits": {"0.1": {"last": [30.0, 32.0], "best": [31.0, 33.0]},
-                        "0.5": {"last": [50.0, 52.0], "best": [51.0, 53.0]}},
-    "sst_digits": {"0.1": {"last": [34.0, 36.0], "best": [35.0, 37.0]},  # +4.00 > max(1, 1)
-                   "0.5": {"last": [50.0, 56.0], "best": [51.0, 57.0]}},  # +2.00 < max(3, 1)
-    "satl_dsrb_digits": {"0.1": {"last": [32.0, 32.0], "best": [32.0, 32.0]},  # +1.00, not > 1
-                         "0.3": {"last": [40.0, 40.0], "best": [41.0, 41.0]}},  # no reference
+    "baseline_digits": {"0.1": {"seeds": [0, 1, 2], "last": [30.0, 32.0, 31.0],
+                                "best": [31.0, 33.0, 32.0]},
+                        "0.5": {"seeds": [0, 1, 2], "last": [50.0, 52.0, 51.0],
+                                "best": [51.0, 53.0, 52.0]}},
+    # 0.1: gains 4, 4.5, 3.5 -> 4 ± 4.3027 · 0.5 / √3 = [2.76, 5.24], beats.
+    # 0.5: gains -2, 2, 0 -> 0 ± 4.3027 · 2 / √3 = [-4.97, 4.97], not settled.
+    "sst_digits": {"0.1": {"seeds": [0, 1, 2], "last": [34.0, 36.5, 34.5],
+                           "best": [35.0, 37.0, 36.0]},
+                   "0.5": {"seeds": [0, 1, 2], "last": [48.0, 54.0, 51.0],
+                           "best": [51.0, 57.0, 54.0]}},
+    # 0.1, seeds 1 and 2 only: gains -1.5, -1.0 -> -1.25 ± 12.7062 · 0.3536 / √2, not settled;
+    # 0.3: no reference run.
+    "satl_dsrb_digits": {"0.1": {"seeds": [2, 1], "last": [30.0, 30.5], "best": [30.0, 30.5]},
+                         "0.3": {"seeds": [0], "last": [40.0], "best": [41.0]}},
 }
 HAND_METHODS = {"baseline_digits": "baseline", "sst_digits": "sst",
                 "satl_dsrb_digits": "satl(dsrb)"}
 
 
-def test_format_comparison_gain_and_verdict_against_the_first_config():
+def test_format_comparison_paired_gain_interval_and_verdict():
     text = sweep.format_comparison(HAND_TABLES, HAND_METHODS, "digit_scenes")
     lines = text.splitlines()
-    assert lines[0].startswith("Methods on digit_scenes: test mAP (%), mean ± std over seeds; "
-                               "reference: baseline_digits (baseline).")
-    assert "larger of the two last-epoch standard deviations" in lines[0]
+    assert lines[0].startswith("Methods on digit_scenes: test mAP (%), mean ± sample std over "
+                               "seeds; reference: baseline_digits (baseline).")
+    assert "95 % Student-t interval" in lines[0] and "one seed gives no verdict" in lines[0]
     assert lines[2] == ("| known proportion | config | method | last epoch | best epoch "
-                        "| gain (last) | beats reference | runs |")
+                        "| gain (last, 95 % CI) | verdict | runs |")
     assert lines[4:] == [
-        "| 0.1 | baseline_digits | baseline | 31.00 ± 1.00 | 32.00 ± 1.00 | — | reference | 2 |",
-        "| 0.1 | sst_digits | sst | 35.00 ± 1.00 | 36.00 ± 1.00 | +4.00 | yes | 2 |",
-        "| 0.1 | satl_dsrb_digits | satl(dsrb) | 32.00 ± 0.00 | 32.00 ± 0.00 | +1.00 | no | 2 |",
-        "| 0.3 | satl_dsrb_digits | satl(dsrb) | 40.00 ± 0.00 | 41.00 ± 0.00 | n/a "
-        "| n/a (no reference run) | 2 |",
-        "| 0.5 | baseline_digits | baseline | 51.00 ± 1.00 | 52.00 ± 1.00 | — | reference | 2 |",
-        "| 0.5 | sst_digits | sst | 53.00 ± 3.00 | 54.00 ± 3.00 | +2.00 | no | 2 |",
+        "| 0.1 | baseline_digits | baseline | 31.00 ± 1.00 | 32.00 ± 1.00 | — | reference | 3 |",
+        "| 0.1 | sst_digits | sst | 35.00 ± 1.32 | 36.00 ± 1.00 | +4.00 [+2.76, +5.24] | beats "
+        "| 3 |",
+        "| 0.1 | satl_dsrb_digits | satl(dsrb) | 30.25 ± 0.35 | 30.25 ± 0.35 "
+        "| -1.25 [-4.43, +1.93] | not settled | 2 |",
+        "| 0.3 | satl_dsrb_digits | satl(dsrb) | 40.00 | 41.00 | n/a | n/a (no reference run) "
+        "| 1 |",
+        "| 0.5 | baseline_digits | baseline | 51.00 ± 1.00 | 52.00 ± 1.00 | — | reference | 3 |",
+        "| 0.5 | sst_digits | sst | 51.00 ± 3.00 | 54.00 ± 3.00 | +0.00 [-4.97, +4.97] "
+        "| not settled | 3 |",
     ]
 
 
 def test_format_comparison_reports_scalars_and_write_comparison_files(tmp_path):
-    tables = {"a": {"0.5": {"last": [50.0, 50.0], "best": [50.0, 50.0], "x/y": [0.5, 0.7]}},
-              "b": {"0.5": {"last": [49.0, 47.0], "best": [50.0, 50.0],
-                            "x/y": [float("nan")] * 2}}}
+    tables = {"a": {"0.5": {"seeds": [0], "last": [50.0], "best": [50.0], "x/y": [0.5]}},
+              "b": {"0.5": {"seeds": [0], "last": [48.0], "best": [50.0],
+                            "x/y": [float("nan")]}}}
     lines = sweep.format_comparison(tables, {"a": "baseline", "b": "sst"}, "d").splitlines()
-    assert lines[2].endswith("| beats reference | x/y | runs |")
-    assert lines[5] == "| 0.5 | b | sst | 48.00 ± 1.00 | 50.00 ± 0.00 | -2.00 | no | n/a | 2 |"
+    assert lines[2].endswith("| verdict | x/y | runs |")
+    # One seed: the gain, and no verdict.
+    assert lines[5] == "| 0.5 | b | sst | 48.00 | 50.00 | -2.00 | no verdict (1 seed) | n/a | 1 |"
 
     text = sweep.write_comparison(str(tmp_path), tables, {"a": "baseline", "b": "sst"}, "d")
     assert (tmp_path / "comparison.md").read_text() == text + "\n"
     assert (tmp_path / sweep.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((tmp_path / "comparison.json").read_text())  # strict JSON: NaN -> null
     assert summary["reference"] == "a" and summary["rows"][1]["gain"] == -2.0
-    assert summary["rows"][1]["beats_reference"] is False
+    assert summary["rows"][1]["verdict"] == "no verdict (1 seed)"
+    assert summary["rows"][1]["gain_low"] is None and summary["rows"][1]["gains"] == [-2.0]
     assert summary["rows"][1]["scalars"]["x/y"]["mean"] is None
 
 
@@ -215,8 +232,9 @@ def test_run_comparison_layout_tables_and_plot(tmp_path, monkeypatch):
         assert (tmp_path / name / "table.md").read_text().startswith(
             "sarb on digit_scenes/tiny" if name.endswith("sarb") else "baseline on digit_scenes/tiny")
     lines = (tmp_path / "comparison.md").read_text().splitlines()
-    assert lines[-1] == ("| 0.5 | tiny_config_sarb | sarb | 50.50 ± 0.50 | 51.50 ± 0.50 | +5.00 "
-                         "| yes | 0.50 ± 0.00 | 2 |")
+    # Sample std of 50, 51 is 0.71; the gain is +5 at both seeds, so its interval is a point.
+    assert lines[-1] == ("| 0.5 | tiny_config_sarb | sarb | 50.50 ± 0.71 | 51.50 ± 0.71 "
+                         "| +5.00 [+5.00, +5.00] | beats | 0.50 ± 0.00 | 2 |")
     rows = json.loads((tmp_path / "comparison.json").read_text())["rows"]
     assert [(r["config"], r["known_ratio"]) for r in rows] == [
         ("tiny_config", "0.1"), ("tiny_config_sarb", "0.1"),
