@@ -114,6 +114,7 @@ def _paper_spec(name: str) -> DatasetSpec:
 
 _REGISTRY: dict[str, Callable[[], DatasetSpec]] = {
     "digit_scenes": functools.partial(_digit_scenes_spec, "digit_scenes", "default"),
+    "digit_scenes/large": functools.partial(_digit_scenes_spec, "digit_scenes/large", "large"),
     "digit_scenes/small": functools.partial(_digit_scenes_spec, "digit_scenes/small", "small"),
     "digit_scenes/tiny": functools.partial(_digit_scenes_spec, "digit_scenes/tiny", "tiny"),
     **{name: functools.partial(_paper_spec, name) for name in _PAPER_BUILDERS},

@@ -171,6 +171,14 @@ class DigitScenes(tfds.core.GeneratorBasedBuilder):
             seed=0,
         ),
         DigitScenesConfig(
+            name="large",
+            description="20,000 train / 1,500 test scenes ('default' is a prefix): hundreds "
+            "of known positives per class at p = 0.1.",
+            num_train=20000,
+            num_test=1500,
+            seed=0,
+        ),
+        DigitScenesConfig(
             name="small",
             description="1,000 train / 500 test scenes (a prefix of 'default') for the "
             "learning test.",
