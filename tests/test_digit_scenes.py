@@ -129,5 +129,5 @@ def test_registry():
     assert spec.prepare_command_for("/d") == (
         "python -m mlrpl_jax.data.prepare --dataset=digit_scenes --data_dir=/d"
     )
-    with pytest.raises(ValueError, match="digit_scenes, digit_scenes/small, digit_scenes/tiny"):
+    with pytest.raises(ValueError, match="digit_scenes, digit_scenes/large, digit_scenes/small, digit_scenes/tiny"):
         get_dataset_spec("coco_2014")

@@ -259,6 +259,6 @@ def test_missing_dataset_error_names_the_prepare_command(tmp_path):
 
 
 def test_unknown_dataset_name(tmp_path):
-    with pytest.raises(ValueError, match="Valid dataset names: .*digit_scenes, digit_scenes/small, digit_scenes/tiny"):
+    with pytest.raises(ValueError, match="Valid dataset names: .*digit_scenes, digit_scenes/large, digit_scenes/small, digit_scenes/tiny"):
         PartialLabelData(dataset="voc", data_dir=str(tmp_path), image_size=32,
                          known_ratio=0.5, seed=0)
