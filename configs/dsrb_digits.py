@@ -11,5 +11,5 @@ instead of every 5 (the papers' proportions of the schedule).
 from mlrpl_jax.config import digit_scenes_config
 
 
-def get_config():
-    return digit_scenes_config("dsrb")
+def get_config(regime: str = "small"):
+    return digit_scenes_config("dsrb", regime)

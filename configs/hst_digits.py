@@ -12,5 +12,5 @@ the schedule); loss weights are the script's.
 from mlrpl_jax.config import digit_scenes_config
 
 
-def get_config():
-    return digit_scenes_config("hst")
+def get_config(regime: str = "small"):
+    return digit_scenes_config("hst", regime)

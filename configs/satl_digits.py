@@ -15,5 +15,5 @@ schedule as in configs/sst_digits.py: pseudo labels from epoch 2.
 from mlrpl_jax.config import digit_scenes_config
 
 
-def get_config():
-    return digit_scenes_config("satl")
+def get_config(regime: str = "small"):
+    return digit_scenes_config("satl", regime)

@@ -12,5 +12,5 @@ added to its losses.
 from mlrpl_jax.config import digit_scenes_config
 
 
-def get_config():
-    return digit_scenes_config("satl", base_method="dsrb")
+def get_config(regime: str = "small"):
+    return digit_scenes_config("satl", regime, base_method="dsrb")
