@@ -5,9 +5,9 @@ that records the command it would run on every worker. That command's flags trai
 config (tests/tiny_config.py) in place of the paper config, as one CPU process (without
 --distributed=on), into the emulator's bucket: `python -m mlrpl_jax.main` is preempted (SIGTERM)
 mid-epoch, the run is started again, and its results.json in the bucket must equal that of a
-run of the same flags on local disk. orbax writes the checkpoint arrays with tensorstore (TENSORSTORE_GCS_HTTP_URL), everything
-else goes through etils.epath and gcsfs (STORAGE_EMULATOR_HOST), TensorBoard events through
-google-cloud-storage (STORAGE_EMULATOR_HOST as well).
+run of the same flags on local disk. orbax writes the checkpoint arrays with tensorstore
+(TENSORSTORE_GCS_HTTP_URL); everything else goes through etils.epath and gcsfs
+(STORAGE_EMULATOR_HOST).
 """
 
 import json
@@ -53,22 +53,26 @@ def documented_tpu_command() -> tuple[dict[str, str], list[str]]:
     return dict(word.split("=", 1) for word in words[:script]), words[script + 1:]
 
 
-def bucket_of(url: str) -> str:
-    return urllib.parse.urlparse(url).netloc
+def flag_value(arguments: list[str], name: str) -> str:
+    [value] = [a.split("=", 1)[1] for a in arguments if a.startswith(f"--{name}=")]
+    return value
+
+
+def documented_bucket() -> str:
+    """The bucket of the documented command's --workdir."""
+    return urllib.parse.urlparse(flag_value(documented_tpu_command()[1], "workdir")).netloc
 
 
 @pytest.fixture(scope="module")
 def cloud_storage(tmp_path_factory):
     """An in-memory Cloud Storage emulator on 127.0.0.1 holding the documented command's
     bucket, and the variables that point gcsfs, google-cloud-storage and tensorstore at it."""
-    _, arguments = documented_tpu_command()
-    [workdir] = [a.split("=", 1)[1] for a in arguments if a.startswith("--workdir=")]
     port = portpicker.pick_unused_port()
     log = tmp_path_factory.mktemp("emulator") / "emulator.log"
     with open(log, "w", encoding="utf-8") as output:
         emulator = subprocess.Popen(
             [sys.executable, str(ROOT / "tests" / "gcs_emulator.py"), "start", "--host=127.0.0.1",
-             f"--port={port}", "--in-memory", f"--default-bucket={bucket_of(workdir)}"],
+             f"--port={port}", "--in-memory", f"--default-bucket={documented_bucket()}"],
             stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     # The emulator has no storage-control API, which gcsfs's bucket-type probe would query.
@@ -104,13 +108,13 @@ def launched_command(tmp_path, data_dir: str) -> tuple[str, list[str]]:
     bin_dir.mkdir()
     recorded = tmp_path / "gcloud_arguments"
     gcloud = bin_dir / "gcloud"
-    gcloud.write_text(f"#!/usr/bin/env bash\nprintf '%s\\n' \"$@\" > {shlex.quote(str(recorded))}\n")
+    gcloud.write_text("#!/usr/bin/env bash\n"
+                      f"printf '%s\\n' \"$@\" > {shlex.quote(str(recorded))}\n")
     gcloud.chmod(0o755)
     subprocess.run(["bash", str(ROOT / "launch" / "tpu_pod.sh"), *arguments], check=True,
                    env={**os.environ, **environment, "DATA_DIR": data_dir,
                         "PATH": f"{bin_dir}:{os.environ['PATH']}"})
-    [command] = [a.split("=", 1)[1] for a in recorded.read_text().splitlines()
-                 if a.startswith("--command=")]
+    command = flag_value(recorded.read_text().splitlines(), "command")
     return command, shlex.split(command.split(" -m mlrpl_jax.main ", 1)[1])
 
 
@@ -153,7 +157,7 @@ def test_documented_gs_command_preempted_and_resumed_equals_local_disk(
     assert run_inputs.stage_data_command(environment["DATA_FROM"], digit_scenes_dir) in command
     assert f"--config.data.data_dir={digit_scenes_dir}" in worker_arguments
     arguments = as_local_run(worker_arguments)
-    [workdir] = [a.split("=", 1)[1] for a in arguments if a.startswith("--workdir=")]
+    workdir = flag_value(arguments, "workdir")
     assert workdir.startswith("gs://")
 
     preempted = run_main(arguments, fault=f"step:{PREEMPTED_AT_STEP}:TERM")
@@ -187,9 +191,7 @@ def test_documented_gs_command_preempted_and_resumed_equals_local_disk(
 
 
 def test_sweep_comparison_files_on_gs_equal_local_ones(cloud_storage, tmp_path):
-    _, arguments = documented_tpu_command()
-    [workdir] = [a.split("=", 1)[1] for a in arguments if a.startswith("--workdir=")]
-    remote = epath.Path(f"gs://{bucket_of(workdir)}/sweep_comparison")
+    remote = epath.Path(f"gs://{documented_bucket()}/sweep_comparison")
     remote_text = sweep.write_comparison(str(remote), HAND_TABLES, HAND_METHODS, "digit_scenes")
     local_text = sweep.write_comparison(str(tmp_path), HAND_TABLES, HAND_METHODS, "digit_scenes")
     assert remote_text == local_text
@@ -219,9 +221,7 @@ def test_data_dir_on_gs_stops_before_any_work_with_the_staging_command(where, tm
 
 
 def test_pretrained_weights_and_embeddings_read_from_gs(cloud_storage, tmp_path):
-    _, arguments = documented_tpu_command()
-    [workdir] = [a.split("=", 1)[1] for a in arguments if a.startswith("--workdir=")]
-    remote = epath.Path(f"gs://{bucket_of(workdir)}/inputs")
+    remote = epath.Path(f"gs://{documented_bucket()}/inputs")
     variables, state = random_resnet(18)[2:]
     np.savez(tmp_path / "torch_layout.npz", **state)
     import_weights.convert(str(tmp_path / "torch_layout.npz"), str(tmp_path / "resnet18.npz"), 18)

@@ -6,9 +6,9 @@ plots, the pretrained backbone and the label embeddings. A local path behaves as
 `gs://bucket/...` reaches Cloud Storage through gcsfs (the `gcs` extra; docs: launch/README.md).
 
 Cloud Storage holds whole objects: a write becomes visible when its file is closed, and there
-is no append, so logs on it are rewritten whole when flushed (`WholeObjectWriter`). The TFDS array_record
-reader opens local files only, so a data_dir on gs:// is refused before any work, with the
-command that stages it to local disk (core/run_inputs.py).
+is no append, so logs on it are rewritten whole when flushed (`WholeObjectWriter`). The TFDS
+array_record reader opens local files only, so a data_dir on gs:// is refused before any work,
+with the command that stages it to local disk (core/run_inputs.py).
 """
 
 from __future__ import annotations
