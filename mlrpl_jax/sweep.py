@@ -45,12 +45,13 @@ import re
 import ml_collections
 import numpy as np
 from absl import app, flags
+from etils import epath
 from ml_collections import config_flags
 
 from mlrpl_jax import cli
 from mlrpl_jax import config as config_lib
 from mlrpl_jax import paired_gain
-from mlrpl_jax.core import run_inputs
+from mlrpl_jax.core import run_inputs, storage
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file (one "
                                           "config; alternative to --configs).", lock_config=True)
@@ -98,7 +99,7 @@ def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
             run_config.known_ratio = ratio
             run_config.seed = seed
             config_lib.validate_config(run_config)
-            run_dir = os.path.join(workdir, f"p{ratio:g}_s{seed}")
+            run_dir = str(epath.Path(workdir) / f"p{ratio:g}_s{seed}")
             results = train.train_and_evaluate(run_config, run_dir)
             entry = table.setdefault(f"{ratio:g}", {"seeds": [], "last": [], "best": []})
             entry["seeds"].append(seed)
@@ -114,10 +115,9 @@ def last_logged_values(run_dir: str, names: tuple[str, ...]) -> dict[str, float]
     values = {name: float("nan") for name in names}
     if not names:
         return values
-    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
-            values.update({name: record[name] for name in names if name in record})
+    for line in (epath.Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        values.update({name: record[name] for name in names if name in record})
     return values
 
 
@@ -402,7 +402,8 @@ def plot_comparison(tables: dict[str, dict], methods: dict[str, str], dataset: s
     axes.grid(True, alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, format="png")
+    with epath.Path(path).open("wb") as f:
+        figure.savefig(f, format="png")
     return path
 
 
@@ -413,14 +414,13 @@ def write_comparison(workdir: str, tables: dict[str, dict], methods: dict[str, s
     Without matplotlib the plot is skipped with one printed line naming the `plot` extra.
     """
     text = format_comparison(tables, methods, dataset)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "comparison.md"), "w", encoding="utf-8") as f:
-        f.write(text + "\n")
+    directory = epath.Path(workdir)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "comparison.md").write_text(text + "\n", encoding="utf-8")
     summary = {"dataset": dataset, "reference": next(iter(tables)), "rule": COMPARISON_RULE,
                "methods": methods, "rows": comparison_rows(tables, methods)}
-    with open(os.path.join(workdir, "comparison.json"), "w", encoding="utf-8") as f:
-        json.dump(_finite_or_none(summary), f, indent=2)
-    plot_path = os.path.join(workdir, PLOT_FILE)
+    storage.write_json(directory / "comparison.json", _finite_or_none(summary))
+    plot_path = str(directory / PLOT_FILE)
     try:
         plot_comparison(tables, methods, dataset, plot_path)
     except ImportError:
@@ -430,11 +430,10 @@ def write_comparison(workdir: str, tables: dict[str, dict], methods: dict[str, s
 
 def _write_table(workdir: str, table: dict, method: str, dataset: str) -> str:
     text = format_table(table, method, dataset)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "table.md"), "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    with open(os.path.join(workdir, "table.json"), "w", encoding="utf-8") as f:
-        json.dump(table, f, indent=2)
+    directory = epath.Path(workdir)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "table.md").write_text(text + "\n", encoding="utf-8")
+    storage.write_json(directory / "table.json", table)
     return text
 
 
@@ -458,14 +457,14 @@ def run_comparison(configs: dict[str, ml_collections.ConfigDict], workdir: str,
     import jax
 
     reference = next(iter(configs))
-    tables = {name: run_sweep(config, os.path.join(workdir, name),
+    tables = {name: run_sweep(config, str(epath.Path(workdir) / name),
                               [*known_ratios, *reference_only_ratios] if name == reference
                               else known_ratios, seeds, report_scalars)
               for name, config in configs.items()}
     if jax.process_index() == 0:
         methods = {name: method_label(config) for name, config in configs.items()}
         for name, config in configs.items():
-            _write_table(os.path.join(workdir, name), tables[name], methods[name],
+            _write_table(str(epath.Path(workdir) / name), tables[name], methods[name],
                          config.data.name)
         print(write_comparison(workdir, tables, methods, _dataset_name(configs.values())))
     return tables

@@ -4,9 +4,11 @@ A checkpoint holds the TrainState (parameters, BN statistics, optimiser state, m
 step, RNG) and a JSON record (epoch, position in the epoch's batch order, best mAP so far,
 the run's identity). The data iterator position is the step itself: the order of epoch e is
 a function of (seed, e) only, so restoring the step restores the iterator exactly.
-orbax writes into a temporary directory and renames it when complete, so a half-written
-checkpoint is never picked up. We keep the latest `keep_last` and the best `keep_best`
-(by test mAP) checkpoints.
+orbax writes into a temporary directory and renames it when complete (on gs://, which has no
+rename, it writes a commit marker last instead), so a half-written checkpoint is never picked
+up. We keep the latest `keep_last` and the best `keep_best` (by test mAP) checkpoints.
+`directory` may be local or on gs:// (core/storage.py; orbax writes the arrays with tensorstore
+and the rest through etils.epath).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
-from mlrpl_jax.core import fault_injection
+from mlrpl_jax.core import fault_injection, storage
 
 BEST_METRIC = "mAP"
 
@@ -28,7 +30,8 @@ class CheckpointMismatchError(ValueError):
 
 
 class Checkpointer:
-    def __init__(self, directory: str, *, keep_last: int, keep_best: int, async_save: bool):
+    def __init__(self, directory: str | os.PathLike, *, keep_last: int, keep_best: int,
+                 async_save: bool):
         def best_metric(metrics: dict[str, float]) -> float:
             return metrics[BEST_METRIC]
 
@@ -41,7 +44,7 @@ class Checkpointer:
             best_fn=best_metric, best_mode="max",
             preservation_policy=preservation_policy.AnyPreservationPolicy(policies),
             enable_async_checkpointing=async_save, create=True)
-        self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+        self._manager = ocp.CheckpointManager(storage.absolute(directory), options=options)
 
     @property
     def directory(self) -> str:

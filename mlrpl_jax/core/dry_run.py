@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import resource
 import statistics
@@ -27,9 +26,10 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
 from mlrpl_jax.config import validate_config
-from mlrpl_jax.core import host_memory, optim, parallel
+from mlrpl_jax.core import host_memory, optim, parallel, storage
 from mlrpl_jax.core.train import (
     check_workdir,
     create_train_state,
@@ -201,10 +201,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, steps: int) -> dict[str
     plan = make_plan(config)
     check_workdir(workdir)
     result = {**plan.summary(), "steps": steps, **measure(plan, parallel.create_mesh(), steps)}
-    path = os.path.join(workdir, RESULT_FILE)
+    path = epath.Path(workdir) / RESULT_FILE
     if jax.process_index() == 0:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2)
+        storage.write_json(path, result)
         print(format_result(result) + f"\n  written to {path}")
     return result
 

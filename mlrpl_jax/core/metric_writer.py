@@ -1,17 +1,21 @@
 """Scalar logs: stdout (absl), `metrics.jsonl` and TensorBoard event files in the workdir.
 
-Only process 0 writes; other processes get a writer that does nothing.
+Only process 0 writes; other processes get a writer that does nothing. The workdir may be
+local or on gs:// (core/storage.py): both files go through etils.epath, and on gs:// each is
+uploaded whole at every flush (tensorboardX's own gs:// writer is replaced by that one, so one
+client and one set of credentials serve the whole run).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from typing import Mapping
 
 import jax
 from absl import logging
+from etils import epath
+
+from mlrpl_jax.core import storage
 
 
 class MetricWriter:
@@ -19,13 +23,14 @@ class MetricWriter:
         self._enabled = jax.process_index() == 0
         if not self._enabled:
             return
-        os.makedirs(workdir, exist_ok=True)
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+        workdir_path = epath.Path(workdir)
+        self._jsonl = storage.JsonLinesLog(workdir_path / "metrics.jsonl")
         # Imported here: tensorboardX imports torch whenever it is installed (≈180 MB, 1.3 s),
         # which processes that never log (benchmarks, other hosts) need not pay.
-        from tensorboardX import SummaryWriter
+        from tensorboardX import SummaryWriter, record_writer
 
-        self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        record_writer.register_writer_factory("gs", _WholeObjectEventFiles())
+        self._tensorboard = SummaryWriter(str(workdir_path / "tensorboard"))
 
     def write(self, step: int, scalars: Mapping[str, float], prefix: str = "") -> None:
         if not self._enabled:
@@ -33,8 +38,7 @@ class MetricWriter:
         values = {f"{prefix}{k}": float(v) for k, v in scalars.items()}
         logging.info("step %d: %s", step,
                      ", ".join(f"{k}={v:.5g}" for k, v in sorted(values.items())))
-        self._jsonl.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
-        self._jsonl.flush()
+        self._jsonl.append({"step": step, "time": time.time(), **values})
         for key, value in values.items():
             self._tensorboard.add_scalar(key, value, step)
         self._tensorboard.flush()
@@ -43,3 +47,13 @@ class MetricWriter:
         if self._enabled:
             self._jsonl.close()
             self._tensorboard.close()
+
+
+class _WholeObjectEventFiles:
+    """tensorboardX's writer factory interface for gs:// event files, through etils.epath."""
+
+    def open(self, path: str) -> storage.WholeObjectWriter:
+        return storage.WholeObjectWriter(epath.Path(path))
+
+    def directory_check(self, path: str) -> None:
+        del path  # object stores have no directories to create

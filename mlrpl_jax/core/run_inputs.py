@@ -1,10 +1,11 @@
-"""Checks of the files a run reads besides its dataset, made when the run starts.
+"""Checks of the files a run reads, made when the run starts.
 
 `validate_config` judges a config's keys and values alone (it also passes configs that run
 on synthetic input); `check_run_inputs` looks at the files the config names — the ImageNet
-backbone and the label embeddings — before the dataset is scanned, and stops with the command
-that produces a missing or wrong file. Every method reads the label embeddings: they are the
-queries of the semantic decoupling in the network all methods share.
+backbone and the label embeddings, local or on gs:// (core/storage.py) — and at where the
+dataset is, before the dataset is scanned, and stops with the command that produces a missing
+or wrong file or stages a dataset that is on gs://. Every method reads the label embeddings:
+they are the queries of the semantic decoupling in the network all methods share.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import os
 
 import ml_collections
 import numpy as np
+from etils import epath
 
 from mlrpl_jax import config as config_lib
+from mlrpl_jax.core import storage
 from mlrpl_jax.data import datasets
 from mlrpl_jax.tools import import_weights
 
@@ -34,10 +37,40 @@ def embeddings_command(dataset: str, output: str) -> str:
             f"--glove=glove.840B.300d.txt --output={output}")
 
 
+def stage_data_command(remote_dir: str, local_dir: str) -> str:
+    """The command that copies a prepared dataset folder from Cloud Storage to local disk
+    (launch/tpu_pod.sh runs it on every worker with DATA_FROM)."""
+    return f"mkdir -p {local_dir} && gcloud storage rsync --recursive {remote_dir} {local_dir}"
+
+
+def data_dir(config: ml_collections.ConfigDict) -> str:
+    """config.data.data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+    return (config.data.data_dir or os.environ.get("TFDS_DATA_DIR")
+            or os.path.expanduser("~/tensorflow_datasets"))
+
+
 def check_run_inputs(config: ml_collections.ConfigDict) -> None:
-    """Raises ConfigError naming the fix when a backbone or embedding file is missing or wrong."""
+    """Raises ConfigError naming the fix when a backbone or embedding file is missing or wrong,
+    or the dataset is on remote storage."""
+    _check_data_dir(data_dir(config), config.data.name)
     _check_backbone(config.model, config.data.name)
     _check_embeddings(config.embeddings, config.data.name)
+
+
+def _check_data_dir(directory: str, dataset: str) -> None:
+    """The TFDS array_record reader opens local files only: a remote data_dir is refused."""
+    if not storage.is_remote(directory):
+        return
+    local_dir = "$HOME/tensorflow_datasets"
+    folder = (datasets.get_dataset_spec(dataset).tfds_name
+              if dataset in datasets.dataset_names() else "")
+    remote, local = (f"{directory.rstrip('/')}/{folder}", f"{local_dir}/{folder}") if folder \
+        else (directory, local_dir)
+    raise config_lib.ConfigError(
+        f"data_dir {directory!r} is on remote storage, but the prepared dataset's array_record "
+        "files are read from local disk only. Copy it to every host's local disk first with: "
+        f"{stage_data_command(remote, local)}, then pass --config.data.data_dir={local_dir} "
+        "(launch/tpu_pod.sh does both when given DATA_FROM, launch/README.md).")
 
 
 def _is_paper_dataset(name: str) -> bool:
@@ -61,7 +94,7 @@ def _check_backbone(model: ml_collections.ConfigDict, dataset: str) -> None:
         return
     if path == import_weights.PYPI_INPUT:
         return
-    if not os.path.isfile(path):
+    if not epath.Path(path).is_file():
         raise config_lib.ConfigError(
             f"model.pretrained {path!r} does not exist. Convert the ImageNet weights once with: "
             f"{convert}")
@@ -82,12 +115,13 @@ def _check_embeddings(embeddings: ml_collections.ConfigDict, dataset: str) -> No
     if not path:
         raise config_lib.ConfigError(f"embeddings.kind={embeddings.kind!r} needs a file but "
                                      f"embeddings.path is empty. {fix}")
-    if not os.path.isfile(path):
+    if not epath.Path(path).is_file():
         raise config_lib.ConfigError(f"embeddings.path {path!r} does not exist. {fix}")
     if embeddings.kind == "glove":
         return  # its words are looked up when the run builds the embeddings
     try:
-        shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        with epath.Path(path).open("rb") as f:
+            shape = np.load(f, allow_pickle=False).shape
     except (OSError, ValueError) as error:
         raise config_lib.ConfigError(f"embeddings.path {path!r} is not a .npy array ({error}). "
                                      f"{fix}") from None

@@ -9,8 +9,7 @@ latest checkpoint and continues exactly where the run stopped.
 from __future__ import annotations
 
 import functools
-import json
-import os
+import io
 import signal
 import sys
 import threading
@@ -24,9 +23,11 @@ import numpy as np
 import optax
 import tqdm
 from absl import logging
+from etils import epath
 
 from mlrpl_jax.config import validate_config
-from mlrpl_jax.core import checkpointing, fault_injection, host_memory, metrics, optim, parallel, run_inputs
+from mlrpl_jax.core import (checkpointing, fault_injection, host_memory, metrics, optim, parallel,
+                            run_inputs, storage)
 from mlrpl_jax.core.metric_writer import MetricWriter
 from mlrpl_jax.core.train_state import TrainState, split_params
 from mlrpl_jax.data import label_embeddings, label_graph
@@ -43,12 +44,6 @@ TrainStep = Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[
 # attends over positions; tests/test_training.py checks it), so a small side gives the same
 # variables without running the initialisation's forward at full resolution.
 INIT_IMAGE_SIZE = 64
-
-
-def data_dir(config: ml_collections.ConfigDict) -> str:
-    """config.data.data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
-    return (config.data.data_dir or os.environ.get("TFDS_DATA_DIR")
-            or os.path.expanduser("~/tensorflow_datasets"))
 
 
 def build_method(config: ml_collections.ConfigDict, data: PartialLabelData) -> Method:
@@ -108,12 +103,13 @@ def with_pretrained_backbone(variables: dict[str, Any], path: str, depth: int,
         arrays = import_weights.backbone_arrays(state_dict, depth, backbone)
         return _with_backbone_variables(
             variables, torch_layout.backbone_variables_from_torch(arrays, backbone, depth))
-    if not os.path.exists(path):
+    if not epath.Path(path).exists():
         raise FileNotFoundError(
             f"pretrained backbone weights not found at {path!r}. Convert the ImageNet weights "
             f"once with: {run_inputs.weights_command(backbone, depth, path)}; "
             "or set --config.model.pretrained='' to train from scratch.")
-    with np.load(path) as archive:
+    # Read whole first: np.load seeks to every member, one request each on remote storage.
+    with np.load(io.BytesIO(epath.Path(path).read_bytes())) as archive:
         backbone_variables = torch_layout.backbone_variables_from_torch(dict(archive), backbone, depth)
     return _with_backbone_variables(variables, backbone_variables)
 
@@ -212,15 +208,17 @@ def evaluate(state: TrainState, data: PartialLabelData, predict, config: ml_coll
 
 
 def check_workdir(workdir: str) -> None:
+    """Creates `workdir` (local or gs://) and writes and deletes a file there, or raises
+    PermissionError naming it."""
     try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, f".write_probe_{jax.process_index()}")
-        with open(probe, "w", encoding="utf-8") as f:
-            f.write("ok")
-        os.remove(probe)
+        directory = epath.Path(workdir)
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write_probe_{jax.process_index()}"
+        probe.write_text("ok")
+        probe.unlink()
     except OSError as error:
-        raise PermissionError(f"workdir {workdir!r} is not writable ({error.strerror}); "
-                              "choose another --workdir") from None
+        raise PermissionError(f"workdir {workdir!r} is not writable "
+                              f"({error.strerror or error}); choose another --workdir") from None
 
 
 def run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
@@ -237,7 +235,7 @@ def run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict[st
 
 def open_data(config: ml_collections.ConfigDict) -> PartialLabelData:
     """The prepared dataset of `config` with its partial labels (data/pipeline.py)."""
-    return PartialLabelData(dataset=config.data.name, data_dir=data_dir(config),
+    return PartialLabelData(dataset=config.data.name, data_dir=run_inputs.data_dir(config),
                             image_size=config.data.image_size, known_ratio=config.known_ratio,
                             seed=config.seed,
                             num_workers=resolve_num_workers(config.data.num_workers,
@@ -271,7 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
     writer = MetricWriter(workdir)
     checkpointer = checkpointing.Checkpointer(
-        os.path.join(workdir, "checkpoints"), keep_last=config.checkpoint.keep_last,
+        epath.Path(workdir) / "checkpoints", keep_last=config.checkpoint.keep_last,
         keep_best=config.checkpoint.keep_best, async_save=config.checkpoint.async_save)
     identity = run_identity(config, data.info.num_classes)
     history: list[dict[str, Any]] = []
@@ -352,8 +350,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer.close()
     results = summarize(history)
     if process_index == 0:
-        with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2)
+        storage.write_json(epath.Path(workdir) / "results.json", results)
         print(format_results(results, config))
     return results
 

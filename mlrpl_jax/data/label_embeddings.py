@@ -4,11 +4,11 @@ Three sources: a GloVe text file (multi-word class names averaged), a (C, D_w) `
 as in the authors' data bundle, or seeded random unit vectors when no embedding file is at hand.
 """
 import os
-import pathlib
 import re
 from collections.abc import Sequence
 
 import numpy as np
+from etils import epath
 
 EMBEDDING_KINDS = ("glove", "npy", "random")
 
@@ -46,15 +46,15 @@ def _check_class_names(class_names: Sequence[str]) -> list[str]:
     return list(class_names)
 
 
-def _existing_file(path: str | os.PathLike, what: str) -> pathlib.Path:
-    """Returns path as a Path after checking it is an existing file."""
-    file = pathlib.Path(path)
+def _existing_file(path: str | os.PathLike, what: str) -> epath.Path:
+    """Returns path (local or gs://) as a Path after checking it is an existing file."""
+    file = epath.Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{what} file not found: {str(file)!r}; check the embedding path.")
     return file
 
 
-def _read_glove_vectors(file: pathlib.Path, words: set[str]) -> dict[str, np.ndarray]:
+def _read_glove_vectors(file: epath.Path, words: set[str]) -> dict[str, np.ndarray]:
     """Streams a GloVe text file and returns the float64 vectors of the requested words.
 
     Each line is a word followed by its floats, whitespace separated. The first occurrence of a
@@ -131,7 +131,8 @@ def random_embeddings(num_classes: int, dim: int = 300, seed: int = 0) -> np.nda
 def _load_npy_embeddings(path: str | os.PathLike, num_classes: int) -> np.ndarray:
     """Float32 (C, D_w) array from a .npy file, checked against the class count."""
     file = _existing_file(path, "Embedding .npy")
-    array = np.load(file, allow_pickle=False)
+    with file.open("rb") as f:
+        array = np.load(f, allow_pickle=False)
     if array.ndim != 2 or array.shape[0] != num_classes:
         raise ValueError(
             f"embedding array in {str(file)!r} has shape {array.shape}, expected "
