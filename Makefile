@@ -28,6 +28,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps mlcpl==0.1.7  # pyproject.toml's dev extra says why
 	touch $@
 
 install: $(VENV)/.installed

@@ -110,6 +110,8 @@ def test_the_core_trains_evaluates_and_checkpoints_it(digit_scenes_dir, tmp_path
                                                    start_epoch=1, shift_weight=0.1))
     results = train.train_and_evaluate(config, str(tmp_path))
     assert results["last"]["epoch"] == 1 and 0.0 < results["last"]["mAP"] <= 100.0
+    per_class = results["last"]["per_class_AP"]  # also in results.json
+    assert len(per_class) == 10 and np.mean(per_class) == pytest.approx(results["last"]["mAP"])
     state = restore_final_state(config, str(tmp_path))
     shift = np.asarray(jax.device_get(state.variables()["params"]["class_shift"]))
     assert shift.shape == (10,) and np.all(np.isfinite(shift)) and np.any(shift != 0)

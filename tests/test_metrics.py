@@ -4,6 +4,7 @@ import pytest
 from sklearn.metrics import average_precision_score
 
 from mlrpl_jax.core.metrics import (
+    PER_CLASS_AP,
     THRESHOLD_METRIC_NAMES,
     average_precision,
     evaluate_scores,
@@ -37,14 +38,30 @@ def test_parity_with_reference(vectors, tag, target_kind):
 def test_evaluate_scores_reports_reference_values_in_percent(vectors, tag):
     v = vectors("metrics")
     result = evaluate_scores(v[f"{tag}/scores"], v[f"{tag}/target_raw"])
-    expected_names = {"mAP", "mAP_plain"} | {n + s for n in THRESHOLD_METRIC_NAMES for s in ("", "_top3")}
+    expected_names = {"mAP", "mAP_plain", PER_CLASS_AP} | {
+        n + s for n in THRESHOLD_METRIC_NAMES for s in ("", "_top3")}
     assert set(result) == expected_names
     np.testing.assert_allclose(result["mAP"], 100 * v[f"{tag}/mAP_voc2012"], rtol=1e-12)
+    # the same float64 APs as the mAP's, each times 100: their mean is the mAP to round-off
+    assert result[PER_CLASS_AP] == list(
+        100 * interpolated_average_precision(v[f"{tag}/scores"], v[f"{tag}/target_raw"]))
+    assert np.mean(result[PER_CLASS_AP]) == pytest.approx(result["mAP"], rel=1e-12)
     np.testing.assert_allclose(result["mAP_plain"], 100 * np.mean(v[f"{tag}/validate/ap_per_class"]),
                                rtol=1e-6)
     np.testing.assert_allclose(_as_array(result), 100 * v[f"{tag}/validate/overall"], rtol=1e-12)
     np.testing.assert_allclose(_as_array(result, "_top3"), 100 * v[f"{tag}/validate/overall_top3"],
                                rtol=1e-12)
+
+
+def test_per_class_ap_without_zero_targets_is_each_class_ap_without_those_images():
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(40, 4))
+    targets = rng.choice([-1.0, 0.0, 1.0], size=(40, 4), p=[0.5, 0.2, 0.3])
+    per_class = evaluate_scores(scores, targets, ignore_zero_targets=True)[PER_CLASS_AP]
+    for c in range(4):
+        kept = targets[:, c] != 0
+        expected = interpolated_average_precision(scores[kept, c:c + 1], targets[kept, c:c + 1])
+        assert per_class[c] == pytest.approx(100 * expected[0], rel=1e-12)
 
 
 def test_class_without_positives(vectors):

@@ -123,10 +123,15 @@ def threshold_metrics(scores: np.ndarray, targets: np.ndarray, top_k: int | None
     return dict(zip(THRESHOLD_METRIC_NAMES, (float(v) for v in (op, orec, of1, cp, cr, cf1))))
 
 
+# Key of evaluate_scores' one non-scalar entry: the interpolated AP of each class, in class order.
+PER_CLASS_AP = "per_class_AP"
+
+
 def evaluate_scores(scores: np.ndarray, targets: np.ndarray, *,
-                    ignore_zero_targets: bool = False) -> dict[str, float]:
+                    ignore_zero_targets: bool = False) -> dict[str, float | list[float]]:
     """All test metrics in percent: 'mAP' (interpolated, the reported number), 'mAP_plain', the six
-    threshold metrics and the same six with suffix '_top3' (docs/methods/evaluation.md §11).
+    threshold metrics and the same six with suffix '_top3' (docs/methods/evaluation.md §11), and
+    PER_CLASS_AP, the list of the C interpolated APs whose mean is 'mAP'.
 
     With `ignore_zero_targets` (the ML-GCN convention for VOC's difficult objects), entries whose
     target is 0 take no part: they are ranked below every other image and never predicted, which
@@ -144,11 +149,13 @@ def evaluate_scores(scores: np.ndarray, targets: np.ndarray, *,
             "evaluate on a test set where every class occurs, or drop those columns."
         )
     is_positive, precision = _precision_at_positive_ranks(scores, positives)
+    class_ap = _interpolated_ap_from_ranking(is_positive, precision)  # (C,)
     percent = {
-        "mAP": 100.0 * float(np.mean(_interpolated_ap_from_ranking(is_positive, precision))),
+        "mAP": 100.0 * float(np.mean(class_ap)),
         "mAP_plain": 100.0 * float(np.mean(_mean_over_positives(precision, is_positive))),
     }
     for suffix, top_k in (("", None), ("_top3", 3)):
         for name, value in threshold_metrics(scores, positives, top_k).items():
             percent[name + suffix] = 100.0 * value
+    percent[PER_CLASS_AP] = [100.0 * float(ap) for ap in class_ap]
     return percent

@@ -335,7 +335,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             last_epoch = epoch == config.epochs - 1
             if (epoch + 1) % config.eval.every_epochs == 0 or last_epoch:
                 test_metrics = evaluate(state, data, predict, config, mesh)
-                writer.write(step, test_metrics, prefix="test/")
+                writer.write(step, {k: v for k, v in test_metrics.items()
+                                    if k != metrics.PER_CLASS_AP}, prefix="test/")
                 history.append({"epoch": epoch, **test_metrics})
             state = method.on_epoch_end(state, epoch, host)
             evaluated = bool(history) and history[-1]["epoch"] == epoch
