@@ -13,5 +13,5 @@ EfficientNet-Lite0 frozen up to stride 16, 64 px, 8 epochs (the papers' 20 in pr
 from mlrpl_jax.config import digit_scenes_config
 
 
-def get_config():
-    return digit_scenes_config("ll_ct")
+def get_config(regime: str = "small"):
+    return digit_scenes_config("ll_ct", regime)

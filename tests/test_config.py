@@ -129,3 +129,26 @@ def test_a_config_recorded_before_keys_were_added_restores_with_their_defaults()
     config_lib.validate_config(config)
     assert config.model.conv_impl == "auto" and config.hst.intra_pseudo_bce_weight == 1.0
     assert config.hst.num_prototypes == 7 and config.batch_size == 32
+
+
+DIGIT_CONFIG_FILES = sorted((ROOT / "configs").glob("*_digits.py"))
+
+
+@pytest.mark.parametrize("path", DIGIT_CONFIG_FILES, ids=lambda p: p.name)
+def test_every_digit_config_has_the_large_regime_with_the_papers_proportions(path):
+    small, large = load_config_file(path), load_config_file(path, "large")
+    config_lib.validate_config(large)
+    assert (small.data.name, small.epochs, small.optim.lr_decay_epochs) == ("digit_scenes/small", 8, 4)
+    assert (large.data.name, large.epochs, large.optim.lr_decay_epochs) == ("digit_scenes/large", 4, 2)
+    # Epoch options are the papers' (out of 20) divided by 20 / epochs, rounded, >= 1 if > 0;
+    # per-epoch rates multiplied by it: the same fraction of the run in both regimes.
+    method = methods.get_method_class(large.method)
+    defaults = method.default_config()
+    for key, kind in method.schedule_options.items():
+        if kind == "epochs":
+            expected = max(round(defaults[key] / 5), 1 if defaults[key] > 0 else 0)
+        else:
+            expected = defaults[key] * 5
+        assert large[large.method][key] == pytest.approx(expected), key
+    with pytest.raises(config_lib.ConfigError, match="unknown digit regime 'huge'; valid: small, large"):
+        load_config_file(path, "huge")
