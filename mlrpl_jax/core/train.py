@@ -240,7 +240,9 @@ def open_data(config: ml_collections.ConfigDict) -> PartialLabelData:
                             seed=config.seed,
                             num_workers=resolve_num_workers(config.data.num_workers,
                                                             jax.default_backend()),
-                            augmentation=config.data.train_augmentation)
+                            augmentation=config.data.train_augmentation,
+                            label_drop=config.data.label_drop,
+                            labels_per_category=config.data.labels_per_category)
 
 
 def build_run(config: ml_collections.ConfigDict, data: PartialLabelData, mesh: jax.sharding.Mesh
