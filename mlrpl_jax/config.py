@@ -15,6 +15,7 @@ from typing import Any
 import ml_collections
 
 from mlrpl_jax import methods
+from mlrpl_jax.data.partial_labels import check_label_drop
 from mlrpl_jax.data.preprocessing import TRAIN_AUGMENTATIONS
 from mlrpl_jax.models.convolution import CONV_IMPLS
 from mlrpl_jax.models.network import BACKBONES
@@ -43,6 +44,12 @@ def base_config() -> ml_collections.ConfigDict:
     # 'reference' (scale-crop + flip, docs/methods/problem_and_data.md §2.5) | 'colour' (label-preserving: channel
     # permutation + brightness, for synthetic scenes) | 'none' (data/preprocessing.py)
     config.data.train_augmentation = "reference"
+    # Which training labels stay known (docs/methods/problem_and_data.md §1.3): 'elementwise'
+    # (the authors' seed-0 mask at known_ratio) | 'one_positive' (one positive per image,
+    # seeded by config.seed) | 'per_category' (labels_per_category per class, half positive,
+    # seeded by config.seed). The last two take known_ratio = 1.0.
+    config.data.label_drop = "elementwise"
+    config.data.labels_per_category = 0  # 'per_category' only: an even number >= 2
 
     config.embeddings = ml_collections.ConfigDict()
     config.embeddings.kind = "npy"  # 'npy' | 'glove' | 'random' (data/label_embeddings.py)
@@ -321,6 +328,11 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
     if not 0.0 < config.known_ratio <= 1.0:
         raise ConfigError(f"known_ratio must be in (0, 1] (1.0 = complete labels), "
                           f"got {config.known_ratio}")
+    try:
+        check_label_drop(config.data.label_drop, config.known_ratio,
+                         config.data.labels_per_category)
+    except ValueError as error:
+        raise ConfigError(f"data.{error}") from None
     positive = {"batch_size": config.batch_size, "epochs": config.epochs,
                 "data.image_size": config.data.image_size,
                 "eval.every_epochs": config.eval.every_epochs,

@@ -80,6 +80,23 @@ def test_known_ratio_outside_the_unit_interval(ratio):
         config_lib.validate_config(config)
 
 
+@pytest.mark.parametrize("label_drop, known_ratio, labels_per_category, message", [
+    ("single_positive", 1.0, 0, "data.label_drop must be one of elementwise, one_positive"),
+    ("one_positive", 0.5, 0, "chooses the known labels itself.*known_ratio=1.0"),
+    ("per_category", 1.0, 0, "labels_per_category.*even integer >= 2"),
+    ("elementwise", 0.5, 100, "labels_per_category applies only to label_drop='per_category'"),
+])
+def test_label_drop_settings_are_checked(label_drop, known_ratio, labels_per_category, message):
+    config = config_lib.base_config()
+    config.data.label_drop, config.known_ratio = label_drop, known_ratio
+    config.data.labels_per_category = labels_per_category
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.validate_config(config)
+    config.data.label_drop, config.known_ratio = "per_category", 1.0
+    config.data.labels_per_category = 100
+    config_lib.validate_config(config)
+
+
 def test_unknown_method_lists_the_registered_methods():
     config = config_lib.base_config()
     config.method = "sstt"

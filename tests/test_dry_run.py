@@ -55,6 +55,21 @@ def test_paper_config_plans_the_dataset_classes_at_paper_shapes(path):
     assert plan.epoch == FIRST_FULL_EPOCH.get(config.method, 5)
 
 
+@pytest.mark.parametrize("label_drop, labels_per_category", [("one_positive", 0),
+                                                             ("per_category", 4)])
+def test_paper_config_plans_with_the_configured_label_drop(label_drop, labels_per_category):
+    config = load_config(CONFIGS / "baseline_coco.py")
+    config.known_ratio = 1.0
+    config.data.label_drop, config.data.labels_per_category = label_drop, labels_per_category
+    plan = dry_run.make_plan(config)
+    partial = plan.data.info.train_partial_labels  # (batch, 80)
+    assert plan.summary()["label_drop"] == label_drop
+    if label_drop == "one_positive":  # plus the one guaranteed known positive of each class
+        assert not (partial < 0).any()
+    else:  # 2 positives and 2 negatives per class at most, and the guaranteed positive
+        assert (partial < 0).any() and (abs(partial).sum(axis=0) <= 4 + 1).all()
+
+
 def test_main_dry_run_needs_no_weights_or_embeddings_file(tmp_path):
     """`python -m mlrpl_jax.main --dry_run_steps=1` on a paper config without any weights or
     embeddings file (shrunk to a tiny network on the command line) runs and writes its JSON;

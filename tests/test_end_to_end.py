@@ -4,10 +4,12 @@ import json
 import pathlib
 import shutil
 
+import numpy as np
 import pytest
 from tiny_config import tiny_digit_config
 
 from mlrpl_jax.core import train
+from mlrpl_jax.data.partial_labels import one_positive_labels
 from mlrpl_jax.data.pipeline import DatasetNotPreparedError
 
 STEPS_PER_EPOCH = 12  # 96 tiny training scenes / batch 8
@@ -22,6 +24,14 @@ def tiny_run_config(data_dir: str, epochs: int):
     return config
 
 
+def test_a_run_opens_its_data_with_the_configured_label_drop(digit_scenes_dir):
+    config = tiny_run_config(digit_scenes_dir, 1)
+    config.known_ratio, config.data.label_drop, config.seed = 1.0, "one_positive", 3
+    info = train.open_data(config).info
+    np.testing.assert_array_equal(info.train_partial_labels,
+                                  one_positive_labels(info.train_complete_labels, seed=3))
+
+
 def test_train_evaluate_and_resume_exactly(digit_scenes_dir, tmp_path):
     full = train.train_and_evaluate(tiny_run_config(digit_scenes_dir, 2), str(tmp_path / "full"))
     assert full["last"]["epoch"] == 1
@@ -31,6 +41,11 @@ def test_train_evaluate_and_resume_exactly(digit_scenes_dir, tmp_path):
     logged = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert any("test/mAP" in entry for entry in logged)
     assert any("train/loss" in entry for entry in logged)
+    # the calibration errors and precision at recall (evaluation.md §11.4-11.5) beside them
+    assert any({"test/ECE", "test/ACE", "test/MCE", "test/P_at_R90"} <= entry.keys()
+               for entry in logged)
+    saved = json.loads((workdir / "results.json").read_text())
+    assert {"ECE", "ACE", "MCE", "P_at_R50", "P_at_R70", "P_at_R90"} <= saved["last"].keys()
 
     # Stop after epoch 0, then run again with the full schedule: resumes at the epoch boundary.
     resumed_dir = str(tmp_path / "resumed")

@@ -1,11 +1,20 @@
-"""Partial-label generation against the authors' released VOC 2007 files and reference vectors."""
+"""Partial-label generation against the authors' released VOC 2007 files and reference vectors;
+the single-positive and per-category protocols by their counts and against mlcpl 0.1.7."""
 import hashlib
 import pathlib
+import types
 
 import numpy as np
 import pytest
+from mlcpl_modules import import_mlcpl_dataset_core
 
-from mlrpl_jax.data.partial_labels import known_label_mask, make_partial_labels
+from mlrpl_jax.data.partial_labels import (
+    drop_labels,
+    known_label_mask,
+    make_partial_labels,
+    one_positive_labels,
+    per_category_labels,
+)
 
 VOC_DIR = pathlib.Path(__file__).resolve().parent / "data" / "voc2007_partial_labels"
 RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -164,3 +173,105 @@ def test_rejects_out_of_range_value_and_wrong_rank():
         make_partial_labels(np.array([[1, -1, 2]]), 1.0)
     with pytest.raises(ValueError, match=r"2-D .* got shape \(3,\)"):
         make_partial_labels(np.array([1, -1, 1]), 0.5)
+
+
+def _random_complete_labels(seed: int, shape=(300, 7), positive_rate=0.25) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    labels = np.where(rng.random(shape) < positive_rate, 1, -1).astype(np.int8)
+    labels[0] = -1  # an image without any positive
+    return labels
+
+
+def test_one_positive_keeps_exactly_one_true_positive_per_image_with_positives():
+    complete = _random_complete_labels(0)
+    partial = one_positive_labels(complete, seed=3)
+    has_positive = (complete > 0).any(axis=1)
+    assert partial.dtype == np.int8 and not (partial < 0).any()  # no known negative
+    np.testing.assert_array_equal(np.count_nonzero(partial, axis=1), has_positive.astype(int))
+    assert (complete[partial > 0] == 1).all()  # only true positives are kept
+
+
+def test_one_positive_draws_each_positive_of_an_image_uniformly():
+    # 30,000 images whose positives are classes 1, 3 and 4: each is kept with probability 1/3,
+    # so its count is Binomial(30000, 1/3), sd = sqrt(30000 * 2/9) = 81.6; allow 5 sd.
+    complete = np.tile(np.array([-1, 1, -1, 1, 1], np.int8), (30000, 1))
+    counts = np.count_nonzero(one_positive_labels(complete, seed=0), axis=0)
+    assert counts[[0, 2]].tolist() == [0, 0]
+    np.testing.assert_allclose(counts[[1, 3, 4]], 10000, atol=5 * 81.7)
+
+
+@pytest.mark.parametrize("labels_per_category", [40, 200])
+def test_per_category_keeps_the_same_number_of_positives_and_negatives_per_class(
+        labels_per_category):
+    complete = _random_complete_labels(1)
+    partial = per_category_labels(complete, labels_per_category, seed=5)
+    num_positive = np.count_nonzero(complete > 0, axis=0)  # about 75 per class
+    num_negative = np.count_nonzero(complete < 0, axis=0)
+    expected = np.minimum(np.minimum(num_positive, num_negative), labels_per_category // 2)
+    np.testing.assert_array_equal(np.count_nonzero(partial > 0, axis=0), expected)
+    np.testing.assert_array_equal(np.count_nonzero(partial < 0, axis=0), expected)
+    known = partial != 0
+    np.testing.assert_array_equal(partial[known], complete[known])  # signs of the truth
+    if labels_per_category == 200:  # 100 > every class's positives: all of them are kept
+        np.testing.assert_array_equal(expected, num_positive)
+
+
+@pytest.mark.parametrize("protocol, parameter", [("one_positive", 0), ("per_category", 40)])
+def test_seeded_protocols_are_deterministic_and_follow_the_seed(protocol, parameter):
+    complete = _random_complete_labels(2)
+    def draw(seed):
+        return drop_labels(complete, protocol, known_ratio=1.0, labels_per_category=parameter,
+                           seed=seed)
+    np.testing.assert_array_equal(draw(7), draw(7))
+    assert not np.array_equal(draw(7), draw(8))
+
+
+def test_elementwise_protocol_is_the_authors_mask_whatever_the_seed(voc_train_labels):
+    for seed in (0, 9):
+        partial = drop_labels(voc_train_labels, "elementwise", known_ratio=0.3,
+                              labels_per_category=0, seed=seed)
+        assert _sha256(partial) == VOC_PARTIAL_TABLE[0.3][2]
+
+
+def _as_records(labels: np.ndarray) -> list[tuple]:
+    """mlcpl's records: (id, path, positive classes, negative classes) per image."""
+    return [(i, "", np.flatnonzero(row > 0).tolist(), np.flatnonzero(row < 0).tolist())
+            for i, row in enumerate(labels)]
+
+
+def _from_records(records: list[tuple], shape: tuple[int, int]) -> np.ndarray:
+    labels = np.zeros(shape, np.int8)
+    for i, _, positives, negatives in records:
+        labels[i, positives] = 1
+        labels[i, negatives] = -1
+    return labels
+
+
+@pytest.mark.parametrize("seed", [0, 526])
+def test_protocols_equal_mlcpl_label_drops(seed):
+    core = import_mlcpl_dataset_core()
+    complete = _random_complete_labels(3)
+    dataset = types.SimpleNamespace(records=_as_records(complete),
+                                    num_categories=complete.shape[1])
+    core.MLCPLDataset.drop_labels_single_positive(dataset, seed=seed)
+    np.testing.assert_array_equal(one_positive_labels(complete, seed),
+                                  _from_records(dataset.records, complete.shape))
+    for labels_per_category in (40, 200):
+        dataset.records = _as_records(complete)
+        core.MLCPLDataset.drop_labels_fix_per_category(dataset, labels_per_category, seed=seed)
+        np.testing.assert_array_equal(per_category_labels(complete, labels_per_category, seed),
+                                      _from_records(dataset.records, complete.shape))
+
+
+@pytest.mark.parametrize("protocol, known_ratio, parameter, message", [
+    ("random", 1.0, 0, "label_drop must be one of elementwise, one_positive, per_category"),
+    ("one_positive", 0.5, 0, "set known_ratio=1.0"),
+    ("per_category", 1.0, 0, "even integer >= 2"),
+    ("per_category", 1.0, 5, "even integer >= 2"),
+    ("elementwise", 0.5, 10, "applies only to label_drop='per_category'"),
+])
+def test_label_drop_rejects_parameters_that_do_not_fit_the_protocol(protocol, known_ratio,
+                                                                    parameter, message):
+    with pytest.raises(ValueError, match=message):
+        drop_labels(_random_complete_labels(4), protocol, known_ratio=known_ratio,
+                    labels_per_category=parameter, seed=0)

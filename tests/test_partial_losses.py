@@ -12,15 +12,10 @@ the weight's size; the mean of n such terms in another order differs by at most 
 gradients, where each entry is one term divided by the count, TERM_ATOL / n.
 """
 
-import functools
-import importlib.util
-import pathlib
-import sys
-import types
-
 import jax
 import jax.numpy as jnp
 import method_harness
+from mlcpl_modules import import_mlcpl
 import numpy as np
 import pytest
 
@@ -30,20 +25,6 @@ from mlrpl_jax.methods.partial_losses import loss_functions as lf
 EPS = float(np.finfo(np.float32).eps)
 TERM_ATOL = 16 * EPS
 BATCH, CLASSES = 6, 7
-
-
-@functools.cache
-def import_mlcpl_losses():
-    """(torch, mlcpl.losses) without running mlcpl/__init__.py, which imports mlcpl's dataset and
-    metric modules and so torchvision's compiled operators (absent beside a CPU-only torch); the
-    loss modules need torch alone."""
-    import torch
-    spec = importlib.util.find_spec("mlcpl")
-    assert spec is not None, "mlcpl is not installed: pip install -e '.[dev]' (mlcpl==0.1.7)"
-    package = types.ModuleType("mlcpl")
-    package.__path__ = [str(pathlib.Path(spec.origin).parent)]
-    sys.modules["mlcpl"] = package
-    return torch, importlib.import_module("mlcpl.losses")
 
 
 def random_inputs(seed, unknown_share=0.5):
@@ -76,7 +57,7 @@ def assert_parity(ours_fn, theirs, logits):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_assume_negative_bce_matches_mlcpl(seed):
-    torch, losses = import_mlcpl_losses()
+    torch, losses = import_mlcpl("losses")
     logits, labels = random_inputs(seed)
     loss = losses.PartialNegativeBCEWithLogitLoss()
     theirs = torch_value_and_grad(torch, lambda z: loss(z, mlcpl_targets(torch, labels)), logits)
@@ -87,7 +68,7 @@ def test_assume_negative_bce_matches_mlcpl(seed):
 @pytest.mark.parametrize("gamma_pos, gamma_neg, clip", [(0.0, 4.0, 0.05), (1.0, 2.0, 0.2),
                                                          (0.0, 0.0, 0.0)])
 def test_asymmetric_losses_match_mlcpl(assume_negative, gamma_pos, gamma_neg, clip):
-    torch, losses = import_mlcpl_losses()
+    torch, losses = import_mlcpl("losses")
     logits, labels = random_inputs(2)
     factory = (losses.PartialNegativeAsymmetricWithLogitLoss if assume_negative
                else losses.PartialAsymmetricWithLogitLoss)
@@ -100,7 +81,7 @@ def test_asymmetric_losses_match_mlcpl(assume_negative, gamma_pos, gamma_neg, cl
 
 @pytest.mark.parametrize("likelihood_topk", [0, 1, 2])
 def test_selective_loss_matches_mlcpl(likelihood_topk):
-    torch, losses = import_mlcpl_losses()
+    torch, losses = import_mlcpl("losses")
     logits, labels = random_inputs(3)
     prior = np.linspace(0.0, 0.3, CLASSES).astype(np.float32)  # 3 of 7 classes above 0.12
     loss = losses.PartialSelectiveAsymmetricWithLogitLoss(
@@ -118,7 +99,7 @@ def test_large_loss_rejection_and_correction_match_mlcpl(correct, num_modified):
     """mlcpl modifies the unknown losses strictly above its k-th largest, k = round(n_u x rate),
     that is k - 1 of them (none in epoch 0); we modify round(n_u x rate). So mlcpl runs at
     k = num_modified + 1 and we at num_modified."""
-    torch, losses = import_mlcpl_losses()
+    torch, losses = import_mlcpl("losses")
     logits, labels = random_inputs(4)
     num_unknown = int(np.sum(labels == 0))
     loss_class = losses.LargeLossCorrectionTemporary if correct else losses.LargeLossRejection

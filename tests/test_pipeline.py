@@ -7,7 +7,11 @@ from fixtures_data import TINY_DATASET
 from PIL import Image
 
 from mlrpl_jax.data import digit_scenes, preprocessing
-from mlrpl_jax.data.partial_labels import make_partial_labels
+from mlrpl_jax.data.partial_labels import (
+    make_partial_labels,
+    one_positive_labels,
+    per_category_labels,
+)
 from mlrpl_jax.data.pipeline import (
     AUTO_WORKERS,
     MAX_AUTO_WORKERS,
@@ -107,6 +111,29 @@ def test_label_matrices_follow_index_order(data):
     )
     assert info.train_partial_labels.dtype == np.int8
     assert 0 < np.mean(info.train_partial_labels != 0) < 0.6
+
+
+@pytest.mark.parametrize("label_drop, labels_per_category", [("one_positive", 0),
+                                                             ("per_category", 6)])
+def test_label_drop_protocol_gives_the_training_labels_of_the_batches(
+        digit_scenes_dir, label_drop, labels_per_category):  # noqa: F811
+    data = PartialLabelData(dataset=TINY_DATASET, data_dir=digit_scenes_dir,
+                            image_size=IMAGE_SIZE, known_ratio=1.0, seed=4,
+                            label_drop=label_drop, labels_per_category=labels_per_category)
+    complete = data.info.train_complete_labels
+    expected = (one_positive_labels(complete, 4) if label_drop == "one_positive"
+                else per_category_labels(complete, labels_per_category, 4))
+    np.testing.assert_array_equal(data.info.train_partial_labels, expected)
+    for batch in data.train_batches(0, 32):
+        np.testing.assert_array_equal(batch["labels"], expected[batch["index"]])
+        np.testing.assert_array_equal(batch["complete_labels"], complete[batch["index"]])
+
+
+def test_a_bad_label_drop_stops_before_the_dataset_is_read(tmp_path):
+    # tmp_path holds no dataset: the protocol's error comes first
+    with pytest.raises(ValueError, match="set known_ratio=1.0"):
+        PartialLabelData(dataset=TINY_DATASET, data_dir=str(tmp_path), image_size=IMAGE_SIZE,
+                         known_ratio=0.5, seed=0, label_drop="one_positive")
 
 
 def test_label_cache_is_written_and_reused(digit_scenes_dir, data):  # noqa: F811

@@ -85,6 +85,7 @@ class DryRunPlan:
         model = self.config.model
         return {"method": self.config.method, "dataset": self.config.data.name,
                 "num_classes": self.num_classes, "known_ratio": self.config.known_ratio,
+                "label_drop": self.config.data.label_drop,
                 "epoch": self.epoch, "backbone": model.backbone, "depth": model.depth,
                 "width": model.width, "dtype": model.dtype,
                 "train_images_shape": list(self.train_images_shape),
@@ -100,7 +101,9 @@ def make_plan(config: ml_collections.ConfigDict, *, num_classes: int | None = No
     config.model.pretrained = ""
     num_classes = num_classes or get_dataset_spec(config.data.name).num_classes
     info = synthetic_data_info(num_classes, config.batch_size, config.known_ratio,
-                               seed=config.seed, every_class_known=True)
+                               seed=config.seed, every_class_known=True,
+                               label_drop=config.data.label_drop,
+                               labels_per_category=config.data.labels_per_category)
     method = get_method_class(config.method)(
         config, info, random_embeddings(num_classes, config.embeddings.dim, seed=config.seed),
         label_adjacency(info.train_partial_labels))

@@ -240,7 +240,9 @@ def open_data(config: ml_collections.ConfigDict) -> PartialLabelData:
                             seed=config.seed,
                             num_workers=resolve_num_workers(config.data.num_workers,
                                                             jax.default_backend()),
-                            augmentation=config.data.train_augmentation)
+                            augmentation=config.data.train_augmentation,
+                            label_drop=config.data.label_drop,
+                            labels_per_category=config.data.labels_per_category)
 
 
 def build_run(config: ml_collections.ConfigDict, data: PartialLabelData, mesh: jax.sharding.Mesh
@@ -437,7 +439,12 @@ def summarize(history: list[dict[str, Any]]) -> dict[str, Any]:
 def format_results(results: dict[str, Any], config: ml_collections.ConfigDict) -> str:
     """A small table of the headline metrics (percent)."""
     keys = ("mAP", "mAP_plain", "OF1", "CF1", "OF1_top3", "CF1_top3")
-    header = (f"{config.method} on {config.data.name}, known_ratio={config.known_ratio}\n"
+    labels = f"known_ratio={config.known_ratio}"
+    if config.data.label_drop != "elementwise":
+        labels = f"label_drop={config.data.label_drop}"
+    if config.data.label_drop == "per_category":
+        labels += f", labels_per_category={config.data.labels_per_category}"
+    header = (f"{config.method} on {config.data.name}, {labels}\n"
               f"{'':6s}{'epoch':>6s}" + "".join(f"{k:>10s}" for k in keys))
     rows = [header]
     for name in ("last", "best"):

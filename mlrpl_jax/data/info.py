@@ -20,5 +20,5 @@ class DataInfo:
     num_train: int
     num_test: int
     train_complete_labels: np.ndarray  # int8 (N_train, C) in {-1, +1}
-    train_partial_labels: np.ndarray  # int8 (N_train, C) in {-1, 0, +1}, at known_ratio
+    train_partial_labels: np.ndarray  # int8 (N_train, C) in {-1, 0, +1}, by config.data.label_drop
     test_labels: np.ndarray  # int8 (N_test, C) in {-1, +1}

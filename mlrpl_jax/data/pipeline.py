@@ -34,7 +34,7 @@ from mlrpl_jax.data import preprocessing
 from mlrpl_jax.data.builder_common import CorruptImageError
 from mlrpl_jax.data.datasets import DatasetSpec, get_dataset_spec
 from mlrpl_jax.data.info import DataInfo
-from mlrpl_jax.data.partial_labels import make_partial_labels
+from mlrpl_jax.data.partial_labels import check_label_drop, drop_labels
 
 _ORDER_STREAM = 0
 _AUGMENT_STREAM = 1
@@ -289,7 +289,9 @@ class PartialLabelData:
     Batches are dicts of numpy arrays: 'image' float32 (b, S, S, 3); 'labels' float32 (b, C)
     (partial on the train split, complete on the test split); 'complete_labels' float32 (b, C);
     'index' int32 (b,) (reference index, -1 for padding); 'mask' float32 (b,) (0 = padding).
-    Training images are augmented by `augmentation` (preprocessing.TRAIN_AUGMENTATIONS).
+    Training images are augmented by `augmentation` (preprocessing.TRAIN_AUGMENTATIONS). The
+    partial training labels come from the `label_drop` protocol (partial_labels.py,
+    docs/methods/problem_and_data.md §1.3), seeded by `seed` except for 'elementwise'.
     """
 
     def __init__(
@@ -302,6 +304,8 @@ class PartialLabelData:
         seed: int,
         num_workers: int = 0,
         augmentation: str = "reference",
+        label_drop: str = "elementwise",
+        labels_per_category: int = 0,
     ):
         if image_size <= 0:
             raise ValueError(f"image_size must be a positive number of pixels, got {image_size}.")
@@ -312,6 +316,7 @@ class PartialLabelData:
         if augmentation not in preprocessing.TRAIN_AUGMENTATIONS:
             raise ValueError(f"Unknown training augmentation {augmentation!r}; valid: "
                              f"{', '.join(preprocessing.TRAIN_AUGMENTATIONS)}.")
+        check_label_drop(label_drop, known_ratio, labels_per_category)
         spec = get_dataset_spec(dataset)
         self._builder_dir = find_builder_dir(spec, data_dir)
         spec = with_prepared_class_names(spec, self._builder_dir)
@@ -331,7 +336,8 @@ class PartialLabelData:
             num_train=len(train_labels),
             num_test=len(test_labels),
             train_complete_labels=train_labels,
-            train_partial_labels=make_partial_labels(train_labels, known_ratio),
+            train_partial_labels=drop_labels(train_labels, label_drop, known_ratio=known_ratio,
+                                             labels_per_category=labels_per_category, seed=seed),
             test_labels=test_labels,
         )
 

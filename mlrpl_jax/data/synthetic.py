@@ -8,7 +8,7 @@ import numpy as np
 
 from mlrpl_jax.data.datasets import DatasetSpec
 from mlrpl_jax.data.info import DataInfo
-from mlrpl_jax.data.partial_labels import make_partial_labels
+from mlrpl_jax.data.partial_labels import drop_labels
 
 
 def _not_preparable(data_dir: str, manual_dir: str | None = None) -> None:
@@ -17,8 +17,10 @@ def _not_preparable(data_dir: str, manual_dir: str | None = None) -> None:
 
 def synthetic_data_info(num_classes: int, num_examples: int, known_ratio: float,
                         positive_rate: float = 0.2, seed: int = 0,
-                        every_class_known: bool = False) -> DataInfo:
-    """Random complete labels (at least one positive per class) and their seed-0 partial labels.
+                        every_class_known: bool = False, label_drop: str = "elementwise",
+                        labels_per_category: int = 0) -> DataInfo:
+    """Random complete labels (at least one positive per class) and their partial labels by the
+    `label_drop` protocol (data/partial_labels.py; 'elementwise' is the seed-0 mask).
 
     every_class_known: that guaranteed positive of each class is also known, as host passes
     that compute per-class prototypes need.
@@ -28,7 +30,8 @@ def synthetic_data_info(num_classes: int, num_examples: int, known_ratio: float,
     guaranteed = (np.arange(num_classes) % num_examples, np.arange(num_classes))
     complete[guaranteed] = 1
     complete = complete.astype(np.int8)
-    partial = make_partial_labels(complete, known_ratio)
+    partial = drop_labels(complete, label_drop, known_ratio=known_ratio,
+                          labels_per_category=labels_per_category, seed=seed)
     if every_class_known:
         partial[guaranteed] = 1
     spec = DatasetSpec(name="synthetic", tfds_name="synthetic",
