@@ -97,11 +97,10 @@ def test_loss_and_gradients_do_not_depend_on_complete_labels(satl_setup):
 
     @jax.jit
     def loss_and_grads(params, batch):
-        return jax.value_and_grad(lambda p: method.loss(state.variables(p), state.method_state,
-                                                        batch, ctx), has_aux=True)(params)
+        return train.loss_gradients_and_diagnostics(method, state.replace(params=params), batch, ctx)
 
-    (loss_a, aux_a), grads_a = loss_and_grads(state.params, batch)
-    (loss_b, aux_b), grads_b = loss_and_grads(state.params, flipped)
+    loss_a, aux_a, grads_a = loss_and_grads(state.params, batch)
+    loss_b, aux_b, grads_b = loss_and_grads(state.params, flipped)
     assert float(aux_a.metrics["satl/pseudo_positives"] + aux_a.metrics["satl/pseudo_negatives"]) > 0
     assert float(loss_a) == float(loss_b)
     method_harness.assert_trees_close(grads_a, grads_b, rtol=0, atol=0)

@@ -183,30 +183,47 @@ class SemanticAwareThresholdLearning(Method):
         decay = math.exp(-1.0 / (opts.memory_epochs * ctx.steps_per_epoch))
         positive_counts, negative_counts = histogram_thresholds.score_histograms(detached, histogram_labels,
                                                                        opts.num_bins)
-        batch_counts = histogram_thresholds.pseudo_label_counts(pseudo, labels, batch["complete_labels"])
-        new_epoch = ctx.step_in_epoch == 0
-        counts = {key: jnp.where(new_epoch, 0.0, stats["counts"][key]) + batch_counts[key]
-                  for key in COUNT_KEYS}
         new_stats = {
             "positive_histogram": histogram_thresholds.decayed_update(
                 stats["positive_histogram"], positive_counts, decay),
             "negative_histogram": histogram_thresholds.decayed_update(
                 stats["negative_histogram"], negative_counts, decay),
-            "counts": counts,
+            "counts": stats["counts"],  # counted against the hidden labels in `diagnostics`
         }
         metrics = {
             **base_aux.metrics,
             "satl/ranking": ranking,
             "satl/pseudo_bce": pseudo_bce,
             "satl/pseudo_on": pseudo_on,
-            "satl/pseudo_positives": jnp.sum(batch_counts["pseudo_positives"]),
-            "satl/pseudo_negatives": jnp.sum(batch_counts["pseudo_negatives"]),
+            "satl/pseudo_positives": jnp.sum(pseudo == 1, dtype=jnp.float32),
+            "satl/pseudo_negatives": jnp.sum(pseudo == -1, dtype=jnp.float32),
             "satl/classes_with_positive_threshold": jnp.sum(jnp.isfinite(tau_pos), dtype=jnp.float32),
             "satl/mean_negative_threshold": jnp.mean(tau_neg),
         }
+        diagnostic_inputs = {"base": base_aux.diagnostic_inputs, "pseudo_labels": pseudo,
+                             "scores": detached}
         return total, LossAux(batch_stats=base_aux.batch_stats,
                               method_state={"base": base_aux.method_state, "satl": new_stats},
-                              metrics=metrics)
+                              metrics=metrics, diagnostic_inputs=diagnostic_inputs)
+
+    def diagnostics(self, inputs: PyTree, method_state: PyTree, batch: dict[str, jax.Array],
+                    complete_labels: jax.Array, ctx: StepContext
+                    ) -> tuple[dict[str, jax.Array], PyTree]:
+        """The base's diagnostics, on the batch its loss saw, and this epoch's per-class counts
+        of pseudo labels against the hidden labels (§4.10), which `on_epoch_end` logs as
+        precision and recall. `inputs` holds the pseudo labels and the (detached) scores
+        (B, C) they were drawn from."""
+        trained_labels, _ = self.split_known_labels(batch)
+        scalars, base_state = self.base.diagnostics(
+            inputs["base"], method_state["base"], {**batch, "labels": trained_labels},
+            complete_labels, ctx)
+        stats = method_state["satl"]
+        batch_counts = histogram_thresholds.pseudo_label_counts(inputs["pseudo_labels"],
+                                                                batch["labels"], complete_labels)
+        new_epoch = ctx.step_in_epoch == 0
+        counts = {key: jnp.where(new_epoch, 0.0, stats["counts"][key]) + batch_counts[key]
+                  for key in COUNT_KEYS}
+        return scalars, {"base": base_state, "satl": {**stats, "counts": counts}}
 
     def on_epoch_start(self, state: Any, epoch: int, host: HostContext) -> Any:
         return self.with_base_hook(self.base.on_epoch_start, state, epoch, host)
