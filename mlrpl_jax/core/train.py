@@ -376,7 +376,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if process_index == 0:
         with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
-        print(format_results(results, config))
     return results
 
 
