@@ -59,9 +59,6 @@ class SemanticAwareThresholdLearning(Method):
         section.min_count = 20.0  # n_min, an effective (decayed) count
         section.gauss_kappa = 2.0  # κ of the 'gauss' rule
         section.pseudo_weight = 1.0  # λ_p
-        # Share of the known labels held out of every loss and used only for H± (docs/methods/satl.md,
-        # "Calibration split"); 0 = H± from all known labels, docs/methods/satl.md §4.3.
-        section.calibration_fraction = 0.0
         section.ranking_weight = 0.1  # λ_r
         section.ranking_margin = 0.5  # m, on probabilities
         section.ranking_smoothness = 10.0  # β of the smooth hinge
@@ -123,18 +120,10 @@ class SemanticAwareThresholdLearning(Method):
             min_count=opts.min_count, kappa=opts.gauss_kappa)
 
     def split_known_labels(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        """(labels the losses train on, labels counted into H±), both (B, C) in {-1, 0, +1},
-        from the batch's `labels` (and `index`, for the calibration split).
-
-        Without a calibration split both are `labels`; with one, the held-out entries
-        (`calibration_entries`) are 0 in the first and the only non-zero entries of the second.
-        """
-        labels = batch["labels"]  # (B, C)
-        fraction = self.options.calibration_fraction
-        if not fraction:
-            return labels, labels
-        calibration = calibration_entries(labels, batch["index"], fraction, self.config.seed)  # (B, C) bool
-        return jnp.where(calibration, 0.0, labels), jnp.where(calibration, labels, 0.0)
+        """(labels the losses train on, labels counted into H±), both (B, C) in {-1, 0, +1}: the
+        batch's `labels` twice (§4.3). The experiments in benchmarks/satl_calibration_split.py
+        and benchmarks/satl_oracle_calibration.py change them."""
+        return batch["labels"], batch["labels"]
 
     def base_loss_and_logits(self, variables: dict[str, PyTree], base_state: PyTree,
                              batch: dict[str, jax.Array],
@@ -245,19 +234,6 @@ class SemanticAwareThresholdLearning(Method):
         return base_view.replace(method_state={**method_state, "base": base_view.method_state})
 
 
-def calibration_entries(labels: jax.Array, index: jax.Array, fraction: float, seed: int) -> jax.Array:
-    """(B, C) bool: the known entries held out for calibration, a `fraction` of them.
-
-    Each (image, class) entry draws u ~ U[0, 1) from the run seed and the image's dataset index,
-    so the held-out set is fixed for the whole run and independent of batch order and layout;
-    an entry is held out when it is known and u < fraction.
-    """
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x5A71)
-    draws = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), (labels.shape[1],)))(
-        index)  # (B, C)
-    return (labels != 0) & (draws < fraction)
-
-
 def check_options(options: ml_collections.ConfigDict) -> None:
     """Raises ValueError on a base method or option value SATL cannot use."""
     if options.base_method == SemanticAwareThresholdLearning.name:
@@ -273,8 +249,6 @@ def check_options(options: ml_collections.ConfigDict) -> None:
     if options.threshold_rule not in histogram_thresholds.THRESHOLD_RULES:
         raise ValueError(f"satl.threshold_rule must be one of {', '.join(histogram_thresholds.THRESHOLD_RULES)}, "
                          f"got {options.threshold_rule!r}")
-    if not 0.0 <= options.calibration_fraction < 1.0:
-        raise ValueError(f"satl.calibration_fraction must be in [0, 1), got {options.calibration_fraction}")
     if options.num_bins < 2 or options.memory_epochs <= 0 or options.warmup_epochs < 0:
         raise ValueError(f"satl.num_bins must be >= 2, satl.memory_epochs > 0 and satl.warmup_epochs "
                          f">= 0, got {options.num_bins}, {options.memory_epochs}, {options.warmup_epochs}")
