@@ -40,18 +40,6 @@ class CalibrationSplitSATL(SemanticAwareThresholdLearning):
         section.calibration_fraction = 0.0
         return section
 
-    @classmethod
-    def method_options(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-        """config.satl over the defaults above, so the config file and every --set=satl.* apply."""
-        options = cls.default_config()
-        options.update(config.satl.to_dict())
-        return options
-
-    @classmethod
-    def config_sections(cls, config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
-        return {**SemanticAwareThresholdLearning.config_sections(config),
-                SemanticAwareThresholdLearning.name: cls.default_config()}
-
     def check_options(self) -> None:
         super().check_options()
         if not 0.0 <= self.options.calibration_fraction < 1.0:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from absl import app
 
 from mlrpl_jax import sweep
@@ -39,15 +38,6 @@ class HiddenLabelCalibratedSATL(SemanticAwareThresholdLearning):
     """SATL whose H± count the unknown entries' scores under their hidden labels."""
 
     name = "satl_hidden_label_calibration"
-
-    @classmethod
-    def method_options(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-        """The options of config.satl, so the config file and every --set=satl.* apply unchanged."""
-        return SemanticAwareThresholdLearning.method_options(config)
-
-    @classmethod
-    def config_sections(cls, config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
-        return SemanticAwareThresholdLearning.config_sections(config)
 
     def split_known_labels(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """(labels the losses train on = the known labels, labels counted into H± = none): the

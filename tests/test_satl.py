@@ -221,6 +221,6 @@ def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
     stats = method_harness.restore_final_state(config, str(tmp_path)).method_state["satl"]
     _, tau_neg = histogram_thresholds.category_thresholds(
         stats["positive_histogram"], stats["negative_histogram"], rule="precision",
-        min_precision=0.5, max_missed_positive_fraction=0.05, min_count=2.0, kappa=2.0)
+        min_precision=0.5, max_missed_positive_fraction=0.05, min_count=2.0)
     names = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
     np.testing.assert_allclose([last[f"satl/threshold_neg/{n}"] for n in names], tau_neg)

@@ -20,7 +20,7 @@ mlrpl_jax/methods/thresholds/histogram_thresholds.py.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -43,6 +43,8 @@ class SemanticAwareThresholdLearning(Method):
     name = "satl"
     paper_batch_size = 32
     schedule_options = {"warmup_epochs": "epochs"}
+    # Values of satl.threshold_rule that `thresholds` computes.
+    threshold_rules: ClassVar[tuple[str, ...]] = histogram_thresholds.THRESHOLD_RULES
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
@@ -53,11 +55,10 @@ class SemanticAwareThresholdLearning(Method):
         section.num_bins = 100  # K
         section.memory_epochs = 1.0  # λ = exp(-1 / (memory_epochs S)), S = steps per epoch
         section.warmup_epochs = 5  # E_w: first epoch whose pseudo labels enter the loss
-        section.threshold_rule = "precision"  # 'precision' | 'pos_only' | 'bayes' | 'gauss'
+        section.threshold_rule = "precision"  # 'precision' | 'pos_only'
         section.min_precision = 0.9  # ρ+
         section.max_missed_positive_fraction = 0.05  # ε-
         section.min_count = 20.0  # n_min, an effective (decayed) count
-        section.gauss_kappa = 2.0  # κ of the 'gauss' rule
         section.pseudo_weight = 1.0  # λ_p
         section.ranking_weight = 0.1  # λ_r
         section.ranking_margin = 0.5  # m, on probabilities
@@ -65,17 +66,26 @@ class SemanticAwareThresholdLearning(Method):
         return section
 
     @classmethod
+    def method_options(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+        """config.satl over `default_config()`; subclasses (the experiments in benchmarks/)
+        keep the `satl` section, so SATL's config files and --set=satl.* apply to them."""
+        options = cls.default_config()
+        if SemanticAwareThresholdLearning.name in config:
+            options.update(config[SemanticAwareThresholdLearning.name].to_dict())
+        return options
+
+    @classmethod
     def config_sections(cls, config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
         """Sections a config of this method may hold: `satl` and the base method's own section."""
         base_name = cls.method_options(config).base_method
-        sections = {cls.name: cls.default_config()}
+        sections = {SemanticAwareThresholdLearning.name: cls.default_config()}
         base_section = get_method_class(base_name).default_config()
         if base_section is not None:
             sections[base_name] = base_section
         return sections
 
     def check_options(self) -> None:
-        check_options(self.options)
+        check_options(self.options, self.threshold_rules)
 
     def build_model(self, word_embeddings: np.ndarray, adjacency: np.ndarray) -> nn.Module:
         """The base method's model; the base itself is built here from the same config."""
@@ -117,7 +127,7 @@ class SemanticAwareThresholdLearning(Method):
         return histogram_thresholds.category_thresholds(
             positive, negative, rule=opts.threshold_rule, min_precision=opts.min_precision,
             max_missed_positive_fraction=opts.max_missed_positive_fraction,
-            min_count=opts.min_count, kappa=opts.gauss_kappa)
+            min_count=opts.min_count)
 
     def split_known_labels(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """(labels the losses train on, labels counted into H±), both (B, C) in {-1, 0, +1}: the
@@ -234,8 +244,10 @@ class SemanticAwareThresholdLearning(Method):
         return base_view.replace(method_state={**method_state, "base": base_view.method_state})
 
 
-def check_options(options: ml_collections.ConfigDict) -> None:
-    """Raises ValueError on a base method or option value SATL cannot use."""
+def check_options(options: ml_collections.ConfigDict,
+                  threshold_rules: tuple[str, ...] = histogram_thresholds.THRESHOLD_RULES) -> None:
+    """Raises ValueError on a base method or option value SATL (or a subclass computing
+    `threshold_rules`) cannot use."""
     if options.base_method == SemanticAwareThresholdLearning.name:
         raise ValueError("satl.base_method cannot be 'satl'")
     base = get_method_class(options.base_method)
@@ -246,8 +258,8 @@ def check_options(options: ml_collections.ConfigDict) -> None:
         raise ValueError(f"satl cannot replace the pseudo labels of base method '{options.base_method}' "
                          f"(supported: {', '.join(sorted(replaceable))}); set "
                          "satl.replace_base_pseudo_labels=False to add SATL on top of them")
-    if options.threshold_rule not in histogram_thresholds.THRESHOLD_RULES:
-        raise ValueError(f"satl.threshold_rule must be one of {', '.join(histogram_thresholds.THRESHOLD_RULES)}, "
+    if options.threshold_rule not in threshold_rules:
+        raise ValueError(f"satl.threshold_rule must be one of {', '.join(threshold_rules)}, "
                          f"got {options.threshold_rule!r}")
     if options.num_bins < 2 or options.memory_epochs <= 0 or options.warmup_epochs < 0:
         raise ValueError(f"satl.num_bins must be >= 2, satl.memory_epochs > 0 and satl.warmup_epochs "
