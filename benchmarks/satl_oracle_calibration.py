@@ -16,8 +16,9 @@ known-label calibration gives on the digit scenes at p = 0.1 (docs/results/digit
 H± as its anchors: run it with `satl.ranking_weight=0` and compare with SATL's own
 `ranking_weight=0` run to judge the thresholds alone.
 
-The hidden labels reach only the histograms, never a loss directly; but the pseudo labels
-drawn from those thresholds do, so this run is an upper bound on what any calibration of SATL
+The hidden labels reach only the histograms, through the diagnostics hook after the gradient
+(the loss never sees them, mlrpl_jax/methods/base.py); but the pseudo labels drawn from those
+thresholds do, in later steps, so this run is an upper bound on what any calibration of SATL
 could gain, not a result a user can obtain. Every flag is `mlrpl_jax.sweep`'s (one --config).
 """
 
@@ -25,10 +26,11 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from absl import app
 
 from mlrpl_jax import sweep
+from mlrpl_jax.methods.base import PyTree, StepContext
+from mlrpl_jax.methods.thresholds import histogram_thresholds
 from mlrpl_jax.methods.thresholds.satl import SemanticAwareThresholdLearning
 
 
@@ -37,19 +39,26 @@ class HiddenLabelCalibratedSATL(SemanticAwareThresholdLearning):
 
     name = "satl_hidden_label_calibration"
 
-    @classmethod
-    def method_options(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-        """The options of config.satl, so the config file and every --set=satl.* apply unchanged."""
-        return SemanticAwareThresholdLearning.method_options(config)
-
-    @classmethod
-    def config_sections(cls, config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
-        return SemanticAwareThresholdLearning.config_sections(config)
-
     def split_known_labels(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        """(labels the losses train on = the known labels, labels counted into H± = the hidden ones)."""
+        """(labels the losses train on = the known labels, labels counted into H± = none): the
+        loss only decays H±; `diagnostics`, which alone sees the hidden labels, adds their counts."""
         labels = batch["labels"]  # (B, C)
-        return labels, jnp.where(labels == 0, batch["complete_labels"], 0.0)
+        return labels, jnp.zeros_like(labels)
+
+    def diagnostics(self, inputs: PyTree, method_state: PyTree, batch: dict[str, jax.Array],
+                    complete_labels: jax.Array, ctx: StepContext
+                    ) -> tuple[dict[str, jax.Array], PyTree]:
+        """SATL's diagnostics, then H± += the histograms of the unknown entries' scores under
+        their hidden labels: with the loss's λ H±, the update λ H± + counts of §4.3."""
+        scalars, method_state = super().diagnostics(inputs, method_state, batch, complete_labels,
+                                                    ctx)
+        hidden = jnp.where(batch["labels"] == 0, complete_labels, 0.0)  # (B, C)
+        positive, negative = histogram_thresholds.score_histograms(inputs["scores"], hidden,
+                                                                   self.options.num_bins)
+        stats = method_state["satl"]
+        stats = {**stats, "positive_histogram": stats["positive_histogram"] + positive,
+                 "negative_histogram": stats["negative_histogram"] + negative}
+        return scalars, {**method_state, "satl": stats}
 
 
 def main(argv: list[str]) -> None:

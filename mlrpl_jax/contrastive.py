@@ -15,8 +15,8 @@ def cosine_from_dot_products(
 ) -> jax.Array:
     """cos = a·b / sqrt(max(|a|² |b|², eps²)) from precomputed a·b and squared norms (docs/methods/problem_and_data.md §0).
 
-    The same PyTorch-1.7 convention as ``losses.cosine_similarity``, for Gram-style batches
-    where the broadcast (…, D) products would be large.
+    The PyTorch-1.7 convention, for Gram-style batches where the broadcast (…, D) products
+    would be large (tests/cosine_oracle.py writes it out directly).
     """
     return dots / jnp.sqrt(jnp.maximum(squared_norms_a * squared_norms_b, eps * eps))
 

@@ -68,21 +68,6 @@ def partial_bce(
     return total / jnp.maximum(count, 1).astype(elementwise.dtype)
 
 
-def cosine_similarity(
-    a: jax.Array, b: jax.Array, *, axis: int = -1, eps: float = 1e-9
-) -> jax.Array:
-    """PyTorch-1.7 cosine similarity along ``axis`` (docs/methods/problem_and_data.md §0).
-
-    cos(a, b) = a·b / sqrt(max(|a|² |b|², eps²)): a zero vector gives exactly 0 and finite
-    gradients. ``a`` and ``b`` broadcast against each other; ``axis`` is reduced.
-    """
-    a = jnp.asarray(a)
-    b = jnp.asarray(b)
-    dot = jnp.sum(a * b, axis=axis)
-    squared_norms = jnp.sum(a * a, axis=axis) * jnp.sum(b * b, axis=axis)
-    return dot / jnp.sqrt(jnp.maximum(squared_norms, eps * eps))
-
-
 @jax.custom_jvp
 def clip_with_boundary_gradient(
     x: jax.Array, lo: float | jax.Array, hi: float | jax.Array

@@ -3,7 +3,9 @@
     python -m mlrpl_jax.main --config=configs/baseline_digits.py --workdir=workdirs/demo \
         --config.known_ratio=0.3 --config.batch_size=16
 
-Running the same command again in the same workdir resumes from its latest checkpoint.
+Running the same command again in the same workdir resumes from its latest checkpoint. It prints
+the last- and best-epoch test metrics at the end; `--verbosity=0` adds absl's INFO lines
+(training scalars, checkpoints), which are off by default.
 `--dry_run_steps=N` instead runs N train steps of the config at its shapes on synthetic input
 (no dataset, weights or embeddings needed) and reports compile time, step time and peak
 memory (mlrpl_jax/core/dry_run.py, docs/dry_run.md).
@@ -37,8 +39,12 @@ def main(argv: list[str]) -> None:
         return
     from mlrpl_jax.core import train
 
+    import jax
+
     logging.info("config:\n%s", config)
-    train.train_and_evaluate(config, _WORKDIR.value)
+    results = train.train_and_evaluate(config, _WORKDIR.value)
+    if jax.process_index() == 0:
+        print(train.format_results(results, config))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ One config:
         --known_ratios=0.1,0.3,0.5 --seeds=0,1,2
 
 Each (proportion, seed) trains in its own sub-workdir `p<ratio>_s<seed>` (so an interrupted
-sweep resumes where it stopped, and rerunning a finished sweep only re-tabulates it). The table
+sweep resumes where it stopped, and rerunning a finished sweep only re-tabulates it) and prints
+one line with its mAP and wall time; `--verbosity=0` adds absl's INFO lines, off by default. The table
 (mean ± sample std over seeds of the last- and best-epoch mAP, percent) is printed and written to
 `<workdir>/table.md` and `<workdir>/table.json`. `--report_scalars` adds columns with the last
 logged value of other scalars of each run's metrics.jsonl, e.g. SATL's pseudo-label diagnostics:
@@ -41,6 +42,7 @@ import json
 import math
 import os
 import re
+import time
 
 import ml_collections
 import numpy as np
@@ -100,7 +102,14 @@ def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
             run_config.seed = seed
             config_lib.validate_config(run_config)
             run_dir = str(epath.Path(workdir) / f"p{ratio:g}_s{seed}")
+            started = time.time()
+            if jax.process_index() == 0:
+                print(f"{method_label(config)} p={ratio:g} seed={seed}: ", end="", flush=True)
             results = train.train_and_evaluate(run_config, run_dir)
+            if jax.process_index() == 0:
+                print(f"mAP {results['last']['mAP']:.2f} (last epoch), "
+                      f"{results['best']['mAP']:.2f} (best), {time.time() - started:.0f} s",
+                      flush=True)
             entry = table.setdefault(f"{ratio:g}", {"seeds": [], "last": [], "best": []})
             entry["seeds"].append(seed)
             entry["last"].append(results["last"]["mAP"])

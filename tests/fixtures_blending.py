@@ -82,7 +82,7 @@ def run_steps(method, host_state, batches, devices, num_steps, steps_per_epoch, 
 def training_batches(info, num_batches, grid=4, batch_size=8):
     """Training batches of random (grid, grid, 3) feature maps in the pipeline's format."""
     return [{key: value for key, value in synthetic_batch(info, batch_size, grid, seed=k).items()
-             if key in ("image", "labels")} for k in range(num_batches)]
+             if key in ("image", "labels", "complete_labels")} for k in range(num_batches)]
 
 
 def tiny_method(method_class=SARB, **options):

@@ -33,7 +33,7 @@ from reference_torch_layout import cooccurrence_variables_from_torch
 
 from mlrpl_jax.config import base_config
 from mlrpl_jax.core import optim
-from mlrpl_jax.core.train import make_train_step
+from mlrpl_jax.core.train import loss_gradients_and_diagnostics, make_train_step
 from mlrpl_jax.core.train_state import TrainState
 from mlrpl_jax.data.synthetic import synthetic_data_info
 from mlrpl_jax.methods.base import StepContext, network_kwargs
@@ -137,10 +137,7 @@ def _step_function(method, v):
 
     @jax.jit
     def run(state, batch):
-        def loss_fn(params):
-            return method.loss(state.variables(params), state.method_state, batch, ctx)
-
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        loss, aux, grads = loss_gradients_and_diagnostics(method, state, batch, ctx)
         output = method.model.apply(state.variables(), batch["image"], train=True,
                                     mutable=["batch_stats"])[0]
         after, scalars = train_step(state, batch)

@@ -156,8 +156,8 @@ def longest_sum_of_loss(method, state, batch, steps_per_epoch=STEPS_PER_EPOCH) -
                       steps_per_epoch=steps_per_epoch)
 
     def loss_and_grads(params, method_state, batch):
-        return jax.value_and_grad(lambda p: method.loss(state.variables(p), method_state, batch, ctx),
-                                  has_aux=True)(params)
+        return train.loss_gradients_and_diagnostics(
+            method, state.replace(params=params, method_state=method_state), batch, ctx)
 
     return longest_float32_sum(loss_and_grads, state.params, state.method_state, batch)
 

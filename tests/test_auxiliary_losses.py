@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cosine_oracle import cosine_similarity
 
 from mlrpl_jax.contrastive import (
     contrastive_categories,
@@ -13,7 +14,6 @@ from mlrpl_jax.contrastive import (
     contrastive_terms_and_weights,
     image_pair_cosines,
 )
-from mlrpl_jax.losses import cosine_similarity
 from mlrpl_jax.methods.semantic_transfer.cooccurrence_loss import (
     pair_asymmetric_loss,
     pair_asymmetric_loss_elementwise,

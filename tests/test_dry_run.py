@@ -4,6 +4,7 @@ import importlib.util
 import json
 import math
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -85,6 +86,8 @@ def test_main_dry_run_needs_no_weights_or_embeddings_file(tmp_path):
          f"--workdir={tmp_path}", "--dry_run_steps=1", *tiny],
         cwd=CONFIGS.parent, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    # Quiet by default (mlrpl_jax/cli.py): no absl INFO line ("I1207 12:00:00.0 ...").
+    assert not re.search(r"^I\d{4} ", result.stderr, re.M), result.stderr[-3000:]
     written = json.loads((tmp_path / dry_run.RESULT_FILE).read_text())
     assert written["num_classes"] == 80 and written["train_images_shape"] == [8, 32, 32, 3]
     assert written["dataset"] == "coco2014" and math.isfinite(written["loss"])

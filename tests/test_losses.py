@@ -1,12 +1,13 @@
-"""Shared loss blocks against the reference's parity vectors and independent oracles."""
+"""Shared loss blocks against the reference's parity vectors and independent oracles, and the
+cosine oracle (tests/cosine_oracle.py) against the reference's vectors."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cosine_oracle import cosine_similarity
 
 from mlrpl_jax.losses import (
     clip_with_boundary_gradient,
-    cosine_similarity,
     partial_bce,
     partial_bce_elementwise,
     warmup_factor,

@@ -50,7 +50,9 @@ def reference_setup(v):
     variables["params"].update(blending_params_from_torch(unused))
     method_state = {"prototypes": jnp.asarray(v["prototype"]), "prototype_epoch": jnp.int32(5)}
     batch = {"image": jnp.asarray(v["input_featuremap"].transpose(0, 2, 3, 1)),  # NCHW -> NHWC
-             "labels": jnp.asarray(v["target"])}
+             "labels": jnp.asarray(v["target"]),
+             # Only the diagnostics hook reads complete labels (never the loss); none were recorded.
+             "complete_labels": jnp.asarray(v["target"])}
     ctx = StepContext(epoch=jnp.int32(v["hp/mixupEpoch"]), step_in_epoch=jnp.int32(0),
                       rng=jax.random.PRNGKey(0), steps_per_epoch=1)
     return method, variables, method_state, batch, ctx

@@ -16,8 +16,7 @@ from mlrpl_jax.methods import get_method_class
 from mlrpl_jax.methods.base import StepContext
 from mlrpl_jax.methods.semantic_transfer.sst import StructuredSemanticTransfer
 from mlrpl_jax.methods.thresholds import histogram_thresholds
-from mlrpl_jax.methods.thresholds.satl import (SemanticAwareThresholdLearning, base_method_config,
-                                                calibration_entries)
+from mlrpl_jax.methods.thresholds.satl import SemanticAwareThresholdLearning, base_method_config
 
 SATL_OPTIONS = dict(warmup_epochs=1, num_bins=10, min_count=2.0, min_precision=0.5)
 
@@ -97,11 +96,10 @@ def test_loss_and_gradients_do_not_depend_on_complete_labels(satl_setup):
 
     @jax.jit
     def loss_and_grads(params, batch):
-        return jax.value_and_grad(lambda p: method.loss(state.variables(p), state.method_state,
-                                                        batch, ctx), has_aux=True)(params)
+        return train.loss_gradients_and_diagnostics(method, state.replace(params=params), batch, ctx)
 
-    (loss_a, aux_a), grads_a = loss_and_grads(state.params, batch)
-    (loss_b, aux_b), grads_b = loss_and_grads(state.params, flipped)
+    loss_a, aux_a, grads_a = loss_and_grads(state.params, batch)
+    loss_b, aux_b, grads_b = loss_and_grads(state.params, flipped)
     assert float(aux_a.metrics["satl/pseudo_positives"] + aux_a.metrics["satl/pseudo_negatives"]) > 0
     assert float(loss_a) == float(loss_b)
     method_harness.assert_trees_close(grads_a, grads_b, rtol=0, atol=0)
@@ -143,35 +141,6 @@ def test_with_zero_weights_satl_is_its_base_method():
     assert {"intra_bce", "satl/ranking"} <= set(aux.metrics)
 
 
-def test_calibration_split_feeds_only_the_histograms_and_never_the_losses():
-    fraction = 0.5
-    method, _, host_state, data = build_satl(calibration_fraction=fraction)
-    batch = data.batch(0)
-    calibration = np.asarray(calibration_entries(batch["labels"], batch["index"], fraction, seed=0))
-    known = batch["labels"] != 0
-    assert not np.any(calibration & ~known)
-    assert 0.3 < calibration.sum() / known.sum() < 0.7  # a fair share of the known entries
-    again = calibration_entries(batch["labels"][::-1], batch["index"][::-1], fraction, seed=0)
-    np.testing.assert_array_equal(np.asarray(again)[::-1], calibration)  # per image, not per slot
-
-    ctx = StepContext(epoch=np.int32(1), step_in_epoch=np.int32(0), rng=jax.random.PRNGKey(0),
-                      steps_per_epoch=method_harness.STEPS_PER_EPOCH)
-    variables = host_state.variables()
-    loss_fn = jax.jit(method.loss)
-    loss, aux = loss_fn(variables, host_state.method_state, batch, ctx)
-    # The held-out labels change no loss: flipping them leaves the loss as it is ...
-    flipped = {**batch, "labels": np.where(calibration, -batch["labels"], batch["labels"])}
-    assert float(loss_fn(variables, host_state.method_state, flipped, ctx)[0]) == float(loss)
-    # ... and the histograms count exactly the held-out entries, at their train-mode scores.
-    scores = train_mode_scores(method, host_state, batch)
-    stats = jax.device_get(aux.method_state["satl"])
-    for sign, key in ((1, "positive_histogram"), (-1, "negative_histogram")):
-        chosen = calibration & (batch["labels"] == sign)
-        counts = np.zeros((method_harness.NUM_CLASSES, 10))
-        np.add.at(counts, (np.nonzero(chosen)[1], np.minimum(np.floor(scores[chosen] * 10), 9).astype(int)), 1)
-        np.testing.assert_allclose(stats[key], counts, rtol=1e-6)
-
-
 def test_sst_margins_are_replaced_and_dsrb_hooks_run():
     method, optimizer, host_state, data = build_satl(base_method="sst")
     assert method.base.options.intra_bce_weight == method.base.options.inter_bce_weight == 0.0
@@ -207,8 +176,6 @@ def test_invalid_options_are_rejected():
         build_satl(base_method="satl")
     with pytest.raises(ValueError, match="threshold_rule"):
         build_satl(threshold_rule="median")
-    with pytest.raises(ValueError, match="calibration_fraction must be in"):
-        build_satl(calibration_fraction=1.0)
 
 
 def test_configs_validate_and_name_the_base_section():
@@ -254,6 +221,6 @@ def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
     stats = method_harness.restore_final_state(config, str(tmp_path)).method_state["satl"]
     _, tau_neg = histogram_thresholds.category_thresholds(
         stats["positive_histogram"], stats["negative_histogram"], rule="precision",
-        min_precision=0.5, max_missed_positive_fraction=0.05, min_count=2.0, kappa=2.0)
+        min_precision=0.5, max_missed_positive_fraction=0.05, min_count=2.0)
     names = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
     np.testing.assert_allclose([last[f"satl/threshold_neg/{n}"] for n in names], tau_neg)

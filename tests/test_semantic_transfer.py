@@ -4,13 +4,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cosine_oracle import cosine_similarity
 from reference_torch_layout import (
     bank_rows_newest_first,
     co_positive_adjacency,
     positive_bank_from_newest_first,
 )
 
-from mlrpl_jax.losses import cosine_similarity
 from mlrpl_jax.methods.semantic_transfer.pseudo_labels import (
     hst_binary_pseudo_labels,
     hst_inter_scores,

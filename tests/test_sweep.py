@@ -8,10 +8,14 @@ from test_end_to_end import tiny_run_config
 from mlrpl_jax import sweep
 
 
-def test_sweep_trains_each_run_once_and_tabulates(digit_scenes_dir, tmp_path):
+def test_sweep_trains_each_run_once_and_tabulates(digit_scenes_dir, tmp_path, capsys):
     config = tiny_run_config(digit_scenes_dir, 1)
     table = sweep.run_sweep(config, str(tmp_path), [0.5], [0, 1], ("train/loss", "never/logged"))
     entry = table["0.5"]
+    printed = capsys.readouterr().out.splitlines()  # one progress line per run, nothing else
+    assert [line.split(": mAP ")[0] for line in printed] == ["baseline p=0.5 seed=0",
+                                                            "baseline p=0.5 seed=1"]
+    assert printed[0].startswith(f"baseline p=0.5 seed=0: mAP {entry['last'][0]:.2f} (last epoch)")
     assert len(entry["last"]) == len(entry["best"]) == 2
     assert entry["last"][0] != entry["last"][1]  # the seed reaches the run
     for seed in (0, 1):

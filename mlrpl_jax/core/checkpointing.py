@@ -13,16 +13,31 @@ and the rest through etils.epath).
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
 from mlrpl_jax.core import fault_injection, storage
 
 BEST_METRIC = "mAP"
+
+
+# orbax warns at every save without metrics when a best checkpoint is tracked; epochs without
+# evaluation are saved so on purpose (BestN keeps only the evaluated ones), so it says nothing.
+_SAVE_WITHOUT_METRICS = "Requested `tracked_metric`; did not provide metrics."
+
+
+class _DropSaveWithoutMetricsWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != _SAVE_WITHOUT_METRICS
+
+
+absl_logging.get_absl_logger().addFilter(_DropSaveWithoutMetricsWarning())
 
 
 class CheckpointMismatchError(ValueError):

@@ -33,7 +33,7 @@ from mlrpl_jax.core.train_state import TrainState, split_params
 from mlrpl_jax.data import label_embeddings, label_graph
 from mlrpl_jax.data.pipeline import PartialLabelData, resolve_num_workers
 from mlrpl_jax.methods import get_method_class
-from mlrpl_jax.methods.base import HostContext, Method, StepContext
+from mlrpl_jax.methods.base import HostContext, LossAux, Method, StepContext
 from mlrpl_jax.models import torch_layout
 from mlrpl_jax.tools import import_weights
 
@@ -122,6 +122,10 @@ def _with_backbone_variables(variables: dict[str, Any], backbone_variables: dict
     return result
 
 
+# The batch key of the hidden complete labels (data/pipeline.py), which no loss may read.
+HIDDEN_LABELS = "complete_labels"
+
+
 def make_train_step(method: Method, optimizer: optax.GradientTransformationExtraArgs,
                     steps_per_epoch: int) -> TrainStep:
     """The (un-jitted) step: forward, loss, gradients, optimiser update, method-state update.
@@ -138,10 +142,7 @@ def make_train_step(method: Method, optimizer: optax.GradientTransformationExtra
                           rng=jax.random.fold_in(state.rng, state.step),
                           steps_per_epoch=steps_per_epoch)
 
-        def loss_fn(params):
-            return method.loss(state.variables(params), state.method_state, batch, ctx)
-
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        loss, aux, grads = loss_gradients_and_diagnostics(method, state, batch, ctx)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params,
                                               active=method.active_params(state.params, epoch))
         params = method.project_params(optax.apply_updates(state.params, updates))
@@ -156,6 +157,27 @@ def make_train_step(method: Method, optimizer: optax.GradientTransformationExtra
         return new_state, scalars
 
     return train_step
+
+
+def loss_gradients_and_diagnostics(method: Method, state: TrainState, batch: dict[str, jax.Array],
+                                   ctx: StepContext) -> tuple[jax.Array, LossAux, Any]:
+    """The method's loss, aux and gradients with respect to `state.params` on `batch`.
+
+    The loss sees the batch without its hidden 'complete_labels' (B, C); they go only to the
+    method's diagnostics hook, after the gradient, whose scalars join `aux.metrics` and whose
+    method state replaces `aux.method_state`.
+    """
+    seen = {key: value for key, value in batch.items() if key != HIDDEN_LABELS}
+
+    def loss_fn(params):
+        return method.loss(state.variables(params), state.method_state, seen, ctx)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    scalars, method_state = method.diagnostics(aux.diagnostic_inputs, aux.method_state, seen,
+                                               batch[HIDDEN_LABELS], ctx)
+    aux = aux.replace(method_state=method_state, metrics={**aux.metrics, **scalars},
+                      diagnostic_inputs={})
+    return loss, aux, grads
 
 
 def jit_train_step(train_step: TrainStep, mesh: jax.sharding.Mesh) -> TrainStep:
@@ -354,7 +376,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     results = summarize(history)
     if process_index == 0:
         storage.write_json(epath.Path(workdir) / "results.json", results)
-        print(format_results(results, config))
     return results
 
 

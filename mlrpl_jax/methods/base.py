@@ -6,7 +6,8 @@ A method owns four things and nothing else:
   * its method state (banks, prototypes, threshold statistics, margins): a PyTree that is
     updated inside the step, replicated over the mesh and checkpointed with the rest,
   * host-side hooks run between epochs (K-means prototypes, margin schedules).
-The train loop (train.py) calls only this interface.
+The train loop (train.py) calls only this interface. The loss never sees the hidden complete
+labels: the step strips them from its batch and hands them to `diagnostics` after the gradient.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class LossAux:
     batch_stats: PyTree  # updated BN running statistics
     method_state: PyTree  # updated method state
     metrics: dict[str, jax.Array]  # scalars to log (averaged over logging windows)
+    # What `Method.diagnostics` needs from the loss (e.g. its pseudo labels); neither logged
+    # nor differentiated.
+    diagnostic_inputs: PyTree = flax.struct.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +222,17 @@ class Method(abc.ABC):
     def loss(self, variables: dict[str, PyTree], method_state: PyTree, batch: dict[str, jax.Array],
              ctx: StepContext) -> tuple[jax.Array, LossAux]:
         """Scalar training loss of one global batch (train-mode forward) and its aux outputs."""
+
+    def diagnostics(self, inputs: PyTree, method_state: PyTree, batch: dict[str, jax.Array],
+                    complete_labels: jax.Array, ctx: StepContext
+                    ) -> tuple[dict[str, jax.Array], PyTree]:
+        """Measurements against the hidden complete labels (B, C) in {-1, +1}, inside the step
+        after the gradient: the only code that sees them. `inputs` is the loss's
+        `LossAux.diagnostic_inputs`, `method_state` its updated method state and `batch` the
+        batch the loss saw. Returns (scalars merged into the logged metrics, the method state,
+        in which diagnostic counts may accumulate). None by default."""
+        del inputs, batch, complete_labels, ctx
+        return {}, method_state
 
     def predict(self, variables: dict[str, PyTree], method_state: PyTree,
                 images: jax.Array) -> jax.Array:

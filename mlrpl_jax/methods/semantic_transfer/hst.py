@@ -21,7 +21,10 @@ from mlrpl_jax import losses
 from mlrpl_jax.class_prototypes import PositiveFeatureCollector
 from mlrpl_jax.methods.base import HostContext, LossAux, Method, PyTree, StepContext
 from mlrpl_jax.methods.semantic_transfer import pseudo_labels
-from mlrpl_jax.methods.semantic_transfer.loss_terms import shared_loss_terms, transfer_metrics
+from mlrpl_jax.methods.semantic_transfer.loss_terms import (PseudoLabelDiagnostics,
+                                                            shared_loss_terms,
+                                                            transfer_diagnostic_inputs,
+                                                            transfer_metrics)
 from mlrpl_jax.methods.semantic_transfer.network import SemanticTransferNetwork
 
 MARGINS = ("intra", "inter")
@@ -33,7 +36,7 @@ def margin_param_name(which: str) -> str:
     return f"{which}_margin"
 
 
-class HeterogeneousSemanticTransfer(Method):
+class HeterogeneousSemanticTransfer(PseudoLabelDiagnostics, Method):
     name = "hst"
     paper_batch_size = 32
     replaced_pseudo_label_weights = ("intra_pseudo_bce_weight", "inter_pseudo_bce_weight")
@@ -176,8 +179,8 @@ class HeterogeneousSemanticTransfer(Method):
                                 + opts.prototype_weight * terms["prototype"])
                  + warmup * (opts.cooccurrence_weight * terms["cooccurrence"]
                              + opts.contrastive_weight * terms["contrastive"]))
-        metrics = transfer_metrics(terms, margins, intra_targets, inter_targets, targets,
-                                   batch["complete_labels"], pseudo_on)
+        metrics = transfer_metrics(terms, margins, intra_targets, inter_targets, targets, pseudo_on)
         return total, LossAux(batch_stats=updates["batch_stats"], method_state=method_state,
-                              metrics=metrics)
+                              metrics=metrics, diagnostic_inputs=transfer_diagnostic_inputs(
+                                  intra_targets, inter_targets, pseudo_on))
 

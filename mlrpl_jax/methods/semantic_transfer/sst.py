@@ -19,7 +19,10 @@ from mlrpl_jax import losses
 from mlrpl_jax.data.info import DataInfo
 from mlrpl_jax.methods.base import LossAux, Method, PyTree, StepContext
 from mlrpl_jax.methods.semantic_transfer import pseudo_labels
-from mlrpl_jax.methods.semantic_transfer.loss_terms import shared_loss_terms, transfer_metrics
+from mlrpl_jax.methods.semantic_transfer.loss_terms import (PseudoLabelDiagnostics,
+                                                            shared_loss_terms,
+                                                            transfer_diagnostic_inputs,
+                                                            transfer_metrics)
 from mlrpl_jax.methods.semantic_transfer.network import SemanticTransferNetwork
 
 
@@ -38,7 +41,7 @@ def margin_schedule(initial: float, decay: float, floor: float, start_epoch: int
     return np.asarray(margins, np.float64).astype(np.float32)
 
 
-class StructuredSemanticTransfer(Method):
+class StructuredSemanticTransfer(PseudoLabelDiagnostics, Method):
     name = "sst"
     replaced_pseudo_label_weights = ("intra_bce_weight", "inter_bce_weight")
     schedule_options = {"generate_label_epoch": "epochs", "margin_decay": "per_epoch"}
@@ -114,7 +117,7 @@ class StructuredSemanticTransfer(Method):
                                 + opts.inter_bce_weight * terms["inter_bce"])
                  + warmup * (opts.cooccurrence_weight * terms["cooccurrence"]
                              + opts.contrastive_weight * terms["contrastive"]))
-        metrics = transfer_metrics(terms, margins, intra_targets, inter_targets, targets,
-                                   batch["complete_labels"], pseudo_on)
+        metrics = transfer_metrics(terms, margins, intra_targets, inter_targets, targets, pseudo_on)
         return total, LossAux(batch_stats=updates["batch_stats"], method_state={"bank": bank},
-                              metrics=metrics)
+                              metrics=metrics, diagnostic_inputs=transfer_diagnostic_inputs(
+                                  intra_targets, inter_targets, pseudo_on))

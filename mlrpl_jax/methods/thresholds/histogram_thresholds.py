@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-THRESHOLD_RULES = ("precision", "pos_only", "bayes", "gauss")
+THRESHOLD_RULES = ("precision", "pos_only")
 _TINY = 1e-12
 
 
@@ -83,56 +83,17 @@ def precision_thresholds(positive: jax.Array, negative: jax.Array, *, min_precis
     return tau_pos, jnp.minimum(tau_neg, tau_pos)
 
 
-def bayes_cut(positive: jax.Array, negative: jax.Array) -> jax.Array:
-    """τ_c = e_k with k = argmin_k (L+[c, k] + T-[c, k]), the known-label error-minimising cut, (C,)."""
-    errors = counts_below(positive) + tail_counts(negative)  # (C, K)
-    return bin_edges(positive.shape[1])[jnp.argmin(errors, axis=1)]
-
-
-def bayes_thresholds(positive: jax.Array, negative: jax.Array, *,
-                     min_count: float) -> tuple[jax.Array, jax.Array]:
-    """`bayes` rule of §4.4: τ+ = τ- = the Bayes cut; no pseudo labels unless n+, n- >= n_min."""
-    cut = bayes_cut(positive, negative)
-    enough = (jnp.sum(positive, axis=1) >= min_count) & (jnp.sum(negative, axis=1) >= min_count)
-    return jnp.where(enough, cut, jnp.inf), jnp.where(enough, cut, 0.0)
-
-
-def histogram_moments(histogram: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean and standard deviation (C,) of the scores, each taken at its bin centre."""
-    centres = bin_centres(histogram.shape[1])
-    count = jnp.maximum(jnp.sum(histogram, axis=1), _TINY)
-    mean = jnp.sum(histogram * centres, axis=1) / count
-    variance = jnp.sum(histogram * jnp.square(centres - mean[:, None]), axis=1) / count
-    return mean, jnp.sqrt(variance)
-
-
-def gauss_thresholds(positive: jax.Array, negative: jax.Array, *, kappa: float,
-                     min_count: float) -> tuple[jax.Array, jax.Array]:
-    """`gauss` rule of §4.4: τ+ = max(μ- + κσ-, cut), τ- = min(μ+ - κσ+, cut), guarded as `bayes`."""
-    cut = bayes_cut(positive, negative)
-    mean_pos, std_pos = histogram_moments(positive)
-    mean_neg, std_neg = histogram_moments(negative)
-    enough = (jnp.sum(positive, axis=1) >= min_count) & (jnp.sum(negative, axis=1) >= min_count)
-    tau_pos = jnp.maximum(mean_neg + kappa * std_neg, cut)
-    tau_neg = jnp.minimum(mean_pos - kappa * std_pos, cut)
-    return jnp.where(enough, tau_pos, jnp.inf), jnp.where(enough, tau_neg, 0.0)
-
-
 def category_thresholds(positive: jax.Array, negative: jax.Array, *, rule: str, min_precision: float,
-                        max_missed_positive_fraction: float, min_count: float,
-                        kappa: float) -> tuple[jax.Array, jax.Array]:
+                        max_missed_positive_fraction: float,
+                        min_count: float) -> tuple[jax.Array, jax.Array]:
     """(τ+, τ-) float32 (C,) of `rule` in THRESHOLD_RULES (§4.4); `pos_only` has τ- = 0."""
     positive = jnp.asarray(positive, jnp.float32)
     negative = jnp.asarray(negative, jnp.float32)
-    if rule in ("precision", "pos_only"):
+    if rule in THRESHOLD_RULES:
         tau_pos, tau_neg = precision_thresholds(
             positive, negative, min_precision=min_precision,
             max_missed_positive_fraction=max_missed_positive_fraction, min_count=min_count)
         return tau_pos, (tau_neg if rule == "precision" else jnp.zeros_like(tau_neg))
-    if rule == "bayes":
-        return bayes_thresholds(positive, negative, min_count=min_count)
-    if rule == "gauss":
-        return gauss_thresholds(positive, negative, kappa=kappa, min_count=min_count)
     raise ValueError(f"unknown threshold rule {rule!r}; valid rules: {', '.join(THRESHOLD_RULES)}")
 
 

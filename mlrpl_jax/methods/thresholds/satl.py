@@ -20,7 +20,7 @@ mlrpl_jax/methods/thresholds/histogram_thresholds.py.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -43,6 +43,8 @@ class SemanticAwareThresholdLearning(Method):
     name = "satl"
     paper_batch_size = 32
     schedule_options = {"warmup_epochs": "epochs"}
+    # Values of satl.threshold_rule that `thresholds` computes.
+    threshold_rules: ClassVar[tuple[str, ...]] = histogram_thresholds.THRESHOLD_RULES
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
@@ -53,32 +55,37 @@ class SemanticAwareThresholdLearning(Method):
         section.num_bins = 100  # K
         section.memory_epochs = 1.0  # λ = exp(-1 / (memory_epochs S)), S = steps per epoch
         section.warmup_epochs = 5  # E_w: first epoch whose pseudo labels enter the loss
-        section.threshold_rule = "precision"  # 'precision' | 'pos_only' | 'bayes' | 'gauss'
+        section.threshold_rule = "precision"  # 'precision' | 'pos_only'
         section.min_precision = 0.9  # ρ+
         section.max_missed_positive_fraction = 0.05  # ε-
         section.min_count = 20.0  # n_min, an effective (decayed) count
-        section.gauss_kappa = 2.0  # κ of the 'gauss' rule
         section.pseudo_weight = 1.0  # λ_p
-        # Share of the known labels held out of every loss and used only for H± (docs/methods/satl.md,
-        # "Calibration split"); 0 = H± from all known labels, docs/methods/satl.md §4.3.
-        section.calibration_fraction = 0.0
         section.ranking_weight = 0.1  # λ_r
         section.ranking_margin = 0.5  # m, on probabilities
         section.ranking_smoothness = 10.0  # β of the smooth hinge
         return section
 
     @classmethod
+    def method_options(cls, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+        """config.satl over `default_config()`; subclasses (the experiments in benchmarks/)
+        keep the `satl` section, so SATL's config files and --set=satl.* apply to them."""
+        options = cls.default_config()
+        if SemanticAwareThresholdLearning.name in config:
+            options.update(config[SemanticAwareThresholdLearning.name].to_dict())
+        return options
+
+    @classmethod
     def config_sections(cls, config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
         """Sections a config of this method may hold: `satl` and the base method's own section."""
         base_name = cls.method_options(config).base_method
-        sections = {cls.name: cls.default_config()}
+        sections = {SemanticAwareThresholdLearning.name: cls.default_config()}
         base_section = get_method_class(base_name).default_config()
         if base_section is not None:
             sections[base_name] = base_section
         return sections
 
     def check_options(self) -> None:
-        check_options(self.options)
+        check_options(self.options, self.threshold_rules)
 
     def build_model(self, word_embeddings: np.ndarray, adjacency: np.ndarray) -> nn.Module:
         """The base method's model; the base itself is built here from the same config."""
@@ -120,21 +127,13 @@ class SemanticAwareThresholdLearning(Method):
         return histogram_thresholds.category_thresholds(
             positive, negative, rule=opts.threshold_rule, min_precision=opts.min_precision,
             max_missed_positive_fraction=opts.max_missed_positive_fraction,
-            min_count=opts.min_count, kappa=opts.gauss_kappa)
+            min_count=opts.min_count)
 
     def split_known_labels(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        """(labels the losses train on, labels counted into H±), both (B, C) in {-1, 0, +1},
-        from the batch's `labels` (and `index`, for the calibration split).
-
-        Without a calibration split both are `labels`; with one, the held-out entries
-        (`calibration_entries`) are 0 in the first and the only non-zero entries of the second.
-        """
-        labels = batch["labels"]  # (B, C)
-        fraction = self.options.calibration_fraction
-        if not fraction:
-            return labels, labels
-        calibration = calibration_entries(labels, batch["index"], fraction, self.config.seed)  # (B, C) bool
-        return jnp.where(calibration, 0.0, labels), jnp.where(calibration, labels, 0.0)
+        """(labels the losses train on, labels counted into H±), both (B, C) in {-1, 0, +1}: the
+        batch's `labels` twice (§4.3). The experiments in benchmarks/satl_calibration_split.py
+        and benchmarks/satl_oracle_calibration.py change them."""
+        return batch["labels"], batch["labels"]
 
     def base_loss_and_logits(self, variables: dict[str, PyTree], base_state: PyTree,
                              batch: dict[str, jax.Array],
@@ -183,30 +182,47 @@ class SemanticAwareThresholdLearning(Method):
         decay = math.exp(-1.0 / (opts.memory_epochs * ctx.steps_per_epoch))
         positive_counts, negative_counts = histogram_thresholds.score_histograms(detached, histogram_labels,
                                                                        opts.num_bins)
-        batch_counts = histogram_thresholds.pseudo_label_counts(pseudo, labels, batch["complete_labels"])
-        new_epoch = ctx.step_in_epoch == 0
-        counts = {key: jnp.where(new_epoch, 0.0, stats["counts"][key]) + batch_counts[key]
-                  for key in COUNT_KEYS}
         new_stats = {
             "positive_histogram": histogram_thresholds.decayed_update(
                 stats["positive_histogram"], positive_counts, decay),
             "negative_histogram": histogram_thresholds.decayed_update(
                 stats["negative_histogram"], negative_counts, decay),
-            "counts": counts,
+            "counts": stats["counts"],  # counted against the hidden labels in `diagnostics`
         }
         metrics = {
             **base_aux.metrics,
             "satl/ranking": ranking,
             "satl/pseudo_bce": pseudo_bce,
             "satl/pseudo_on": pseudo_on,
-            "satl/pseudo_positives": jnp.sum(batch_counts["pseudo_positives"]),
-            "satl/pseudo_negatives": jnp.sum(batch_counts["pseudo_negatives"]),
+            "satl/pseudo_positives": jnp.sum(pseudo == 1, dtype=jnp.float32),
+            "satl/pseudo_negatives": jnp.sum(pseudo == -1, dtype=jnp.float32),
             "satl/classes_with_positive_threshold": jnp.sum(jnp.isfinite(tau_pos), dtype=jnp.float32),
             "satl/mean_negative_threshold": jnp.mean(tau_neg),
         }
+        diagnostic_inputs = {"base": base_aux.diagnostic_inputs, "pseudo_labels": pseudo,
+                             "scores": detached}
         return total, LossAux(batch_stats=base_aux.batch_stats,
                               method_state={"base": base_aux.method_state, "satl": new_stats},
-                              metrics=metrics)
+                              metrics=metrics, diagnostic_inputs=diagnostic_inputs)
+
+    def diagnostics(self, inputs: PyTree, method_state: PyTree, batch: dict[str, jax.Array],
+                    complete_labels: jax.Array, ctx: StepContext
+                    ) -> tuple[dict[str, jax.Array], PyTree]:
+        """The base's diagnostics, on the batch its loss saw, and this epoch's per-class counts
+        of pseudo labels against the hidden labels (§4.10), which `on_epoch_end` logs as
+        precision and recall. `inputs` holds the pseudo labels and the (detached) scores
+        (B, C) they were drawn from."""
+        trained_labels, _ = self.split_known_labels(batch)
+        scalars, base_state = self.base.diagnostics(
+            inputs["base"], method_state["base"], {**batch, "labels": trained_labels},
+            complete_labels, ctx)
+        stats = method_state["satl"]
+        batch_counts = histogram_thresholds.pseudo_label_counts(inputs["pseudo_labels"],
+                                                                batch["labels"], complete_labels)
+        new_epoch = ctx.step_in_epoch == 0
+        counts = {key: jnp.where(new_epoch, 0.0, stats["counts"][key]) + batch_counts[key]
+                  for key in COUNT_KEYS}
+        return scalars, {"base": base_state, "satl": {**stats, "counts": counts}}
 
     def on_epoch_start(self, state: Any, epoch: int, host: HostContext) -> Any:
         return self.with_base_hook(self.base.on_epoch_start, state, epoch, host)
@@ -228,21 +244,10 @@ class SemanticAwareThresholdLearning(Method):
         return base_view.replace(method_state={**method_state, "base": base_view.method_state})
 
 
-def calibration_entries(labels: jax.Array, index: jax.Array, fraction: float, seed: int) -> jax.Array:
-    """(B, C) bool: the known entries held out for calibration, a `fraction` of them.
-
-    Each (image, class) entry draws u ~ U[0, 1) from the run seed and the image's dataset index,
-    so the held-out set is fixed for the whole run and independent of batch order and layout;
-    an entry is held out when it is known and u < fraction.
-    """
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x5A71)
-    draws = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), (labels.shape[1],)))(
-        index)  # (B, C)
-    return (labels != 0) & (draws < fraction)
-
-
-def check_options(options: ml_collections.ConfigDict) -> None:
-    """Raises ValueError on a base method or option value SATL cannot use."""
+def check_options(options: ml_collections.ConfigDict,
+                  threshold_rules: tuple[str, ...] = histogram_thresholds.THRESHOLD_RULES) -> None:
+    """Raises ValueError on a base method or option value SATL (or a subclass computing
+    `threshold_rules`) cannot use."""
     if options.base_method == SemanticAwareThresholdLearning.name:
         raise ValueError("satl.base_method cannot be 'satl'")
     base = get_method_class(options.base_method)
@@ -253,11 +258,9 @@ def check_options(options: ml_collections.ConfigDict) -> None:
         raise ValueError(f"satl cannot replace the pseudo labels of base method '{options.base_method}' "
                          f"(supported: {', '.join(sorted(replaceable))}); set "
                          "satl.replace_base_pseudo_labels=False to add SATL on top of them")
-    if options.threshold_rule not in histogram_thresholds.THRESHOLD_RULES:
-        raise ValueError(f"satl.threshold_rule must be one of {', '.join(histogram_thresholds.THRESHOLD_RULES)}, "
+    if options.threshold_rule not in threshold_rules:
+        raise ValueError(f"satl.threshold_rule must be one of {', '.join(threshold_rules)}, "
                          f"got {options.threshold_rule!r}")
-    if not 0.0 <= options.calibration_fraction < 1.0:
-        raise ValueError(f"satl.calibration_fraction must be in [0, 1), got {options.calibration_fraction}")
     if options.num_bins < 2 or options.memory_epochs <= 0 or options.warmup_epochs < 0:
         raise ValueError(f"satl.num_bins must be >= 2, satl.memory_epochs > 0 and satl.warmup_epochs "
                          f">= 0, got {options.num_bins}, {options.memory_epochs}, {options.warmup_epochs}")
