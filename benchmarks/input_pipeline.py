@@ -19,7 +19,6 @@ import io
 import json
 import os
 import pathlib
-import time
 
 import numpy as np
 from absl import app, flags
@@ -27,6 +26,7 @@ from PIL import Image
 
 from mlrpl_jax.data import coco2014, datasets
 from mlrpl_jax.data.pipeline import DatasetNotPreparedError, PartialLabelData
+from mlrpl_jax.data.throughput import timed_pass
 
 _DATASET = flags.DEFINE_string("dataset", "digit_scenes", "Registered dataset name.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "data/tfds", "TFDS data directory.")
@@ -75,24 +75,6 @@ def write_coco_like_tree(raw_dir: pathlib.Path, num_train: int, seed: int = 0) -
                       zip(coco2014.CATEGORY_IDS, coco2014.CLASS_NAMES)]
         instances = {"images": images, "annotations": annotations, "categories": categories}
         (raw_dir / "annotations" / f"instances_{split}.json").write_text(json.dumps(instances))
-
-
-def timed_pass(batches, limit: int) -> tuple[float, float, int, float]:
-    """(seconds to the first batch, images/s after it, images, this process's CPU ms per image
-    after it) over up to `limit` batches."""
-    start = time.perf_counter()
-    first, first_cpu, images = None, None, 0
-    for count, batch in enumerate(batches, start=1):
-        if first is None:
-            first, first_cpu = time.perf_counter(), time.process_time()
-        else:
-            images += len(batch["image"])
-        if count == limit:
-            break
-    elapsed, cpu = time.perf_counter() - first, time.process_time() - first_cpu
-    nan = float("nan")
-    return (first - start, images / elapsed if elapsed > 0 else nan, images,
-            1000 * cpu / images if images else nan)
 
 
 def main(argv: list[str]) -> None:

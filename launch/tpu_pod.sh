@@ -8,6 +8,9 @@
 # The prepared dataset is read from each worker's local disk: DATA_FROM=gs://... (a data_dir on
 # Cloud Storage) copies it to DATA_DIR (default $HOME/tensorflow_datasets) on every worker
 # first, and passes --config.data.data_dir=DATA_DIR.
+# Before training, every worker runs the acceptance check with the same arguments
+# (`python -m mlrpl_jax.acceptance`: devices, step time, MFU, input images/s, a verdict in
+# <workdir>/acceptance.json); a FAIL verdict stops the job. SKIP_ACCEPTANCE=1 skips it.
 #
 #   SETUP=1 DATA_FROM=gs://my-bucket/tensorflow_datasets TPU_NAME=my-v4-32 \
 #       ZONE=us-central2-b launch/tpu_pod.sh \
@@ -38,5 +41,9 @@ fi
 
 remote_args=$(printf ' %q' "$@")
 TRAIN_COMMAND="${PYTHON} -m mlrpl_jax.main --distributed=on${remote_args}${DATA_FLAG}"
+ACCEPT_COMMAND=""
+if [[ "${SKIP_ACCEPTANCE:-0}" != 1 ]]; then
+  ACCEPT_COMMAND="${PYTHON} -m mlrpl_jax.acceptance --distributed=on${remote_args}${DATA_FLAG} && "
+fi
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone="$ZONE" "${PROJECT_FLAG[@]}" --worker=all \
-  --command="cd ${REPO_DIR} && ${SETUP_COMMAND}${STAGE_COMMAND}${TRAIN_COMMAND}"
+  --command="cd ${REPO_DIR} && ${SETUP_COMMAND}${STAGE_COMMAND}${ACCEPT_COMMAND}${TRAIN_COMMAND}"

@@ -42,6 +42,7 @@ def test_dry_run_of_a_tiny_config_runs_hooks_and_steps_and_writes_json(tmp_path)
     assert result["compile_s"] > 0 and result["predict_step_s"] > 0
     assert result["epoch_start_hook_s"] > 0  # prototypes from one synthetic pass
     assert result["peak_memory_bytes"] > 0 and math.isfinite(result["loss"])
+    assert result["train_step_flops_per_device"] > 0  # XLA cost analysis
     assert not result["last_step_skipped"]
 
 

@@ -4,15 +4,19 @@
 collectives, coordinator on a free port) and as one process with 4 simulated devices, on the
 same tiny config (tests/tiny_config.py) with the same global batch. Losses, evaluation
 metrics, final parameters, BN statistics and method state must agree, and only process 0 may
-write logs, metrics and results.
+write logs, metrics and results. The 2-process baseline run is also the uninterrupted reference
+of the resilience test: one process SIGKILLed mid-epoch, SIGTERM to every process, and the
+restarted cluster's results equal to the bit.
 """
 
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
+import jax
 import method_harness
 import numpy as np
 import portpicker
@@ -20,6 +24,7 @@ import pytest
 import tiny_config
 
 from mlrpl_jax.core import distributed
+from mlrpl_jax.core.fault_injection import FAULT_ENV_VAR
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CONFIG_FILE = ROOT / "tests" / "tiny_config.py"
@@ -71,10 +76,24 @@ def train_losses(workdir):
     return [entry["train/loss"] for entry in method_harness.logged_train_metrics(str(workdir))]
 
 
+@pytest.fixture(scope="module")
+def layout_runs(digit_scenes_dir, tmp_path_factory):
+    """run_both of a method, once per module: (its root folder, process 1's log)."""
+    done = {}
+
+    def runs(method):
+        if method not in done:
+            root = tmp_path_factory.mktemp(method)
+            done[method] = root, run_both(method, digit_scenes_dir, root)
+        return done[method]
+
+    return runs
+
+
 @pytest.mark.parametrize("method", ["baseline", "sarb"])
-def test_two_processes_equal_one_process(method, digit_scenes_dir, tmp_path):
-    process_1_log = run_both(method, digit_scenes_dir, tmp_path)
-    cluster, single = tmp_path / "cluster", tmp_path / "single"
+def test_two_processes_equal_one_process(method, digit_scenes_dir, layout_runs):
+    root, process_1_log = layout_runs(method)
+    cluster, single = root / "cluster", root / "single"
 
     config = tiny_config.get_config(method)
     config.data.data_dir = digit_scenes_dir
@@ -88,7 +107,8 @@ def test_two_processes_equal_one_process(method, digit_scenes_dir, tmp_path):
     method_harness.assert_layout_close(losses, train_losses(single), num_terms)
     results = [json.loads((workdir / "results.json").read_text()) for workdir in (cluster, single)]
     assert results[0]["last"].keys() == results[1]["last"].keys()
-    method_harness.assert_layout_close(*({key: float(value) for key, value in result["last"].items()}
+    method_harness.assert_layout_close(*({key: np.asarray(value, np.float64)  # per_class_AP: (C,)
+                                          for key, value in result["last"].items()}
                                          for result in results), num_terms)
 
     states = [method_harness.restore_final_state(config, str(workdir)) for workdir in (cluster, single)]
@@ -104,6 +124,69 @@ def test_two_processes_equal_one_process(method, digit_scenes_dir, tmp_path):
     assert sorted(p.name for p in cluster.iterdir()) == ["checkpoints", "metrics.jsonl",
                                                          "results.json", "tensorboard"]
     assert "metric_writer.py" not in process_1_log and "checkpoint_manager.py" not in process_1_log
+
+
+def start_cluster(data_dir, workdir, faults):
+    """The 2-process baseline cluster with a checkpoint every 2 steps (3 per epoch of 6), process
+    i signalling itself at MLRPL_FAULT_AT=faults[i] (fault_injection.py; '' for none)."""
+    port = portpicker.pick_unused_port()
+    processes = []
+    for pid, fault in enumerate(faults):
+        log = open(workdir.parent / f"{workdir.name}_process_{pid}.log", "a", encoding="utf-8")
+        processes.append(subprocess.Popen(
+            main_command("baseline", data_dir, workdir, "--config.checkpoint.every_steps=2",
+                         f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                         f"--process_id={pid}"),
+            cwd=ROOT, env={**environment(2, cluster=True), FAULT_ENV_VAR: fault}, stdout=log,
+            stderr=subprocess.STDOUT))
+        log.close()
+    return processes
+
+
+def finish(processes):
+    """Exit statuses of the cluster's processes."""
+    try:
+        return [process.wait(timeout=TIMEOUT_S) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+
+
+def test_cluster_killed_and_preempted_finishes_as_if_uninterrupted(digit_scenes_dir, layout_runs,
+                                                                  tmp_path):
+    reference = layout_runs("baseline")[0] / "cluster"
+    workdir = tmp_path / "cluster"
+
+    def log(pid):
+        return (tmp_path / f"cluster_process_{pid}.log").read_text()[-6000:]
+
+    # A machine failure: process 1 is SIGKILLed while step 3 runs; process 0, left waiting in a
+    # collective, is stopped by the job's launcher (launch/local_cluster.sh stops them all).
+    processes = start_cluster(digit_scenes_dir, workdir, ("", "step:3"))
+    assert processes[1].wait(timeout=TIMEOUT_S) == -signal.SIGKILL, log(1)
+    processes[0].kill()
+    finish(processes)
+    # Preemption: SIGTERM to every process at step 5, mid-epoch, after the restart resumed
+    # from the checkpoint of step 2 (or from the start, had its asynchronous save not finished
+    # before the kill): a synchronous checkpoint of step 5 and exit status 143 everywhere.
+    statuses = finish(start_cluster(digit_scenes_dir, workdir, ("step:5:TERM",) * 2))
+    assert statuses == [128 + signal.SIGTERM] * 2, log(0) + log(1)
+    assert "SIGTERM received: saved the checkpoint of step 5" in log(0)
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["5"]
+    assert not (workdir / "results.json").exists()
+
+    assert finish(start_cluster(digit_scenes_dir, workdir, ("", ""))) == [0, 0], log(0) + log(1)
+    # Same program, same batches, same gloo reduction order: equal to the bit.
+    assert (json.loads((workdir / "results.json").read_text())
+            == json.loads((reference / "results.json").read_text()))
+    config = tiny_config.get_config("baseline")
+    config.data.data_dir = digit_scenes_dir
+    resumed, uninterrupted = (method_harness.restore_final_state(config, str(w))
+                              for w in (workdir, reference))
+    for got, want in zip(*(jax.tree.leaves((s.params, s.batch_stats, s.opt_state))
+                           for s in (resumed, uninterrupted))):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_cluster_detection_from_the_environment():

@@ -121,6 +121,13 @@ def peak_memory_bytes() -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "process_peak_rss"
 
 
+def compiled_flops(compiled: jax.stages.Compiled) -> float | None:
+    """FLOPs of one call of `compiled` on one device (the partitioned program each device runs),
+    from XLA's cost analysis; None where the backend reports none. Loops count once."""
+    flops = (compiled.cost_analysis() or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
 def _timed(fn, *args) -> tuple[Any, float]:
     start = time.perf_counter()
     result = jax.block_until_ready(fn(*args))
@@ -165,7 +172,8 @@ def prepare(plan: DryRunPlan, mesh: jax.sharding.Mesh) -> PreparedStep:
 
 def measure(plan: DryRunPlan, mesh: jax.sharding.Mesh, steps: int) -> dict[str, Any]:
     """Runs the plan on `mesh`: epoch-start hook, compile, `steps` train steps, epoch-end hook,
-    one inference step; returns the timings (s), images/s and peak memory."""
+    one inference step; returns the timings (s), images/s, peak memory and the train step's
+    FLOPs per device (XLA's cost analysis)."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     config, method = plan.config, plan.method
@@ -191,6 +199,7 @@ def measure(plan: DryRunPlan, mesh: jax.sharding.Mesh, steps: int) -> dict[str, 
             "epoch_start_hook_s": round(prepared.epoch_start_hook_s, 3), "compile_s": round(compile_s, 3),
             "step_s_median": round(step_s, 4), "step_s_all": [round(t, 4) for t in step_times],
             "images_per_s": round(config.batch_size / step_s, 2),
+            "train_step_flops_per_device": compiled_flops(compiled),
             "epoch_end_hook_s": round(epoch_end_hook_s, 3),
             "predict_compile_s": round(predict_compile_s, 3), "predict_step_s": round(predict_s, 4),
             "peak_memory_bytes": memory, "peak_memory_kind": memory_kind,

@@ -52,9 +52,15 @@ def data_dir(config: ml_collections.ConfigDict) -> str:
 def check_run_inputs(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError naming the fix when a backbone or embedding file is missing or wrong,
     or the dataset is on remote storage."""
-    _check_data_dir(data_dir(config), config.data.name)
+    check_data_dir(config)
     _check_backbone(config.model, config.data.name)
     _check_embeddings(config.embeddings, config.data.name)
+
+
+def check_data_dir(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError with the staging command when the dataset is on remote storage (also
+    run alone by the acceptance check, which reads the dataset but no weights)."""
+    _check_data_dir(data_dir(config), config.data.name)
 
 
 def _check_data_dir(directory: str, dataset: str) -> None:
