@@ -50,8 +50,8 @@ benchmark: install
 
 # The benchmark regime (docs/results/benchmark_regime.md): every method on digit_scenes/large
 # (20,000 scenes, 4 epochs) at p = 0.1/0.3/0.5 over REGIME_SEEDS, the baseline also at 1.0,
-# paired 95 % intervals of each method's gain. One run takes ~6-20 min on the 2-core CPU
-# (measured under load), so the full 8-seed command is a many-hour job there (issue #24).
+# paired 95 % intervals of each method's gain. One run took 17-20 min on the shared 2-core CPU
+# (under load; docs/results/benchmark_regime.md), so the 8-seed command is a many-hour job there.
 REGIME_DIR ?= $(CURDIR)/workdirs/regime
 REGIME_SEEDS ?= 0,1,2,3,4,5,6,7
 benchmark-regime: install
