@@ -8,8 +8,8 @@ seeds the gain's mean has the Student-t interval
 
 and a config *beats* the reference only when the whole interval lies above 0 (*below* when it
 lies under 0; otherwise the seeds do not settle it). One seed gives a gain and no verdict.
-The interval assumes the per-seed gains are independent draws of one distribution, which
-holds by construction (one seed per pair, seeds drawn independently) — docs/results/README.md.
+The interval assumes the per-seed gains are independent draws of one normal distribution: each
+pair has its own seed, and tests/test_paired_gain.py checks the interval's coverage under it.
 """
 
 from __future__ import annotations
