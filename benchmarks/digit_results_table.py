@@ -18,6 +18,7 @@ import json
 import math
 import os
 
+import mechanism_activity  # benchmarks/, on the path when this file runs as a script
 import numpy as np
 from absl import app, flags
 
@@ -63,17 +64,13 @@ def last_epoch_scalars(run_dir: str) -> dict[str, float]:
 
 
 def last_epoch_means(run_dir: str, keys: tuple[str, ...]) -> dict[str, float]:
-    """Per-step means of `keys` over the run's last epoch: its logging windows, each weighted by
-    the steps it covers (a window never spans an epoch boundary)."""
-    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as lines:
-        windows = [entry for entry in map(json.loads, lines) if keys[0] in entry]
+    """Per-step means of `keys` over the run's last epoch (mechanism_activity.epoch_means), the
+    epoch length read off the last logged step and the run's number of epochs."""
+    records = mechanism_activity.read_records(run_dir)
     with open(os.path.join(run_dir, "results.json"), encoding="utf-8") as results:
         epochs = json.load(results)["last"]["epoch"] + 1
-    ends = np.array([window["step"] for window in windows])
-    sizes = np.diff(ends, prepend=0)
-    last = ends > ends[-1] - ends[-1] // epochs
-    return {key: float(np.average([w[key] for w, keep in zip(windows, last) if keep], weights=sizes[last]))
-            for key in keys}
+    last_step = max(record["step"] for record in records if keys[0] in record)
+    return mechanism_activity.epoch_means(records, keys, last_step // epochs)[-1]
 
 
 def diagnostics(config: str, row: dict, runs: list[str]) -> str:
