@@ -106,6 +106,15 @@ def base_config() -> ml_collections.ConfigDict:
     # run with an error naming the step and the loss term, 'skip' goes on (train.py).
     config.train.on_nonfinite = "stop"
 
+    # LogicMix (docs/methods/logicmix.md): each real row of a training batch is, with
+    # `probability`, the mean of k images of the batch (itself and k - 1 drawn with replacement),
+    # k uniform in [min_images, max_images], its labels their logical OR. 0 = off; the authors
+    # use 0.5 and k in {2, 3}. Only methods with Method.supports_logicmix take it.
+    config.logicmix = ml_collections.ConfigDict()
+    config.logicmix.probability = 0.0
+    config.logicmix.min_images = 2
+    config.logicmix.max_images = 3
+
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.every_steps = 0  # extra mid-epoch checkpoints; 0 = only after each epoch
     config.checkpoint.keep_last = 2
@@ -355,6 +364,24 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
     if config.model.conv_impl not in CONV_IMPLS:
         raise ConfigError(f"model.conv_impl must be one of {', '.join(CONV_IMPLS)} "
                           f"(mlrpl_jax/models/convolution.py), got {config.model.conv_impl!r}")
+    _check_logicmix(config)
     if config.model.frozen_dtype not in ("float32", "bfloat16"):
         raise ConfigError(f"model.frozen_dtype must be 'float32' or 'bfloat16', got "
                           f"{config.model.frozen_dtype!r}")
+
+
+def _check_logicmix(config: ml_collections.ConfigDict) -> None:
+    options = config.logicmix
+    if not 0.0 <= options.probability <= 1.0:
+        raise ConfigError(f"logicmix.probability must be in [0, 1] (0 = off), got "
+                          f"{options.probability}")
+    if not 2 <= options.min_images <= options.max_images:
+        raise ConfigError(f"logicmix needs 2 <= min_images <= max_images (images mixed per row), "
+                          f"got min_images={options.min_images}, max_images={options.max_images}")
+    if options.probability > 0 and not methods.get_method_class(config.method).supports_logicmix:
+        able = [name for name, cls in sorted(methods.registered_methods().items())
+                if cls.supports_logicmix]
+        raise ConfigError(
+            f"method {config.method!r} cannot train on LogicMix batches: its step keeps state "
+            f"from single training images (docs/methods/logicmix.md §4). Set "
+            f"logicmix.probability=0 or use one of: {', '.join(able)}")

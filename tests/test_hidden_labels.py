@@ -106,3 +106,32 @@ def test_transfer_diagnostics_count_pseudo_labels_against_the_hidden_labels():
         assert {key: float(value) for key, value in counts.items()} == {
             "intra_pseudo_true_positives": pseudo_on * 1, "inter_pseudo_true_positives": pseudo_on * 2,
             "hidden_positives": 3.0}
+
+
+@pytest.mark.parametrize("name", ["baseline", "hst"])
+def test_logicmix_batches_keep_the_hidden_labels_out_of_the_loss(name):
+    """The whole step with LogicMix on (mlrpl_jax/logicmix.py mixes the hidden labels with the
+    same plan as the partial ones): the new parameters, optimiser and BN state, the step and the
+    loss are no function of the hidden labels; HST's diagnostics still read them."""
+    config = method_harness.tiny_config(name)
+    config.logicmix.probability = 1.0
+    data = method_harness.SyntheticTrainingData()
+    method = get_method_class(name)(config, data.info, np.zeros((method_harness.NUM_CLASSES, 12)),
+                                    np.eye(method_harness.NUM_CLASSES, dtype=np.float32))
+    optimizer = optim.build_optimizer(config.optim, 2)
+    state = abstract_train_state(method, optimizer, config)
+    step = train.make_train_step(method, optimizer, method_harness.STEPS_PER_EPOCH)
+    closed_jaxpr, out_shape = jax.make_jaxpr(step, return_shape=True)(state, data.batch(0))
+    inputs = jax.tree_util.tree_flatten_with_path((state, data.batch(0)))[0]
+    hidden_index, = [i for i, (path, _) in enumerate(inputs)
+                     if path[-1] == jax.tree_util.DictKey(train.HIDDEN_LABELS)]
+    outputs = jax.tree_util.tree_flatten_with_path(out_shape)[0]
+    names = {jax.tree_util.keystr(path): depends for (path, _), depends
+             in zip(outputs, dependent_outputs(closed_jaxpr, hidden_index))}
+    assert "[1]['logicmix_fraction']" in names
+    trained = [key for key in names if key.startswith(("[0].params", "[0].opt_state",
+                                                       "[0].batch_stats", "[0].step"))]
+    assert len(trained) > 3 and not [key for key in trained if names[key]]
+    assert names["[1]['loss']"] is False
+    diagnostic = {key for key, depends in names.items() if depends}
+    assert bool(diagnostic) == (name in WITH_HIDDEN_LABEL_DIAGNOSTICS), diagnostic

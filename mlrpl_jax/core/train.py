@@ -25,6 +25,7 @@ import tqdm
 from absl import logging
 from etils import epath
 
+from mlrpl_jax import logicmix
 from mlrpl_jax.config import validate_config
 from mlrpl_jax.core import (checkpointing, fault_injection, host_memory, metrics, optim, parallel,
                             run_inputs, storage)
@@ -133,15 +134,17 @@ def make_train_step(method: Method, optimizer: optax.GradientTransformationExtra
     A step whose loss or gradient norm is not finite keeps the previous parameters, optimiser,
     BN and method state (only the step counter advances) and reports `skipped_update` = 1, so
     non-finite values never reach the state; the loop decides on the host, at logging and
-    checkpoint time, whether to stop or go on (config.train.on_nonfinite).
+    checkpoint time, whether to stop or go on (config.train.on_nonfinite). With
+    config.logicmix.probability > 0 the loss sees the LogicMix batch (mlrpl_jax/logicmix.py).
     """
+    mix = logicmix.batch_mixer(method.config.logicmix)
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
         epoch = state.step // steps_per_epoch
         ctx = StepContext(epoch=epoch, step_in_epoch=state.step % steps_per_epoch,
                           rng=jax.random.fold_in(state.rng, state.step),
                           steps_per_epoch=steps_per_epoch)
-
+        batch, mix_scalars = mix(batch, ctx.rng)
         loss, aux, grads = loss_gradients_and_diagnostics(method, state, batch, ctx)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params,
                                               active=method.active_params(state.params, epoch))
@@ -152,7 +155,7 @@ def make_train_step(method: Method, optimizer: optax.GradientTransformationExtra
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                                  updated, state.replace(step=state.step + 1))
-        scalars = {"loss": loss, "grad_norm": grad_norm, **aux.metrics,
+        scalars = {"loss": loss, "grad_norm": grad_norm, **aux.metrics, **mix_scalars,
                    "skipped_update": 1.0 - finite.astype(jnp.float32)}
         return new_state, scalars
 

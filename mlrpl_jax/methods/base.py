@@ -117,6 +117,10 @@ class Method(abc.ABC):
     # Options counted in epochs ('epochs': start epochs, intervals) or applied per epoch
     # ('per_epoch': decays); configs with a shorter schedule rescale them (config.py).
     schedule_options: ClassVar[dict[str, str]] = {}
+    # Whether the step may train on LogicMix batches (config.logicmix, docs/methods/logicmix.md
+    # §4): False for methods whose step keeps state from the batch's rows as single images
+    # (feature banks, score statistics), which a mixed row would corrupt.
+    supports_logicmix: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

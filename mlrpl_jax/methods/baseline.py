@@ -14,6 +14,7 @@ from mlrpl_jax.methods.base import LossAux, Method, PyTree, StepContext
 
 class PartialBCEBaseline(Method):
     name = "baseline"
+    supports_logicmix = True
 
     def loss(self, variables: dict[str, PyTree], method_state: PyTree, batch: dict[str, jax.Array],
              ctx: StepContext) -> tuple[jax.Array, LossAux]:

@@ -51,6 +51,8 @@ class RepresentationBlending(Method):
     """Shared base of SARB and DSRB (not selectable itself: it has no `name`)."""
 
     schedule_options = {"mixup_epoch": "epochs", "recompute_interval": "epochs"}
+    # Prototypes come from a host pass over unmixed images; the step keeps no image state.
+    supports_logicmix = True
 
     @staticmethod
     def shared_options() -> ml_collections.ConfigDict:

@@ -15,6 +15,8 @@ class PartialLabelLossMethod(Method):
     Subclasses set `name` and define the loss from the partial labels only (batch['labels']).
     """
 
+    supports_logicmix = True  # no method state is kept from the batch
+
     def loss(self, variables: dict[str, PyTree], method_state: PyTree, batch: dict[str, jax.Array],
              ctx: StepContext) -> tuple[jax.Array, LossAux]:
         output, updates = self.model.apply(variables, batch["image"], train=True,

@@ -39,6 +39,8 @@ def margin_param_name(which: str) -> str:
 class HeterogeneousSemanticTransfer(PseudoLabelDiagnostics, Method):
     name = "hst"
     paper_batch_size = 32
+    # Its prototypes come from a host pass over unmixed images; the step keeps no image state.
+    supports_logicmix = True
     replaced_pseudo_label_weights = ("intra_pseudo_bce_weight", "inter_pseudo_bce_weight")
     schedule_options = {"generate_label_epoch": "epochs", "prototype_interval": "epochs"}
 
