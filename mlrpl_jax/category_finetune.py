@@ -130,11 +130,10 @@ def fit_heads(kernel: np.ndarray, bias: np.ndarray, train_inputs: np.ndarray,
     """CFT of every class: full-batch Adam on the training part's known labels, the head of best
     holdout AP kept per class (docs/methods/cft.md §3)."""
     fitted = fittable_classes(train_labels, holdout_labels)
-    run = jax.jit(_fit_loop, static_argnums=6)
-    outputs = run({"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)},
-                  jnp.asarray(train_inputs, jnp.float32), jnp.asarray(train_labels, jnp.float32),
-                  jnp.asarray(holdout_inputs, jnp.float32), jnp.asarray(holdout_labels, jnp.float32),
-                  jnp.asarray(fitted), options)
+    head = {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
+    arrays = [jnp.asarray(a, jnp.float32)
+              for a in (train_inputs, train_labels, holdout_inputs, holdout_labels)]
+    outputs = jax.jit(_fit_loop, static_argnums=6)(head, *arrays, jnp.asarray(fitted), options)
     best, best_ap, best_step, first_ap, steps_run = jax.device_get(outputs)
     nan = np.where(fitted, 0.0, np.nan)
     return FitResult(kernel=np.asarray(best["kernel"]), bias=np.asarray(best["bias"]),

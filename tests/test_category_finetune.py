@@ -25,7 +25,8 @@ def linear_problem(seed=0, num_rows=400, num_classes=3, dim=4):
     rng = np.random.default_rng(seed)
     inputs = rng.standard_normal((num_rows, num_classes, dim)).astype(np.float32)
     true_kernel = rng.standard_normal((num_classes, dim))
-    score = np.einsum("ncd,cd->nc", inputs, true_kernel) + 0.5 * rng.standard_normal((num_rows, num_classes))
+    noise = 0.5 * rng.standard_normal((num_rows, num_classes))
+    score = np.einsum("ncd,cd->nc", inputs, true_kernel) + noise
     labels = np.where(score > 0.5, 1.0, -1.0)
     labels[rng.random(labels.shape) < 0.5] = 0.0
     labels[labels[:, 2] > 0, 2] = 0.0

@@ -45,7 +45,8 @@ def test_or_rule_matches_mlcpl():
     theirs = augs.logic_mix_target(torch.tensor(np.where(combos.T == UNK, np.nan,
                                                          (combos.T > 0).astype(np.float32))))
     theirs = theirs.numpy()
-    np.testing.assert_array_equal(ours, np.where(np.isnan(theirs), UNK, np.where(theirs > 0, POS, NEG)))
+    expected = np.where(np.isnan(theirs), UNK, np.where(theirs > 0, POS, NEG))
+    np.testing.assert_array_equal(ours, expected)
 
 
 @pytest.mark.parametrize("image_shape", [(4, 4, 3), (5, 7), ()])
@@ -64,11 +65,13 @@ def test_mixed_rows_are_the_mean_of_their_images(image_shape):
                       [True, True, False]])
     out = jax.device_get(logicmix.mix_batch(batch, partners, used))
     bound = 2 * 3 * np.finfo(np.float32).eps * np.abs(images).max()
-    np.testing.assert_allclose(out["image"][0], images[[0, 3, 1]].mean(0, dtype=np.float64), atol=bound)
-    np.testing.assert_allclose(out["image"][3], images[[3, 1]].mean(0, dtype=np.float64), atol=bound)
+    for row, rows in ((0, [0, 3, 1]), (3, [3, 1])):
+        np.testing.assert_allclose(out["image"][row], images[rows].mean(0, dtype=np.float64),
+                                   atol=bound)
     np.testing.assert_array_equal(out["image"][1], images[1])  # unmixed: untouched
     np.testing.assert_array_equal(out["image"][2], images[2])  # mixed with itself only
-    np.testing.assert_array_equal(out["labels"], [[POS, POS, UNK], labels[1], labels[2], [NEG, POS, UNK]])
+    np.testing.assert_array_equal(out["labels"],
+                                  [[POS, POS, UNK], labels[1], labels[2], [NEG, POS, UNK]])
     np.testing.assert_array_equal(out["complete_labels"],
                                   [[1, 1, 1], complete[1], complete[2], [-1, 1, 1]])
     np.testing.assert_array_equal(out["index"], batch["index"])

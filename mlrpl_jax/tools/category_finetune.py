@@ -71,7 +71,8 @@ def classifier_inputs_of_split(method, state, data, config, mesh, split: str
         paths.append(path)
         return inputs
 
-    jitted = jax.jit(forward, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+    jitted = jax.jit(forward, in_shardings=(parallel.replicated(mesh),
+                                            parallel.batch_sharded(mesh)),
                      out_shardings=parallel.batch_sharded(mesh))
     batch_size = config.eval.batch_size or config.batch_size
     chunks = [parallel.gather_to_host(jitted(state, parallel.to_global({"image": b["image"]},
@@ -83,7 +84,8 @@ def classifier_inputs_of_split(method, state, data, config, mesh, split: str
     return np.concatenate(chunks)[:num_rows].astype(np.float32), paths[0]
 
 
-def with_classifier(params: Any, path: tuple[str, ...], kernel: np.ndarray, bias: np.ndarray) -> Any:
+def with_classifier(params: Any, path: tuple[str, ...], kernel: np.ndarray,
+                    bias: np.ndarray) -> Any:
     """`params` with the classifier at module `path` replaced."""
     flat = flax.traverse_util.flatten_dict(params)
     for name, value in (("kernel", kernel), ("bias", bias)):
@@ -149,7 +151,8 @@ def class_reports(fit: cft.FitResult, class_names: tuple[str, ...]) -> list[dict
 
     return [{"name": name, "fitted": bool(fit.fitted[c]),
              "holdout_ap_before": percent(fit.holdout_ap_before[c]),
-             "holdout_ap_after": percent(fit.holdout_ap_after[c]), "best_step": int(fit.best_step[c])}
+             "holdout_ap_after": percent(fit.holdout_ap_after[c]),
+             "best_step": int(fit.best_step[c])}
             for c, name in enumerate(class_names)]
 
 
