@@ -44,8 +44,12 @@ def synthetic_data_info(num_classes: int, num_examples: int, known_ratio: float,
 
 
 def batch_of_rows(info: DataInfo, rows: np.ndarray, image_size: int,
-                   rng: np.random.Generator) -> dict[str, np.ndarray]:
-    return {"image": rng.standard_normal((len(rows), image_size, image_size, 3), dtype=np.float32),
+                  rng: np.random.Generator, input_shape: tuple[int, ...] | None = None
+                  ) -> dict[str, np.ndarray]:
+    """Gaussian inputs of `input_shape` per row (default: an image_size² RGB image) and the
+    rows' labels."""
+    shape = input_shape or (image_size, image_size, 3)
+    return {"image": rng.standard_normal((len(rows), *shape), dtype=np.float32),
             "labels": info.train_partial_labels[rows].astype(np.float32),
             "complete_labels": info.train_complete_labels[rows].astype(np.float32),
             "index": rows.astype(np.int32), "mask": np.ones(len(rows), np.float32)}
@@ -58,9 +62,11 @@ class SyntheticData:
     pass (e.g. prototypes) sees every row, and with `every_class_known` every class.
     """
 
-    def __init__(self, info: DataInfo, image_size: int):
+    def __init__(self, info: DataInfo, image_size: int,
+                 input_shape: tuple[int, ...] | None = None):
         self.info = info
         self.image_size = image_size
+        self.input_shape = input_shape  # of one model input; None: an image_size² RGB image
 
     def train_batches(self, epoch: int, global_batch_size: int, *, start_step: int = 0,
                       process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
@@ -69,4 +75,5 @@ class SyntheticData:
         for step in range(start_step, self.info.num_train // global_batch_size):
             first = step * global_batch_size + process_index * local
             yield batch_of_rows(self.info, np.arange(first, first + local), self.image_size,
-                                 np.random.default_rng([epoch, step, process_index]))
+                                np.random.default_rng([epoch, step, process_index]),
+                                self.input_shape)

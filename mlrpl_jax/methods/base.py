@@ -25,9 +25,12 @@ import numpy as np
 
 from mlrpl_jax.core import fault_injection, parallel
 from mlrpl_jax.data.info import DataInfo
-from mlrpl_jax.models.network import SharedNetwork
+from mlrpl_jax.models.network import SharedHead, SharedNetwork
 
 PyTree = Any
+# The arguments of SharedNetwork that its head (SharedHead) takes too.
+HEAD_ARGUMENTS = ("num_classes", "word_embeddings", "adjacency", "feature_dim", "attention_dim",
+                  "output_dim", "ggnn_steps", "dtype")
 
 
 @flax.struct.dataclass
@@ -188,9 +191,12 @@ class Method(abc.ABC):
         return self.network(self.base_network(word_embeddings, adjacency))
 
     def base_network(self, word_embeddings: np.ndarray, adjacency: np.ndarray) -> nn.Module:
-        """The shared network of docs/methods/network.md §4 (images -> features -> logits)."""
-        return SharedNetwork(**network_kwargs(self.config, self.info.num_classes, word_embeddings,
-                                              adjacency))
+        """The shared network of docs/methods/network.md §4 (images -> features -> logits), or
+        with data.feature_cache its head alone (cached backbone maps -> features -> logits)."""
+        kwargs = network_kwargs(self.config, self.info.num_classes, word_embeddings, adjacency)
+        if self.config.data.feature_cache:
+            return SharedHead(**{name: kwargs[name] for name in HEAD_ARGUMENTS})
+        return SharedNetwork(**kwargs)
 
     def network(self, base: nn.Module) -> nn.Module:
         """The method's model around `base` (a SharedNetwork, or a SharedHead that reads
