@@ -72,7 +72,6 @@ _REFERENCE_ONLY_RATIOS = flags.DEFINE_list(
 _REPORT_SCALARS = flags.DEFINE_list(
     "report_scalars", [], "Logged scalars (metrics.jsonl names) whose last value per run is "
     "tabulated next to mAP, e.g. satl/positive_precision.")
-flags.mark_flags_as_required(["workdir"])
 
 PLOT_FILE = "map_vs_known_ratio.png"
 PLOT_MISSING = ("matplotlib is not installed, so {path} was not drawn: "
@@ -529,4 +528,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    flags.mark_flags_as_required(["workdir"])  # here, so importing the module requires nothing
     app.run(main)
