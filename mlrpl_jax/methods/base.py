@@ -117,6 +117,9 @@ class Method(abc.ABC):
     # Options counted in epochs ('epochs': start epochs, intervals) or applied per epoch
     # ('per_epoch': decays); configs with a shorter schedule rescale them (config.py).
     schedule_options: ClassVar[dict[str, str]] = {}
+    # config.ema.decay the config factories set for this method (0: no model EMA); a method whose
+    # hooks read the EMA weights (TrainState.ema_variables) needs one.
+    model_ema_decay: ClassVar[float] = 0.0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
