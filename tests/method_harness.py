@@ -65,6 +65,12 @@ class SyntheticTrainingData:
         return [synthetic_batch(self.info, global_batch_size, IMAGE_SIZE, seed=1000 * (epoch + 1) + k)
                 for k in range(PASS_BATCHES)]
 
+    def eval_batches(self, global_batch_size, *, split="train", process_index=0, process_count=1):
+        """Every training row once, in order (HostContext.training_set_pass)."""
+        return SyntheticData(self.info, IMAGE_SIZE).eval_batches(
+            global_batch_size, split=split, process_index=process_index,
+            process_count=process_count)
+
 
 def build(method_class, config, data):
     method = method_class(config, data.info, random_embeddings(NUM_CLASSES, 12),

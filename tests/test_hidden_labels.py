@@ -27,7 +27,7 @@ from mlrpl_jax.methods.semantic_transfer.loss_terms import pseudo_label_diagnost
 CASES = [(name, {}) for name in sorted(registered_methods())] + [("satl", {"base_method": "sst"})]
 # Methods whose diagnostics count pseudo labels against the hidden labels (so the trace must
 # find outputs that depend on them: the dependence check can fail).
-WITH_HIDDEN_LABEL_DIAGNOSTICS = {"sst", "hst", "satl"}
+WITH_HIDDEN_LABEL_DIAGNOSTICS = {"sst", "hst", "satl", "ema_teacher"}
 
 
 def abstract_train_state(method, optimizer, config):
