@@ -15,6 +15,7 @@ from typing import Any
 import ml_collections
 
 from mlrpl_jax import methods
+from mlrpl_jax.core.model_ema import check_decay as check_ema_decay
 from mlrpl_jax.data.partial_labels import check_label_drop
 from mlrpl_jax.data.preprocessing import TRAIN_AUGMENTATIONS
 from mlrpl_jax.models.convolution import CONV_IMPLS
@@ -105,6 +106,11 @@ def base_config() -> ml_collections.ConfigDict:
     # counts them as negatives. Test labels of the other datasets are +-1, so it changes nothing.
     config.eval.ignore_zero_labels = True
 
+    config.ema = ml_collections.ConfigDict()
+    # Model EMA of the trained weights and BN statistics, updated after every step and evaluated
+    # instead of them (core/model_ema.py, docs/methods/ema.md); 0 = none. LogicMix: 0.999.
+    config.ema.decay = 0.0
+
     config.train = ml_collections.ConfigDict()
     # A step with a non-finite loss or gradient never updates the state; 'stop' then ends the
     # run with an error naming the step and the loss term, 'skip' goes on (train.py).
@@ -175,7 +181,8 @@ def digit_scenes_config(method_name: str, regime: str = "small",
     number of epochs; every method section's `schedule_options` are rescaled to it. Adam's
     learning rate is larger than the papers' 1e-5 because a digit run takes ~600-2,500 steps
     against the papers' ~200,000. `method_options` set options of the method's section (SATL's
-    `base_method` included) after the rescaling.
+    `base_method` included) after the rescaling. The model EMA is the method's
+    (`Method.model_ema_decay`, 0 = none).
     """
     if regime not in DIGIT_REGIMES:
         raise ConfigError(f"unknown digit regime {regime!r}; valid: {', '.join(DIGIT_REGIMES)}")
@@ -196,6 +203,7 @@ def digit_scenes_config(method_name: str, regime: str = "small",
     config.optim.update(lr=1e-3, weight_decay=1e-4, lr_decay_epochs=protocol.lr_decay_epochs)
     config.eval.every_epochs = 1
     config.logging.every_steps = 26
+    config.ema.decay = methods.get_method_class(method_name).model_ema_decay
     config = with_method_sections(config)
     if "base_method" in method_options:
         config[method_name].base_method = method_options["base_method"]
@@ -230,7 +238,8 @@ def paper_config(method_name: str, dataset: str) -> ml_collections.ConfigDict:
     ResNet-101 at 448², Adam 1e-5 with coupled L2 5e-4, lr x0.1 after epoch 9, 20 epochs,
     the method's own launch-script batch size (`Method.paper_batch_size`: 8, HST and SATL 32)
     and hyperparameters, and the reference's behaviour where our default is a repair
-    (`Method.paper_reference_behaviour`: the published numbers came from it). The ImageNet
+    (`Method.paper_reference_behaviour`: the published numbers came from it), and the model EMA
+    the method needs (`Method.model_ema_decay`). The ImageNet
     backbone (`model.pretrained`) and the label embeddings (`embeddings.path`) are files the
     user provides (docs/paper_datasets.md).
     """
@@ -243,6 +252,7 @@ def paper_config(method_name: str, dataset: str) -> ml_collections.ConfigDict:
     config.method = method_name
     config.data.name = dataset
     config.batch_size = methods.get_method_class(method_name).paper_batch_size
+    config.ema.decay = methods.get_method_class(method_name).model_ema_decay
     config = with_method_sections(config)
     for name in methods.get_method_class(method_name).config_sections(config):
         config[name].update(methods.get_method_class(name).paper_reference_behaviour)
@@ -354,6 +364,10 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config key '{name}' must be positive, got {value}")
+    try:
+        check_ema_decay(config.ema.decay)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     if config.train.on_nonfinite not in ("stop", "skip"):
         raise ConfigError(f"train.on_nonfinite must be 'stop' or 'skip', got "
                           f"{config.train.on_nonfinite!r}")

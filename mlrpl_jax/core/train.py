@@ -26,7 +26,7 @@ from etils import epath
 
 from mlrpl_jax.config import validate_config
 from mlrpl_jax.core import (checkpointing, fault_injection, feature_cache, host_memory, metrics,
-                            optim, parallel, run_inputs, storage)
+                            model_ema, optim, parallel, run_inputs, storage)
 from mlrpl_jax.core.metric_writer import MetricWriter
 from mlrpl_jax.core.train_state import TrainState, split_params
 from mlrpl_jax.data import label_embeddings, label_graph
@@ -77,11 +77,13 @@ def create_train_state(method: Method, optimizer: optax.GradientTransformation,
                                              config.model.backbone)
     params, frozen = split_params(variables["params"], config.model.freeze_early_stages,
                                   config.model.backbone)
+    batch_stats = variables.get("batch_stats", {})
     return TrainState(step=np.zeros((), np.int32), params=params, frozen_params=frozen,
-                      batch_stats=variables.get("batch_stats", {}),
+                      batch_stats=batch_stats,
                       opt_state=jax.device_get(optimizer.init(params)),
                       method_state=jax.device_get(method.init_method_state()),
-                      rng=np.asarray(jax.device_get(state_key)))
+                      rng=np.asarray(jax.device_get(state_key)),
+                      ema=model_ema.initial_ema(params, batch_stats, config.ema.decay))
 
 
 def place_state(state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
@@ -104,8 +106,10 @@ def make_train_step(method: Method, optimizer: optax.GradientTransformationExtra
     A step whose loss or gradient norm is not finite keeps the previous parameters, optimiser,
     BN and method state (only the step counter advances) and reports `skipped_update` = 1, so
     non-finite values never reach the state; the loop decides on the host, at logging and
-    checkpoint time, whether to stop or go on (config.train.on_nonfinite).
+    checkpoint time, whether to stop or go on (config.train.on_nonfinite). An applied step also
+    moves the model EMA, when the run keeps one (core/model_ema.py, config.ema.decay).
     """
+    ema_decay = method.config.ema.decay
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
         epoch = state.step // steps_per_epoch
@@ -118,7 +122,9 @@ def make_train_step(method: Method, optimizer: optax.GradientTransformationExtra
                                               active=method.active_params(state.params, epoch))
         params = method.project_params(optax.apply_updates(state.params, updates))
         updated = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                                batch_stats=aux.batch_stats, method_state=aux.method_state)
+                                batch_stats=aux.batch_stats, method_state=aux.method_state,
+                                ema=model_ema.updated_ema(state.ema, params, aux.batch_stats,
+                                                          ema_decay))
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
@@ -177,7 +183,7 @@ class CompiledOnFirstCall:
 
 def jit_predict(method: Method, mesh: jax.sharding.Mesh) -> Callable[[TrainState, jax.Array], jax.Array]:
     def predict(state: TrainState, images: jax.Array) -> jax.Array:
-        return method.predict(state.variables(), state.method_state, images)
+        return method.predict(state.evaluated_variables(), state.method_state, images)
 
     return jax.jit(predict, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                    out_shardings=parallel.batch_sharded(mesh))
@@ -225,6 +231,8 @@ def run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict[st
         identity["backbone"] = config.model.backbone
     if config.data.feature_cache:  # a head without backbone variables
         identity["feature_cache"] = True
+    if config.ema.decay > 0.0:  # absent without an EMA, so older checkpoints still resume
+        identity["ema_decay"] = config.ema.decay
     return identity
 
 
@@ -356,7 +364,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpointer.wait()
     checkpointer.close()
     writer.close()
-    results = summarize(history)
+    results = {**summarize(history), "evaluated_weights": model_ema.evaluated_weights(config)}
     if process_index == 0:
         storage.write_json(epath.Path(workdir) / "results.json", results)
     return results

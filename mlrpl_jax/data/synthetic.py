@@ -56,7 +56,8 @@ def batch_of_rows(info: DataInfo, rows: np.ndarray, image_size: int,
 
 
 class SyntheticData:
-    """In-memory stand-in for PartialLabelData's training side (`info`, `train_batches`).
+    """In-memory stand-in for PartialLabelData's training side (`info`, `train_batches`, and
+    `eval_batches` of the training split).
 
     An epoch visits the info.num_train rows once, in order, with Gaussian images, so a host
     pass (e.g. prototypes) sees every row, and with `every_class_known` every class.
@@ -77,3 +78,21 @@ class SyntheticData:
             yield batch_of_rows(self.info, np.arange(first, first + local), self.image_size,
                                 np.random.default_rng([epoch, step, process_index]),
                                 self.input_shape)
+
+    def eval_batches(self, global_batch_size: int, *, split: str = "train", process_index: int = 0,
+                     process_count: int = 1) -> Iterator[dict]:
+        """This process's rows of every training row once, in order, the last global batch
+        padded (index -1, mask 0), as PartialLabelData.eval_batches(split='train') yields them."""
+        if split != "train":
+            raise ValueError(f"synthetic data has only its training rows, got split={split!r}")
+        local = global_batch_size // process_count
+        for step in range(-(-self.info.num_train // global_batch_size)):
+            first = step * global_batch_size + process_index * local
+            rows = np.arange(first, first + local)
+            batch = batch_of_rows(self.info, np.minimum(rows, self.info.num_train - 1),
+                                  self.image_size, np.random.default_rng([step, process_index]),
+                                  self.input_shape)
+            padding = rows >= self.info.num_train
+            batch["index"][padding] = -1
+            batch["mask"][padding] = 0.0
+            yield batch

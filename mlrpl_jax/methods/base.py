@@ -90,6 +90,22 @@ class HostContext:
             yield ({key: parallel.gather_to_host(value) for key, value in outputs.items()},
                    parallel.gather_to_host(global_batch["labels"]))
 
+    def training_set_pass(self, state: Any, outputs_fn: Callable[[Any, jax.Array], dict]
+                          ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        """Runs `outputs_fn(state, images)` once over every training image, unaugmented, in
+        reference order (the last global batch padded), as a teacher scores the training set
+        (docs/methods/ema.md §2). Yields, for every global batch, the outputs and the images'
+        'index' (B,) (-1 for padding) as NumPy arrays identical on every process."""
+        jitted = jax.jit(outputs_fn)
+        for batch in self.data.eval_batches(self.global_batch_size, split="train",
+                                            process_index=self.process_index,
+                                            process_count=self.process_count):
+            global_batch = self.to_global({"image": batch["image"], "index": batch["index"]})
+            outputs = jitted(state, global_batch["image"])
+            fault_injection.signal_if_requested("hook", state.step)
+            yield ({key: parallel.gather_to_host(value) for key, value in outputs.items()},
+                   parallel.gather_to_host(global_batch["index"]))
+
 
 _REGISTERED: dict[str, type["Method"]] = {}
 
@@ -120,6 +136,9 @@ class Method(abc.ABC):
     # Options counted in epochs ('epochs': start epochs, intervals) or applied per epoch
     # ('per_epoch': decays); configs with a shorter schedule rescale them (config.py).
     schedule_options: ClassVar[dict[str, str]] = {}
+    # config.ema.decay the config factories set for this method (0: no model EMA); a method whose
+    # hooks read the EMA weights (TrainState.ema_variables) needs one.
+    model_ema_decay: ClassVar[float] = 0.0
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
