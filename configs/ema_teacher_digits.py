@@ -13,13 +13,10 @@ COCO epoch): decay 0.98 at the 31 steps of a 'small' epoch, 0.999 at the 625 of 
 The model EMA is what is evaluated (results.json: evaluated_weights).
 """
 
-from mlrpl_jax.config import digit_scenes_config
-
-# Model EMA decay per digit regime: 1 / (1 - decay) ~ 1.5 epochs of steps (docs/methods/ema.md §1).
-EMA_DECAY = {"small": 0.98, "large": 0.999, "cached": 0.999}
+from mlrpl_jax.config import DIGIT_REGIMES, digit_scenes_config
 
 
 def get_config(regime: str = "small"):
     config = digit_scenes_config("ema_teacher", regime)  # an unknown regime stops here
-    config.ema.decay = EMA_DECAY[regime]
+    config.ema.decay = DIGIT_REGIMES[regime].ema_decay
     return config
