@@ -7,7 +7,7 @@
 
 An experiment, not a method: on the digit scenes it made the pseudo labels precise and cost
 3–6 mAP (docs/results/digit_methods.md, "Fix tried: a calibration split";
-docs/methods/satl.md, "Calibration split"). It trains `--config` (a SATL config) with
+docs/results/satl_experiments.md). It trains `--config` (a SATL config) with
 `satl.calibration_fraction` = f: entry (i, c) is held out when it is known and u(i, c) < f,
 u drawn from the run seed and the image's dataset index, so the held-out set is fixed for the
 run and the same for any device layout. Held-out entries are unknown (0) to every loss and the

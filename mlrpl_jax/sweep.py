@@ -69,23 +69,32 @@ _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (one run per proportion and se
 _REFERENCE_ONLY_RATIOS = flags.DEFINE_list(
     "reference_only_ratios", [], "With --configs: known proportions run for the first config "
     "only, e.g. 1.0 for the baseline's complete-label bound.")
+_TABULATE_ONLY = flags.DEFINE_bool(
+    "tabulate_only", False, "Train nothing: build the tables and the comparison from the finished "
+    "runs in --workdir (e.g. runs made one seed at a time); a missing or unfinished run stops it.")
 _REPORT_SCALARS = flags.DEFINE_list(
     "report_scalars", [], "Logged scalars (metrics.jsonl names) whose last value per run is "
     "tabulated next to mAP, e.g. satl/positive_precision.")
-flags.mark_flags_as_required(["workdir"])
 
 PLOT_FILE = "map_vs_known_ratio.png"
+
+
+class SweepError(ValueError):
+    """A sweep cannot be tabulated from its workdir; the message names the run and the fix."""
+
+
 PLOT_MISSING = ("matplotlib is not installed, so {path} was not drawn: "
                 "pip install 'mlrpl_jax[plot]' gives the plot.")
 
 
 def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
-              report_scalars: tuple[str, ...] = ()) -> dict:
+              report_scalars: tuple[str, ...] = (), tabulate_only: bool = False) -> dict:
     """Trains every (ratio, seed); returns {ratio: {'seeds': [...], 'last': [...], 'best': [...],
     scalar: [...]}}, every list in `seeds` order.
 
     A reported scalar that a run never logged (e.g. a precision with no pseudo labels) is NaN.
     Only process 0 writes metrics.jsonl, so only process 0 reads the reported scalars.
+    With `tabulate_only` nothing is trained: each run's results.json is read instead.
     """
     import jax
 
@@ -94,6 +103,9 @@ def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
     if jax.process_index() != 0:
         report_scalars = ()
 
+    if tabulate_only:
+        finished = {(ratio, seed): finished_results(config, _run_dir(workdir, ratio, seed))
+                    for ratio in known_ratios for seed in seeds}
     table: dict[str, dict[str, list[float]]] = {}
     for ratio in known_ratios:
         for seed in seeds:
@@ -101,12 +113,15 @@ def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
             run_config.known_ratio = ratio
             run_config.seed = seed
             config_lib.validate_config(run_config)
-            run_dir = str(epath.Path(workdir) / f"p{ratio:g}_s{seed}")
-            started = time.time()
-            if jax.process_index() == 0:
-                print(f"{method_label(config)} p={ratio:g} seed={seed}: ", end="", flush=True)
-            results = train.train_and_evaluate(run_config, run_dir)
-            if jax.process_index() == 0:
+            run_dir = _run_dir(workdir, ratio, seed)
+            if tabulate_only:
+                results = finished[(ratio, seed)]
+            else:
+                started = time.time()
+                if jax.process_index() == 0:
+                    print(f"{method_label(config)} p={ratio:g} seed={seed}: ", end="", flush=True)
+                results = train.train_and_evaluate(run_config, run_dir)
+            if jax.process_index() == 0 and not tabulate_only:
                 print(f"mAP {results['last']['mAP']:.2f} (last epoch), "
                       f"{results['best']['mAP']:.2f} (best), {time.time() - started:.0f} s",
                       flush=True)
@@ -117,6 +132,23 @@ def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
             for name, value in last_logged_values(run_dir, report_scalars).items():
                 entry.setdefault(name, []).append(value)
     return table
+
+
+def _run_dir(workdir: str, ratio: float, seed: int) -> str:
+    return str(epath.Path(workdir) / f"p{ratio:g}_s{seed}")
+
+
+def finished_results(config, run_dir: str) -> dict:
+    """The results.json of a run of `config` that trained all its epochs, or SweepError."""
+    path = epath.Path(run_dir) / "results.json"
+    if not path.exists():
+        raise SweepError(f"{run_dir} holds no finished run (no results.json); run the sweep "
+                         "without --tabulate_only to train it")
+    results = json.loads(path.read_text())
+    if results["last"] is None or results["last"]["epoch"] != config.epochs - 1:
+        raise SweepError(f"{run_dir} stopped before epoch {config.epochs - 1} of this config; "
+                         "run the sweep without --tabulate_only to finish it")
+    return results
 
 
 def last_logged_values(run_dir: str, names: tuple[str, ...]) -> dict[str, float]:
@@ -456,7 +488,8 @@ def _dataset_name(configs) -> str:
 def run_comparison(configs: dict[str, ml_collections.ConfigDict], workdir: str,
                    known_ratios: list[float], seeds: list[int],
                    report_scalars: tuple[str, ...] = (),
-                   reference_only_ratios: tuple[float, ...] = ()) -> dict[str, dict]:
+                   reference_only_ratios: tuple[float, ...] = (),
+                   tabulate_only: bool = False) -> dict[str, dict]:
     """Sweeps each config in `workdir`/<name> and compares them; returns {name: table}.
 
     The first config is the reference; it alone also runs `reference_only_ratios` (e.g. the
@@ -468,7 +501,7 @@ def run_comparison(configs: dict[str, ml_collections.ConfigDict], workdir: str,
     reference = next(iter(configs))
     tables = {name: run_sweep(config, str(epath.Path(workdir) / name),
                               [*known_ratios, *reference_only_ratios] if name == reference
-                              else known_ratios, seeds, report_scalars)
+                              else known_ratios, seeds, report_scalars, tabulate_only)
               for name, config in configs.items()}
     if jax.process_index() == 0:
         methods = {name: method_label(config) for name, config in configs.items()}
@@ -513,20 +546,25 @@ def main(argv: list[str]) -> None:
     except config_lib.ConfigError as error:
         raise app.UsageError(str(error)) from None
 
-    if _CONFIGS.value:
-        cli.start(argv, next(iter(configs.values())))
-        run_comparison(configs, _WORKDIR.value, ratios, seeds, report_scalars,
-                       tuple(float(r) for r in _REFERENCE_ONLY_RATIOS.value))
-        return
-
-    cli.start(argv, config)
+    try:
+        if _CONFIGS.value:
+            cli.start(argv, next(iter(configs.values())))
+            run_comparison(configs, _WORKDIR.value, ratios, seeds, report_scalars,
+                           tuple(float(r) for r in _REFERENCE_ONLY_RATIOS.value),
+                           _TABULATE_ONLY.value)
+            return
+        cli.start(argv, config)
+        table = run_sweep(config, _WORKDIR.value, ratios, seeds, report_scalars,
+                          _TABULATE_ONLY.value)
+    except SweepError as error:
+        raise app.UsageError(str(error)) from None
     import jax
 
-    table = run_sweep(config, _WORKDIR.value, ratios, seeds, report_scalars)
     if jax.process_index() != 0:  # process 0 writes the table
         return
     print(_write_table(_WORKDIR.value, table, config.method, config.data.name))
 
 
 if __name__ == "__main__":
+    flags.mark_flags_as_required(["workdir"])  # here, so importing the module requires nothing
     app.run(main)

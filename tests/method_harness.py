@@ -19,7 +19,8 @@ from mlrpl_jax.data.info import DataInfo
 from mlrpl_jax.data.label_embeddings import random_embeddings
 from mlrpl_jax.data.label_graph import label_adjacency
 from mlrpl_jax.data.pipeline import PartialLabelData
-from mlrpl_jax.data.synthetic import batch_of_rows, synthetic_data_info
+from mlrpl_jax.data.synthetic import SyntheticData, batch_of_rows, synthetic_data_info
+from mlrpl_jax.methods import get_method_class
 from mlrpl_jax.methods.base import HostContext, StepContext
 
 
@@ -45,6 +46,7 @@ def tiny_config(method_name, **section):
     config.model.update(depth=18, width=8, extra_pool=False, freeze_early_stages=True,
                         feature_dim=16, attention_dim=8, output_dim=16)
     config.optim.lr = 1e-3
+    config.ema.decay = get_method_class(method_name).model_ema_decay  # as the config factories
     config[method_name] = section
     return config
 
@@ -62,6 +64,12 @@ class SyntheticTrainingData:
         del process_index, process_count  # one process
         return [synthetic_batch(self.info, global_batch_size, IMAGE_SIZE, seed=1000 * (epoch + 1) + k)
                 for k in range(PASS_BATCHES)]
+
+    def eval_batches(self, global_batch_size, *, split="train", process_index=0, process_count=1):
+        """Every training row once, in order (HostContext.training_set_pass)."""
+        return SyntheticData(self.info, IMAGE_SIZE).eval_batches(
+            global_batch_size, split=split, process_index=process_index,
+            process_count=process_count)
 
 
 def build(method_class, config, data):

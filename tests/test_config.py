@@ -167,5 +167,12 @@ def test_every_digit_config_has_the_large_regime_with_the_papers_proportions(pat
         else:
             expected = defaults[key] * 5
         assert large[large.method][key] == pytest.approx(expected), key
-    with pytest.raises(config_lib.ConfigError, match="unknown digit regime 'huge'; valid: small, large"):
+    # The cached regime: the same run on cached backbone maps, unaugmented.
+    cached = load_config_file(path, "cached")
+    config_lib.validate_config(cached)
+    assert cached.data.feature_cache and cached.data.train_augmentation == "none"
+    cached.data.update(feature_cache=False, train_augmentation=large.data.train_augmentation)
+    assert cached.to_dict() == large.to_dict()
+    with pytest.raises(config_lib.ConfigError,
+                       match="unknown digit regime 'huge'; valid: small, large, cached"):
         load_config_file(path, "huge")

@@ -23,11 +23,14 @@ from mlrpl_jax.methods import get_method_class, registered_methods
 from mlrpl_jax.methods.base import StepContext
 from mlrpl_jax.methods.semantic_transfer.loss_terms import pseudo_label_diagnostics
 
-# Every registered method, and SATL around SST: its hook passes the labels on to its base's.
-CASES = [(name, {}) for name in sorted(registered_methods())] + [("satl", {"base_method": "sst"})]
+# Every registered method, SATL around SST (its hook passes the labels on to its base's) and
+# SATL's threshold designs that read more of its state.
+CASES = [(name, {}) for name in sorted(registered_methods())] + [
+    ("satl", {"base_method": "sst"}), ("satl", {"threshold_rule": "prior"}),
+    ("satl", {"threshold_rule": "asymmetric", "pseudo_label_weighting": "precision"})]
 # Methods whose diagnostics count pseudo labels against the hidden labels (so the trace must
 # find outputs that depend on them: the dependence check can fail).
-WITH_HIDDEN_LABEL_DIAGNOSTICS = {"sst", "hst", "satl"}
+WITH_HIDDEN_LABEL_DIAGNOSTICS = {"sst", "hst", "satl", "ema_teacher"}
 
 
 def abstract_train_state(method, optimizer, config):

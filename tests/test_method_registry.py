@@ -102,7 +102,8 @@ def test_the_option_hook_and_satl_refusal():
     with pytest.raises(ValueError, match="cannot replace the pseudo labels of base method 'toy_logit_shift'"):
         SemanticAwareThresholdLearning(satl, None, None, None)
     satl.satl.replace_base_pseudo_labels = False
-    check_satl_options(SemanticAwareThresholdLearning.method_options(satl))
+    check_satl_options(SemanticAwareThresholdLearning.method_options(satl),
+                       SemanticAwareThresholdLearning.threshold_rules)
 
 
 def test_the_core_trains_evaluates_and_checkpoints_it(digit_scenes_dir, tmp_path):

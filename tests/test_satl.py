@@ -47,13 +47,13 @@ def test_histograms_in_the_step_equal_a_numpy_recomputation(satl_setup):
     runner = method_harness.Runner(method, optimizer, data, jax.devices()[:1])
     decay = math.exp(-1.0 / method_harness.STEPS_PER_EPOCH)  # memory_epochs = 1
     state = runner.replicate(host_state)
-    expected = np.zeros((2, method_harness.NUM_CLASSES, 10))
+    expected = np.zeros((3, method_harness.NUM_CLASSES, 10))  # H+, H-, H^u
     for step in range(2):
         batch = data.batch(step)
         scores = train_mode_scores(method, state, batch)
         labels = batch["labels"]
         bins = np.minimum(np.floor(scores * 10).astype(int), 9)
-        for sign, index in ((1, 0), (-1, 1)):
+        for sign, index in ((1, 0), (-1, 1), (0, 2)):
             counts = np.zeros((method_harness.NUM_CLASSES, 10))
             np.add.at(counts, (np.nonzero(labels == sign)[1], bins[labels == sign]), 1.0)
             expected[index] = decay * expected[index] + counts
@@ -61,7 +61,9 @@ def test_histograms_in_the_step_equal_a_numpy_recomputation(satl_setup):
     stats = jax.device_get(state.method_state["satl"])
     np.testing.assert_allclose(stats["positive_histogram"], expected[0], rtol=1e-6)
     np.testing.assert_allclose(stats["negative_histogram"], expected[1], rtol=1e-6)
-    assert stats["positive_histogram"].sum() > 0 and stats["negative_histogram"].sum() > 0
+    np.testing.assert_allclose(stats["unknown_histogram"], expected[2], rtol=1e-6)
+    assert all(stats[key].sum() > 0 for key in ("positive_histogram", "negative_histogram",
+                                                 "unknown_histogram"))
 
 
 def test_state_and_training_agree_on_one_and_eight_devices(satl_setup):
@@ -109,6 +111,13 @@ def test_loss_and_gradients_do_not_depend_on_complete_labels(satl_setup):
     for sign in ("positives", "negatives"):  # each pseudo label is true under exactly one of the two
         np.testing.assert_array_equal(counts_a[f"true_pseudo_{sign}"] + counts_b[f"true_pseudo_{sign}"],
                                       counts_a[f"pseudo_{sign}"])
+    # The premise monitor's hidden groups swap; the known ones stay.
+    premise_a = aux_a.method_state["satl"]["premise"]
+    premise_b = aux_b.method_state["satl"]["premise"]
+    np.testing.assert_array_equal(premise_a["hidden_positive"], premise_b["hidden_negative"])
+    np.testing.assert_array_equal(premise_a["known_positive"], premise_b["known_positive"])
+    assert float(premise_a["hidden_positive"].sum()) > 0
+    assert float(premise_a["known_negative"].sum()) > 0
 
 
 def test_state_survives_checkpoint_and_resume(satl_setup, tmp_path):
@@ -139,6 +148,30 @@ def test_with_zero_weights_satl_is_its_base_method():
     assert float(loss) == float(sst_loss)
     method_harness.assert_trees_close(aux.method_state["base"], sst_aux.method_state, rtol=0, atol=0)
     assert {"intra_bce", "satl/ranking"} <= set(aux.metrics)
+
+
+@pytest.mark.parametrize("ranking_weight,pseudo_weight", [(0.3, 0.0), (0.0, 0.7)])
+def test_ranking_loss_and_pseudo_labels_switch_on_their_own(ranking_weight, pseudo_weight):
+    """Each of SATL's two terms can be measured alone: the loss is L_base + λ_r r L_rank +
+    λ_p BCE(z, ŷ) (§4.7) with the other weight 0."""
+    method, _, host_state, data = build_satl(ranking_weight=ranking_weight,
+                                             pseudo_weight=pseudo_weight)
+    low = np.tile(np.float32([5, 5, 5, 5, 5, 1, 1, 1, 1, 1]), (method_harness.NUM_CLASSES, 1))
+    # Negatives mostly low, positives mostly high: tail precision >= ρ+ = 0.5 everywhere, so
+    # every unknown entry becomes a pseudo positive.
+    stats = {**host_state.method_state["satl"], "positive_histogram": low[:, ::-1].copy(),
+             "negative_histogram": low}
+    method_state = {**host_state.method_state, "satl": stats}
+    ctx = StepContext(epoch=np.int32(1), step_in_epoch=np.int32(3), rng=jax.random.PRNGKey(0),
+                      steps_per_epoch=method_harness.STEPS_PER_EPOCH)  # after warm-up and ramp
+    variables, batch = host_state.variables(), data.batch(0)
+    loss, aux = jax.jit(method.loss)(variables, method_state, batch, ctx)
+    base_loss, _ = jax.jit(method.base.loss)(variables, method_state["base"], batch, ctx)
+    metrics = aux.metrics
+    assert float(metrics["satl/ranking"]) > 0 and float(metrics["satl/pseudo_bce"]) > 0
+    expected = (float(base_loss) + ranking_weight * float(metrics["satl/ranking"])
+                + pseudo_weight * float(metrics["satl/pseudo_bce"]))
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-6)  # three float32 terms of ~1
 
 
 def test_sst_margins_are_replaced_and_dsrb_hooks_run():
@@ -176,6 +209,39 @@ def test_invalid_options_are_rejected():
         build_satl(base_method="satl")
     with pytest.raises(ValueError, match="threshold_rule"):
         build_satl(threshold_rule="median")
+    with pytest.raises(ValueError, match="pseudo_label_weighting must be one of hard, precision"):
+        build_satl(pseudo_label_weighting="soft")
+    with pytest.raises(ValueError, match=r"prior_fraction must be in \(0, 1\]"):
+        build_satl(threshold_rule="prior", prior_fraction=0.0)
+    with pytest.raises(ValueError, match=r"min_negative_precision must be in \(0, 1\]"):
+        build_satl(threshold_rule="asymmetric", min_negative_precision=1.5)
+    with pytest.raises(ValueError, match="premise_bins must be >= 2"):
+        build_satl(premise_bins=1)
+
+
+def test_asymmetric_precision_weighted_design_in_the_step():
+    method, optimizer, host_state, data = build_satl(
+        threshold_rule="asymmetric", pseudo_label_weighting="precision", prior_fraction=1.0,
+        min_negative_precision=0.6)
+    runner = method_harness.Runner(method, optimizer, data, jax.devices()[:1])
+    state, history = runner.run(runner.replicate(host_state), 4)
+    assert all(h["satl/pseudo_on"] == 1.0 for h in history[2:])
+    assert sum(h["satl/pseudo_negatives"] for h in history[2:]) > 0
+    # The weights are precisions of pseudo-label sets, in (0, 1]; their mean is 0 without any.
+    made = [h["satl/pseudo_positives"] + h["satl/pseudo_negatives"] > 0 for h in history]
+    assert all((0.0 < h["satl/mean_pseudo_weight"] <= 1.0) if any_made
+               else h["satl/mean_pseudo_weight"] == 0.0 for h, any_made in zip(history, made))
+    assert any(h["satl/mean_pseudo_weight"] < 1.0 for h in history[2:])  # ... and below 1 here
+    assert np.all(np.isfinite([h["loss"] for h in history]))
+    stats = jax.device_get(state.method_state["satl"])
+    tau_pos, tau_neg = method.thresholds(stats["positive_histogram"], stats["negative_histogram"],
+                                         stats["unknown_histogram"])
+    expected = histogram_thresholds.category_thresholds(
+        stats["positive_histogram"], stats["negative_histogram"], rule="asymmetric",
+        min_precision=0.5, max_missed_positive_fraction=0.05, min_count=2.0,
+        unknown=stats["unknown_histogram"], prior_fraction=1.0, min_negative_precision=0.6)
+    np.testing.assert_array_equal(tau_pos, expected[0])
+    np.testing.assert_array_equal(tau_neg, expected[1])
 
 
 def test_configs_validate_and_name_the_base_section():
@@ -218,6 +284,9 @@ def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
     assert 0.0 <= last["satl/negative_precision"] <= 1.0 and 0.0 <= last["satl/negative_recall"] <= 1.0
     assert 0.0 <= last.get("satl/positive_precision", 0.0) <= 1.0  # absent without pseudo positives
     assert last["satl/epoch_pseudo_positives"] + last["satl/epoch_pseudo_negatives"] > 0
+    for sign in ("positive", "negative"):  # the premise monitor (premise_monitor.py)
+        mean, largest = last[f"satl/premise_ks_{sign}_mean"], last[f"satl/premise_ks_{sign}_max"]
+        assert 0.0 <= mean <= largest <= 1.0
     stats = method_harness.restore_final_state(config, str(tmp_path)).method_state["satl"]
     _, tau_neg = histogram_thresholds.category_thresholds(
         stats["positive_histogram"], stats["negative_histogram"], rule="precision",

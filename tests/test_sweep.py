@@ -265,3 +265,41 @@ def test_reference_only_ratios_run_for_the_first_config_alone(tmp_path, monkeypa
     assert list(tables["tiny_config"]) == ["0.1", "1"] and list(tables["tiny_config_sarb"]) == ["0.1"]
     rows = json.loads((tmp_path / "comparison.json").read_text())["rows"]
     assert [(r["config"], r["known_ratio"]) for r in rows][-1] == ("tiny_config", "1")
+
+
+def test_tabulate_only_rebuilds_the_comparison_of_runs_made_one_seed_at_a_time(tmp_path,
+                                                                               monkeypatch):
+    from mlrpl_jax.core import train
+
+    def fake_train(config, workdir):
+        pathlib.Path(workdir).mkdir(parents=True)
+        last = {"baseline": 40.0, "sarb": 45.0}[config.method] + config.seed
+        results = {"last": {"epoch": config.epochs - 1, "mAP": last},
+                   "best": {"epoch": 0, "mAP": last + 1}}
+        (pathlib.Path(workdir) / "results.json").write_text(json.dumps(results))
+        (pathlib.Path(workdir) / "metrics.jsonl").write_text(json.dumps({"train/loss": 0.5}) + "\n")
+        return results
+
+    monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+    tiny = str(REPO / "tests" / "tiny_config.py")
+    configs = {sweep.config_name(s): sweep.load_config_file(s) for s in (tiny, tiny + ":sarb")}
+    for seed in (0, 1):  # the runs of each seed in their own sweep, as a seed-major loop makes them
+        sweep.run_comparison(configs, str(tmp_path), [0.1], [seed], ("train/loss",))
+    together = sweep.run_comparison(configs, str(tmp_path / "together"), [0.1], [0, 1],
+                                    ("train/loss",))
+
+    def no_training(config, workdir):
+        raise AssertionError("tabulate_only trained a run")
+
+    monkeypatch.setattr(train, "train_and_evaluate", no_training)
+    tabulated = sweep.run_comparison(configs, str(tmp_path), [0.1], [0, 1], ("train/loss",),
+                                     tabulate_only=True)
+    assert tabulated == together
+    assert ((tmp_path / "comparison.md").read_text()
+            == (tmp_path / "together" / "comparison.md").read_text())
+    with pytest.raises(sweep.SweepError, match="p0.1_s2 holds no finished run"):
+        sweep.run_comparison(configs, str(tmp_path), [0.1], [0, 1, 2], tabulate_only=True)
+    config = configs["tiny_config"].copy_and_resolve_references()
+    config.epochs += 1
+    with pytest.raises(sweep.SweepError, match="stopped before epoch 1"):
+        sweep.run_sweep(config, str(tmp_path / "tiny_config"), [0.1], [0], tabulate_only=True)

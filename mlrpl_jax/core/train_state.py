@@ -28,12 +28,25 @@ class TrainState:
     opt_state: optax.OptState
     method_state: PyTree  # banks, prototypes, threshold statistics, margins, ...
     rng: jax.Array  # base PRNG key (uint32 (2,)); step keys are fold_in(rng, step)
+    # Model EMA {'params' (as params), 'batch_stats'} (core/model_ema.py); {} when not kept
+    ema: PyTree = flax.struct.field(default_factory=dict)
 
     def variables(self, params: PyTree | None = None) -> dict[str, PyTree]:
         """Model variables with `params` (default: the current trainable ones) merged in."""
         trainable = self.params if params is None else params
         return {"params": merge_params(trainable, self.frozen_params),
                 "batch_stats": self.batch_stats}
+
+    def ema_variables(self) -> dict[str, PyTree]:
+        """Model variables of the EMA (docs/methods/ema.md §1); ValueError when none is kept."""
+        if not self.ema:
+            raise ValueError("this run keeps no model EMA; set config.ema.decay > 0")
+        return {"params": merge_params(self.ema["params"], self.frozen_params),
+                "batch_stats": self.ema["batch_stats"]}
+
+    def evaluated_variables(self) -> dict[str, PyTree]:
+        """What evaluation runs: the EMA's variables when the run keeps one, else `variables()`."""
+        return self.ema_variables() if self.ema else self.variables()
 
 
 def split_params(params: PyTree, freeze_early_stages: bool, backbone: str = "resnet") -> tuple[PyTree, PyTree]:

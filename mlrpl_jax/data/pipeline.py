@@ -181,6 +181,9 @@ class _ExampleLoader:
     seed: int
     augmentation: str
     epoch: int
+    # float32 (N, h, w, F) backbone maps in reference order served as 'image' instead of the
+    # decoded pixels (core/feature_cache.py), or None
+    feature_maps: np.ndarray | None = None
     _source: Any = dataclasses.field(default=None, repr=False)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -194,6 +197,9 @@ class _ExampleLoader:
         position = self.position(slot)
         if position >= len(self.order):
             return self._padding()
+        if self.feature_maps is not None:
+            index = int(self.order[position])
+            return self._example(np.asarray(self.feature_maps[index]), index)
         if self._source is None:
             self._source = _open_split(epath.Path(self.builder_dir), self.split)
         index = int(self.order[position])
@@ -220,8 +226,11 @@ class _ExampleLoader:
                                                             self.augmentation, rng)
         else:
             pixels = preprocessing.preprocess_for_eval(image, self.image_size)
+        return self._example(pixels, index)
+
+    def _example(self, image: np.ndarray, index: int) -> dict[str, np.ndarray]:
         return {
-            "image": pixels,
+            "image": image,
             "labels": self.labels[index].astype(np.float32),
             "complete_labels": self.complete_labels[index].astype(np.float32),
             "index": np.int32(index),
@@ -230,8 +239,12 @@ class _ExampleLoader:
 
     def _padding(self) -> dict[str, np.ndarray]:
         num_classes = self.labels.shape[1]
+        if self.feature_maps is not None:
+            shape = self.feature_maps.shape[1:]
+        else:
+            shape = (self.image_size, self.image_size, 3)
         return {
-            "image": np.zeros((self.image_size, self.image_size, 3), np.float32),
+            "image": np.zeros(shape, np.float32),
             "labels": np.zeros(num_classes, np.float32),
             "complete_labels": np.zeros(num_classes, np.float32),
             "index": np.int32(-1),
@@ -286,7 +299,8 @@ def _close_when_done(dataset: grain.IterDataset) -> Iterator[dict]:
 class PartialLabelData:
     """Training and evaluation batches of a prepared dataset with partial training labels.
 
-    Batches are dicts of numpy arrays: 'image' float32 (b, S, S, 3); 'labels' float32 (b, C)
+    Batches are dicts of numpy arrays: 'image' float32 (b, S, S, 3), or the cached backbone
+    maps (b, h, w, F) after `use_feature_maps`; 'labels' float32 (b, C)
     (partial on the train split, complete on the test split); 'complete_labels' float32 (b, C);
     'index' int32 (b,) (reference index, -1 for padding); 'mask' float32 (b,) (0 = padding).
     Training images are augmented by `augmentation` (preprocessing.TRAIN_AUGMENTATIONS). The
@@ -324,6 +338,7 @@ class PartialLabelData:
         self._seed = seed
         self._num_workers = num_workers
         self._augmentation = augmentation
+        self._feature_maps: dict[str, np.ndarray] = {}
         train_labels, self._train_records = read_split_labels(
             self._builder_dir, spec.train_split, spec.num_classes
         )
@@ -340,6 +355,20 @@ class PartialLabelData:
                                              labels_per_category=labels_per_category, seed=seed),
             test_labels=test_labels,
         )
+
+    @property
+    def builder_dir(self) -> epath.Path:
+        """Folder of the prepared dataset's version."""
+        return self._builder_dir
+
+    def use_feature_maps(self, maps: dict[str, np.ndarray]) -> None:
+        """Serve `maps` ({'train', 'test'}: float32 (N, h, w, F) in reference order, from
+        core/feature_cache.py) as the batches' 'image' from now on, unaugmented."""
+        for split, num in (("train", self.info.num_train), ("test", self.info.num_test)):
+            if len(maps[split]) != num:
+                raise ValueError(f"{split} feature maps have {len(maps[split])} rows, the split "
+                                 f"has {num} examples")
+        self._feature_maps = dict(maps)
 
     def steps_per_epoch(self, global_batch_size: int) -> int:
         """Number of full global batches per epoch (the last partial one is dropped, §2.4)."""
@@ -387,6 +416,7 @@ class PartialLabelData:
             seed=self._seed,
             augmentation=self._augmentation,
             epoch=epoch,
+            feature_maps=self._feature_maps.get("train"),
         )
         return self._batches(loader, start_step * local, num_steps * local)
 
@@ -416,6 +446,7 @@ class PartialLabelData:
             seed=self._seed,
             augmentation=self._augmentation,
             epoch=0,
+            feature_maps=self._feature_maps.get(split),
         )
         return self._batches(loader, 0, self.num_eval_batches(global_batch_size, split) * local)
 

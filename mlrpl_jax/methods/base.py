@@ -25,9 +25,12 @@ import numpy as np
 
 from mlrpl_jax.core import fault_injection, parallel
 from mlrpl_jax.data.info import DataInfo
-from mlrpl_jax.models.network import SharedNetwork
+from mlrpl_jax.models.network import SharedHead, SharedNetwork
 
 PyTree = Any
+# The arguments of SharedNetwork that its head (SharedHead) takes too.
+HEAD_ARGUMENTS = ("num_classes", "word_embeddings", "adjacency", "feature_dim", "attention_dim",
+                  "output_dim", "ggnn_steps", "dtype")
 
 
 @flax.struct.dataclass
@@ -87,6 +90,22 @@ class HostContext:
             yield ({key: parallel.gather_to_host(value) for key, value in outputs.items()},
                    parallel.gather_to_host(global_batch["labels"]))
 
+    def training_set_pass(self, state: Any, outputs_fn: Callable[[Any, jax.Array], dict]
+                          ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        """Runs `outputs_fn(state, images)` once over every training image, unaugmented, in
+        reference order (the last global batch padded), as a teacher scores the training set
+        (docs/methods/ema.md §2). Yields, for every global batch, the outputs and the images'
+        'index' (B,) (-1 for padding) as NumPy arrays identical on every process."""
+        jitted = jax.jit(outputs_fn)
+        for batch in self.data.eval_batches(self.global_batch_size, split="train",
+                                            process_index=self.process_index,
+                                            process_count=self.process_count):
+            global_batch = self.to_global({"image": batch["image"], "index": batch["index"]})
+            outputs = jitted(state, global_batch["image"])
+            fault_injection.signal_if_requested("hook", state.step)
+            yield ({key: parallel.gather_to_host(value) for key, value in outputs.items()},
+                   parallel.gather_to_host(global_batch["index"]))
+
 
 _REGISTERED: dict[str, type["Method"]] = {}
 
@@ -117,6 +136,9 @@ class Method(abc.ABC):
     # Options counted in epochs ('epochs': start epochs, intervals) or applied per epoch
     # ('per_epoch': decays); configs with a shorter schedule rescale them (config.py).
     schedule_options: ClassVar[dict[str, str]] = {}
+    # config.ema.decay the config factories set for this method (0: no model EMA); a method whose
+    # hooks read the EMA weights (TrainState.ema_variables) needs one.
+    model_ema_decay: ClassVar[float] = 0.0
     # Whether the step may train on LogicMix batches (config.logicmix, docs/methods/logicmix.md
     # §4): False for methods whose step keeps state from the batch's rows as single images
     # (feature banks, score statistics), which a mixed row would corrupt.
@@ -192,9 +214,12 @@ class Method(abc.ABC):
         return self.network(self.base_network(word_embeddings, adjacency))
 
     def base_network(self, word_embeddings: np.ndarray, adjacency: np.ndarray) -> nn.Module:
-        """The shared network of docs/methods/network.md §4 (images -> features -> logits)."""
-        return SharedNetwork(**network_kwargs(self.config, self.info.num_classes, word_embeddings,
-                                              adjacency))
+        """The shared network of docs/methods/network.md §4 (images -> features -> logits), or
+        with data.feature_cache its head alone (cached backbone maps -> features -> logits)."""
+        kwargs = network_kwargs(self.config, self.info.num_classes, word_embeddings, adjacency)
+        if self.config.data.feature_cache:
+            return SharedHead(**{name: kwargs[name] for name in HEAD_ARGUMENTS})
+        return SharedNetwork(**kwargs)
 
     def network(self, base: nn.Module) -> nn.Module:
         """The method's model around `base` (a SharedNetwork, or a SharedHead that reads

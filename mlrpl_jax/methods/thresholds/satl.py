@@ -31,10 +31,11 @@ import numpy as np
 from mlrpl_jax import losses
 from mlrpl_jax.methods import get_method_class, registered_methods
 from mlrpl_jax.methods.base import HostContext, LossAux, Method, PyTree, StepContext
-from mlrpl_jax.methods.thresholds import histogram_thresholds
+from mlrpl_jax.methods.thresholds import histogram_thresholds, premise_monitor
 
 COUNT_KEYS = ("pseudo_positives", "true_pseudo_positives", "pseudo_negatives",
               "true_pseudo_negatives", "hidden_positives", "hidden_negatives")
+PSEUDO_LABEL_WEIGHTINGS = ("hard", "precision")
 
 
 class SemanticAwareThresholdLearning(Method):
@@ -44,7 +45,8 @@ class SemanticAwareThresholdLearning(Method):
     paper_batch_size = 32
     schedule_options = {"warmup_epochs": "epochs"}
     # Values of satl.threshold_rule that `thresholds` computes.
-    threshold_rules: ClassVar[tuple[str, ...]] = histogram_thresholds.THRESHOLD_RULES
+    threshold_rules: ClassVar[tuple[str, ...]] = (histogram_thresholds.THRESHOLD_RULES
+                                                  + histogram_thresholds.PRIOR_RULES)
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
@@ -55,14 +57,18 @@ class SemanticAwareThresholdLearning(Method):
         section.num_bins = 100  # K
         section.memory_epochs = 1.0  # λ = exp(-1 / (memory_epochs S)), S = steps per epoch
         section.warmup_epochs = 5  # E_w: first epoch whose pseudo labels enter the loss
-        section.threshold_rule = "precision"  # 'precision' | 'pos_only'
+        section.threshold_rule = "precision"  # 'precision' | 'pos_only' | 'prior' | 'asymmetric'
         section.min_precision = 0.9  # ρ+
         section.max_missed_positive_fraction = 0.05  # ε-
+        section.prior_fraction = 0.5  # ρ of 'prior' and 'asymmetric': top ρ π̂_c of unknowns
+        section.min_negative_precision = 0.95  # ρ- of 'asymmetric'
         section.min_count = 20.0  # n_min, an effective (decayed) count
+        section.pseudo_label_weighting = "hard"  # 'hard' | 'precision' (estimated precision)
         section.pseudo_weight = 1.0  # λ_p
         section.ranking_weight = 0.1  # λ_r
         section.ranking_margin = 0.5  # m, on probabilities
         section.ranking_smoothness = 10.0  # β of the smooth hinge
+        section.premise_bins = 100  # bins of the premise monitor's histograms (diagnostics only)
         return section
 
     @classmethod
@@ -97,13 +103,19 @@ class SemanticAwareThresholdLearning(Method):
         return self.base.init_variables(rng, image_shape)
 
     def init_method_state(self) -> PyTree:
-        """{'base': the base's state, 'satl': H+, H- (C, K) zeros and per-class epoch counts (C,)}."""
-        shape = (self.info.num_classes, self.options.num_bins)
+        """{'base': the base's state, 'satl': zeros of H+, H- and the unknown entries' H^u
+        (C, K), per-class epoch counts (C,) and the premise monitor's epoch histograms (C, K_p)}."""
+        num_classes = self.info.num_classes
+        shape = (num_classes, self.options.num_bins)
+        premise_shape = (num_classes, self.options.premise_bins)
         return {"base": self.base.init_method_state(),
                 "satl": {"positive_histogram": jnp.zeros(shape, jnp.float32),
                          "negative_histogram": jnp.zeros(shape, jnp.float32),
-                         "counts": {key: jnp.zeros(self.info.num_classes, jnp.float32)
-                                    for key in COUNT_KEYS}}}
+                         "unknown_histogram": jnp.zeros(shape, jnp.float32),
+                         "counts": {key: jnp.zeros(num_classes, jnp.float32)
+                                    for key in COUNT_KEYS},
+                         "premise": {group: jnp.zeros(premise_shape, jnp.float32)
+                                     for group in premise_monitor.GROUPS}}}
 
     def check_training_labels(self) -> None:
         self.base.check_training_labels()
@@ -121,13 +133,16 @@ class SemanticAwareThresholdLearning(Method):
                 images: jax.Array) -> jax.Array:
         return self.base.predict(variables, method_state["base"], images)
 
-    def thresholds(self, positive: jax.Array, negative: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(τ+, τ-) float32 (C,) of the configured rule (§4.4)."""
+    def thresholds(self, positive: jax.Array, negative: jax.Array,
+                   unknown: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """(τ+, τ-) float32 (C,) of the configured rule (§4.4); `unknown` (C, K), the histogram of
+        the unknown entries' scores, is needed by the `prior` and `asymmetric` rules."""
         opts = self.options
         return histogram_thresholds.category_thresholds(
             positive, negative, rule=opts.threshold_rule, min_precision=opts.min_precision,
             max_missed_positive_fraction=opts.max_missed_positive_fraction,
-            min_count=opts.min_count)
+            min_count=opts.min_count, unknown=unknown, prior_fraction=opts.prior_fraction,
+            min_negative_precision=opts.min_negative_precision)
 
     def split_known_labels(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """(labels the losses train on, labels counted into H±), both (B, C) in {-1, 0, +1}: the
@@ -165,13 +180,16 @@ class SemanticAwareThresholdLearning(Method):
             variables, method_state["base"], {**batch, "labels": trained_labels}, ctx)
         stats = method_state["satl"]
         scores = jax.nn.sigmoid(logits.astype(jnp.float32))  # (B, C)
+        # The training student's scores set H±, H^u, the thresholds and the pseudo labels; an EMA
+        # teacher's scores (config.ema, another issue) would take their place here.
         detached = jax.lax.stop_gradient(scores)
 
         # Thresholds and ranking anchors from the state before this step's update (§4.4).
-        tau_pos, tau_neg = self.thresholds(stats["positive_histogram"], stats["negative_histogram"])
+        tau_pos, tau_neg = self.thresholds(stats["positive_histogram"], stats["negative_histogram"],
+                                           stats["unknown_histogram"])
         pseudo = histogram_thresholds.threshold_pseudo_labels(detached, labels, tau_pos, tau_neg)  # (B, C)
         pseudo_on = (ctx.epoch >= opts.warmup_epochs).astype(jnp.float32)
-        pseudo_bce = losses.partial_bce(logits, pseudo)
+        pseudo_bce, pseudo_weights = self.pseudo_label_bce(logits, pseudo, detached, stats)
         ranking = histogram_thresholds.distribution_ranking_loss(
             scores, trained_labels, stats["positive_histogram"], stats["negative_histogram"],
             margin=opts.ranking_margin, smoothness=opts.ranking_smoothness)
@@ -182,12 +200,16 @@ class SemanticAwareThresholdLearning(Method):
         decay = math.exp(-1.0 / (opts.memory_epochs * ctx.steps_per_epoch))
         positive_counts, negative_counts = histogram_thresholds.score_histograms(detached, histogram_labels,
                                                                        opts.num_bins)
+        unknown_counts = histogram_thresholds.score_histogram(detached, labels == 0, opts.num_bins)
         new_stats = {
             "positive_histogram": histogram_thresholds.decayed_update(
                 stats["positive_histogram"], positive_counts, decay),
             "negative_histogram": histogram_thresholds.decayed_update(
                 stats["negative_histogram"], negative_counts, decay),
-            "counts": stats["counts"],  # counted against the hidden labels in `diagnostics`
+            "unknown_histogram": histogram_thresholds.decayed_update(
+                stats["unknown_histogram"], unknown_counts, decay),
+            # counted against the hidden labels in `diagnostics`
+            "counts": stats["counts"], "premise": stats["premise"],
         }
         metrics = {
             **base_aux.metrics,
@@ -198,6 +220,8 @@ class SemanticAwareThresholdLearning(Method):
             "satl/pseudo_negatives": jnp.sum(pseudo == -1, dtype=jnp.float32),
             "satl/classes_with_positive_threshold": jnp.sum(jnp.isfinite(tau_pos), dtype=jnp.float32),
             "satl/mean_negative_threshold": jnp.mean(tau_neg),
+            "satl/mean_pseudo_weight": histogram_thresholds.masked_mean(pseudo_weights,
+                                                                        pseudo != 0),
         }
         diagnostic_inputs = {"base": base_aux.diagnostic_inputs, "pseudo_labels": pseudo,
                              "scores": detached}
@@ -205,12 +229,24 @@ class SemanticAwareThresholdLearning(Method):
                               method_state={"base": base_aux.method_state, "satl": new_stats},
                               metrics=metrics, diagnostic_inputs=diagnostic_inputs)
 
+    def pseudo_label_bce(self, logits: jax.Array, pseudo: jax.Array, scores: jax.Array,
+                         stats: PyTree) -> tuple[jax.Array, jax.Array]:
+        """BCE(z, ŷ) of the pseudo labels (§4.7) and their weights (B, C): 1 (`hard`), or the
+        known-label precision of each one's set (`precision`); 0 where there is none."""
+        if self.options.pseudo_label_weighting == "precision":
+            weights = histogram_thresholds.pseudo_label_precision(
+                scores, pseudo, stats["positive_histogram"], stats["negative_histogram"],
+                min_count=self.options.min_count)
+            return weighted_pseudo_bce(logits, pseudo, weights), weights
+        return losses.partial_bce(logits, pseudo), (pseudo != 0).astype(jnp.float32)
+
     def diagnostics(self, inputs: PyTree, method_state: PyTree, batch: dict[str, jax.Array],
                     complete_labels: jax.Array, ctx: StepContext
                     ) -> tuple[dict[str, jax.Array], PyTree]:
         """The base's diagnostics, on the batch its loss saw, and this epoch's per-class counts
         of pseudo labels against the hidden labels (§4.10), which `on_epoch_end` logs as
-        precision and recall. `inputs` holds the pseudo labels and the (detached) scores
+        precision and recall, and the premise monitor's histograms of known and hidden scores
+        (premise_monitor.py). `inputs` holds the pseudo labels and the (detached) scores
         (B, C) they were drawn from."""
         trained_labels, _ = self.split_known_labels(batch)
         scalars, base_state = self.base.diagnostics(
@@ -219,21 +255,31 @@ class SemanticAwareThresholdLearning(Method):
         stats = method_state["satl"]
         batch_counts = histogram_thresholds.pseudo_label_counts(inputs["pseudo_labels"],
                                                                 batch["labels"], complete_labels)
+        batch_premise = premise_monitor.premise_histograms(
+            inputs["scores"], trained_labels, batch["labels"], complete_labels,
+            self.options.premise_bins)
         new_epoch = ctx.step_in_epoch == 0
         counts = {key: jnp.where(new_epoch, 0.0, stats["counts"][key]) + batch_counts[key]
                   for key in COUNT_KEYS}
-        return scalars, {"base": base_state, "satl": {**stats, "counts": counts}}
+        premise = {group: jnp.where(new_epoch, 0.0, stats["premise"][group]) + batch_premise[group]
+                   for group in premise_monitor.GROUPS}
+        return scalars, {"base": base_state, "satl": {**stats, "counts": counts,
+                                                      "premise": premise}}
 
     def on_epoch_start(self, state: Any, epoch: int, host: HostContext) -> Any:
         return self.with_base_hook(self.base.on_epoch_start, state, epoch, host)
 
     def on_epoch_end(self, state: Any, epoch: int, host: HostContext) -> Any:
-        """Logs the epoch's thresholds and pseudo-label precision / recall (§4.10), then the base hook."""
+        """Logs the epoch's thresholds, pseudo-label precision / recall (§4.10) and premise
+        monitor, then runs the base hook."""
         stats = jax.device_get(state.method_state["satl"])
         tau_pos, tau_neg = jax.device_get(self.thresholds(stats["positive_histogram"],
-                                                          stats["negative_histogram"]))
+                                                          stats["negative_histogram"],
+                                                          stats["unknown_histogram"]))
+        class_names = self.info.spec.class_names
         host.log(int(jax.device_get(state.step)),
-                 epoch_diagnostics(tau_pos, tau_neg, stats["counts"], self.info.spec.class_names))
+                 {**epoch_diagnostics(tau_pos, tau_neg, stats["counts"], class_names),
+                  **premise_monitor.epoch_premise_scalars(stats["premise"], class_names)})
         return self.with_base_hook(self.base.on_epoch_end, state, epoch, host)
 
     @staticmethod
@@ -244,8 +290,7 @@ class SemanticAwareThresholdLearning(Method):
         return base_view.replace(method_state={**method_state, "base": base_view.method_state})
 
 
-def check_options(options: ml_collections.ConfigDict,
-                  threshold_rules: tuple[str, ...] = histogram_thresholds.THRESHOLD_RULES) -> None:
+def check_options(options: ml_collections.ConfigDict, threshold_rules: tuple[str, ...]) -> None:
     """Raises ValueError on a base method or option value SATL (or a subclass computing
     `threshold_rules`) cannot use."""
     if options.base_method == SemanticAwareThresholdLearning.name:
@@ -264,6 +309,23 @@ def check_options(options: ml_collections.ConfigDict,
     if options.num_bins < 2 or options.memory_epochs <= 0 or options.warmup_epochs < 0:
         raise ValueError(f"satl.num_bins must be >= 2, satl.memory_epochs > 0 and satl.warmup_epochs "
                          f">= 0, got {options.num_bins}, {options.memory_epochs}, {options.warmup_epochs}")
+    if options.premise_bins < 2:
+        raise ValueError(f"satl.premise_bins must be >= 2, got {options.premise_bins}")
+    if options.pseudo_label_weighting not in PSEUDO_LABEL_WEIGHTINGS:
+        raise ValueError(f"satl.pseudo_label_weighting must be one of "
+                         f"{', '.join(PSEUDO_LABEL_WEIGHTINGS)}, "
+                         f"got {options.pseudo_label_weighting!r}")
+    for key in ("min_precision", "prior_fraction", "min_negative_precision"):
+        if not 0.0 < options[key] <= 1.0:
+            raise ValueError(f"satl.{key} must be in (0, 1], got {options[key]}")
+
+
+def weighted_pseudo_bce(logits: jax.Array, pseudo: jax.Array, weights: jax.Array) -> jax.Array:
+    """Σ w BCE(z, ŷ) / |{ŷ != 0}| over the batch (B, C), in float32: a pseudo label of estimated
+    precision w counts w times, so low-precision sets also weigh less in total."""
+    elementwise = losses.partial_bce_elementwise(logits.astype(jnp.float32), pseudo)  # 0 at ŷ = 0
+    count = jnp.sum(pseudo != 0, dtype=jnp.float32)
+    return jnp.sum(weights * elementwise) / jnp.maximum(count, 1.0)
 
 
 def base_method_config(config: ml_collections.ConfigDict,

@@ -1,0 +1,153 @@
+"""EMA-teacher curriculum pseudo labels (mlrpl_jax/methods/ema_teacher.py, docs/methods/ema.md §2):
+the thresholds, known labels winning, the teacher's pass over the training set against an
+independent scoring, the diagnostics' counts, the option errors, and a real run whose
+results.json names the EMA weights. That the loss never reads the hidden labels is checked by
+tests/test_hidden_labels.py, as for every registered method."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import method_harness
+import numpy as np
+import pytest
+from method_harness import digit_run_config, restore_final_state
+from tiny_config import tiny_digit_config
+
+from mlrpl_jax import losses
+from mlrpl_jax.config import with_method_sections
+from mlrpl_jax.core import dry_run, train
+from mlrpl_jax.data.synthetic import SyntheticData, synthetic_data_info
+from mlrpl_jax.methods.base import StepContext
+from mlrpl_jax.methods.ema_teacher import (
+    EMATeacherPseudoLabels,
+    teacher_pseudo_labels,
+    with_pseudo_labels,
+)
+
+CTX = StepContext(epoch=jnp.int32(1), step_in_epoch=jnp.int32(0), rng=jax.random.PRNGKey(0),
+                  steps_per_epoch=method_harness.STEPS_PER_EPOCH)
+
+
+def test_thresholds_are_strict_and_known_labels_win():
+    logits = np.array([[4.0, 4.01, -4.0, -4.01, 0.0]], np.float32)
+    assert teacher_pseudo_labels(logits, -4.0, 4.0).tolist() == [[0, 1, 0, -1, 0]]
+    table = np.array([[1, -1, 1], [-1, 0, 1], [0, 0, 0]], np.int8)  # (N, C) pseudo labels
+    labels = np.array([[0, 0, -1], [1, 0, 0]], np.float32)  # rows 1 and 0 of the table
+    filled = with_pseudo_labels(jnp.asarray(labels), jnp.asarray(table), jnp.array([1, 0]))
+    assert np.asarray(filled).tolist() == [[-1, 0, -1], [1, -1, 1]]
+
+
+def test_synthetic_training_pass_pads_the_last_batch():
+    data = SyntheticData(synthetic_data_info(3, 10, known_ratio=0.5), image_size=8)
+    batches = list(data.eval_batches(8))
+    assert [b["index"].tolist() for b in batches] == [list(range(8)), [8, 9] + [-1] * 6]
+    assert batches[1]["mask"].tolist() == [1, 1] + [0] * 6
+
+
+def teacher_config(**section):
+    # Thresholds near 0, so that the barely trained teacher of a test gives pseudo labels.
+    return method_harness.tiny_config("ema_teacher", **{
+        "warmup_epochs": 1, "negative_logit": -0.02, "positive_logit": 0.02, **section})
+
+
+def test_the_teacher_scores_every_training_image_with_the_ema_weights():
+    config = teacher_config()
+    data = method_harness.SyntheticTrainingData()
+    method, optimizer, host_state = method_harness.build(EMATeacherPseudoLabels, config, data)
+    runner = method_harness.Runner(method, optimizer, data, jax.devices()[:1])
+    state, _ = runner.run(runner.replicate(host_state), method_harness.STEPS_PER_EPOCH)
+    before = np.asarray(jax.device_get(state.method_state["pseudo_labels"]))
+    assert not before.any()  # nothing during the warm-up
+    state = method.on_epoch_start(state, 1, runner.host)
+    table = np.asarray(jax.device_get(state.method_state["pseudo_labels"]))  # (N, C)
+
+    # Independent scoring: the EMA variables, every row's image once, on the host.
+    host = jax.device_get(state)
+    predict = jax.jit(method.predict)
+    rows = [(batch["index"], np.asarray(predict(host.ema_variables(), host.method_state,
+                                                batch["image"])))
+            for batch in data.eval_batches(method_harness.BATCH_SIZE)]
+    index = np.concatenate([r[0] for r in rows])
+    logits = np.empty(table.shape, np.float32)
+    logits[index] = np.concatenate([r[1] for r in rows])
+    assert sorted(index.tolist()) == list(range(data.info.num_train))
+    expected = teacher_pseudo_labels(logits, -0.02, 0.02)
+    known = data.info.train_partial_labels != 0
+    expected[known] = 0
+    # Logits within the layout tolerance of a threshold may fall either side of it.
+    num_terms = method_harness.longest_float32_sum(
+        lambda v, images: method.predict(v, {}, images), host.ema_variables(),
+        data.batch(0)["image"])
+    tolerance = method_harness.reduction_rtol(num_terms) * np.max(np.abs(logits))
+    undecided = np.minimum(np.abs(logits - 0.02), np.abs(logits + 0.02)) <= tolerance
+    assert np.array_equal(table[~undecided], expected[~undecided])
+    assert not table[known].any()
+    assert (table > 0).sum() > 0 and (table < 0).sum() > 0 and (table == 0)[~known].sum() > 0
+
+    # The loss is partial BCE on the labels completed by the table.
+    batch = data.batch(2)
+    value, _ = method.loss(host.variables(), host.method_state, batch, CTX)
+    output, _ = method.model.apply(host.variables(), batch["image"], train=True,
+                                   mutable=["batch_stats"])
+    targets = np.where(batch["labels"] != 0, batch["labels"], table[batch["index"]])
+    reference = losses.partial_bce(output.logits, targets)
+    assert float(value) == pytest.approx(float(reference), rel=1e-6)
+    assert float(value) != pytest.approx(float(losses.partial_bce(output.logits, batch["labels"])),
+                                         rel=1e-3)
+
+
+def test_diagnostics_count_pseudo_labels_of_unknown_entries_against_the_hidden_labels():
+    config = teacher_config()
+    data = method_harness.SyntheticTrainingData()
+    method = EMATeacherPseudoLabels(config, data.info, None, None)
+    table = jnp.array([[1, 1, -1, -1], [1, -1, 0, 1]], jnp.int8)
+    batch = {"labels": jnp.array([[0, 0, 0, 1], [0, 0, 0, -1]], jnp.float32),
+             "index": jnp.array([0, 1])}
+    complete = jnp.array([[1, -1, -1, 1], [-1, -1, 1, -1]], jnp.float32)
+    scalars, _ = method.diagnostics({}, {"pseudo_labels": table}, batch, complete, CTX)
+    # Unknown entries: row 0 columns 0-2, row 1 columns 0-2. Pseudo positives (0,0) true,
+    # (0,1) false, (1,0) false; negatives (0,2) true, (1,1) true; (1,2) has none.
+    assert {k: float(v) for k, v in scalars.items()} == {
+        "pseudo_positives": 3.0, "pseudo_positives_true": 1.0, "pseudo_negatives": 2.0,
+        "pseudo_negatives_true": 2.0, "unknown_hidden_positives": 2.0,
+        "unknown_hidden_negatives": 4.0}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"decay": 0.0}, "set config.ema.decay > 0"),
+    ({"positive_logit": -1.0}, "negative_logit <= 0 <= positive_logit"),
+    ({"negative_logit": 0.5}, "negative_logit <= 0 <= positive_logit"),
+    ({"warmup_epochs": -1}, "warmup_epochs must be >= 0"),
+])
+def test_option_errors(change, message):
+    section = {k: v for k, v in change.items() if k != "decay"}
+    config = teacher_config(**section)
+    if "decay" in change:
+        config.ema.decay = change["decay"]
+    with pytest.raises(ValueError, match=message):
+        EMATeacherPseudoLabels(config, method_harness.SyntheticTrainingData().info, None, None)
+
+
+def test_dry_run_runs_the_teacher_pass(tmp_path):
+    config = with_method_sections(tiny_digit_config("ema_teacher", batch_size=8, epochs=20))
+    config.ema.decay = 0.999
+    result = dry_run.run(config, str(tmp_path), steps=1)
+    assert result["epoch"] == 7 and result["epoch_start_hook_s"] > 0
+    assert np.isfinite(result["loss"]) and not result["last_step_skipped"]
+
+
+def test_a_real_run_evaluates_the_ema_and_keeps_the_pseudo_labels(digit_scenes_dir, tmp_path):
+    config = digit_run_config("ema_teacher", digit_scenes_dir, epochs=2, warmup_epochs=1,
+                              negative_logit=-0.5, positive_logit=0.5)
+    config.ema.decay = 0.9
+    results = train.train_and_evaluate(config, str(tmp_path))
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert results["evaluated_weights"] == written["evaluated_weights"] == "ema"
+    state = restore_final_state(config, str(tmp_path))
+    table = np.asarray(jax.device_get(state.method_state["pseudo_labels"]))
+    partial = train.open_data(config).info.train_partial_labels
+    assert table.shape == partial.shape and table.any() and not table[partial != 0].any()
+    logged = method_harness.logged_train_metrics(str(tmp_path))
+    assert logged[0]["train/pseudo_positives"] == logged[0]["train/pseudo_negatives"] == 0
+    assert logged[-1]["train/pseudo_positives"] + logged[-1]["train/pseudo_negatives"] > 0
