@@ -422,6 +422,6 @@ def _check_logicmix(config: ml_collections.ConfigDict) -> None:
         able = [name for name, cls in sorted(methods.registered_methods().items())
                 if cls.supports_logicmix]
         raise ConfigError(
-            f"method {config.method!r} cannot train on LogicMix batches: its step keeps state "
-            f"from single training images (docs/methods/logicmix.md §4). Set "
+            f"method {config.method!r} cannot train on LogicMix batches: its step treats each "
+            f"row as one training image (docs/methods/logicmix.md §4 says how). Set "
             f"logicmix.probability=0 or use one of: {', '.join(able)}")

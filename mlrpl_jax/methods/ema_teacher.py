@@ -42,6 +42,9 @@ class EMATeacherPseudoLabels(PartialBCEBaseline):
     model_ema_decay = 0.999
     replaced_pseudo_label_weights = None  # the thresholds are the method: SATL cannot replace them
     schedule_options = {"warmup_epochs": "epochs"}
+    # The loss reads the pseudo labels of the row's own image (by 'index'), which a mixed row is
+    # not (docs/methods/logicmix.md §4).
+    supports_logicmix = False
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
