@@ -17,7 +17,6 @@ import collections
 import json
 import os
 import statistics
-import time
 
 import flax.linen as nn
 import jax
@@ -27,11 +26,7 @@ from absl import app, flags
 from mlrpl_jax.models.convolution import Conv
 from mlrpl_jax.models.resnet import FROZEN_BACKBONE_MODULES, ResNet
 
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 448, "Input side in pixels.")
-_BATCH = flags.DEFINE_integer("batch", 8, "Batch size.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (after one warm-up call).")
-_OUTPUT = flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), "results", "conv_layers.json"),
-                              "JSON file to write.")
+import timing_harness
 
 Shape = collections.namedtuple("Shape", "input kernel stride features padding frozen")
 
@@ -55,12 +50,9 @@ def resnet101_conv_shapes(image_size: int, batch: int) -> collections.Counter:
 
 
 def median_seconds(fn, *args) -> float:
-    jax.block_until_ready(fn(*args))  # compile + warm-up
-    times = []
-    for _ in range(_REPEATS.value):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
+    """Median seconds of --repeats calls of fn(*args) after one call that compiles."""
+    times = timing_harness.timed_calls(lambda: jax.block_until_ready(fn(*args)),
+                                       flags.FLAGS.repeats)
     return statistics.median(times)
 
 
@@ -103,10 +95,12 @@ def format_row(row: dict, count: int) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
-    shapes = resnet101_conv_shapes(_IMAGE_SIZE.value, _BATCH.value)
-    print(f"ResNet-101 convolutions at {_IMAGE_SIZE.value}², batch {_BATCH.value} on "
-          f"{jax.devices()[0].device_kind}; load average {os.getloadavg()}; seconds (GFLOP/s), "
-          f"median of {_REPEATS.value}")
+    args = flags.FLAGS
+    load_before = timing_harness.load_average()
+    shapes = resnet101_conv_shapes(args.image_size, args.batch)
+    print(f"ResNet-101 convolutions at {args.image_size}², batch {args.batch} on "
+          f"{jax.devices()[0].device_kind}; load average {tuple(load_before)}; seconds "
+          f"(GFLOP/s), median of {args.repeats}")
     print(f"{'conv':28} {'count':7} {'GFLOP':>6} | {'xla fwd':14} {'dot fwd':14} | "
           f"{'xla bf16 fwd':14} {'dot bf16 fwd':14} | {'xla fwd+bwd':14} {'dot fwd+bwd':14}")
     rows = []
@@ -120,13 +114,23 @@ def main(argv: list[str]) -> None:
     print(f"sum of every layer's forward: xla {total('xla_forward_s', 'xla_forward_s'):.2f} s, "
           f"auto (1x1 as dot) {total('dot_forward_s', 'xla_forward_s'):.2f} s, auto with bf16 "
           f"operands {total('dot_bf16_forward_s', 'xla_bf16_forward_s'):.2f} s")
-    os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
-    with open(_OUTPUT.value, "w", encoding="utf-8") as f:
-        json.dump({"image_size": _IMAGE_SIZE.value, "batch": _BATCH.value, "repeats": _REPEATS.value,
-                   "device_kind": jax.devices()[0].device_kind, "load_average": list(os.getloadavg()),
-                   "layers": rows}, f, indent=1)
-    print(f"written to {_OUTPUT.value}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w", encoding="utf-8") as f:
+        json.dump({"image_size": args.image_size, "batch": args.batch, "repeats": args.repeats,
+                   "device_kind": jax.devices()[0].device_kind,
+                   **timing_harness.conditions(load_before), "layers": rows}, f, indent=1)
+    print(f"written to {args.output}")
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a script (importing defines none)."""
+    flags.DEFINE_integer("image_size", 448, "Input side in pixels.")
+    flags.DEFINE_integer("batch", 8, "Batch size.")
+    flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (after one warm-up call).")
+    flags.DEFINE_string("output", timing_harness.results_path("conv_layers.json"),
+                        "JSON file to write.")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

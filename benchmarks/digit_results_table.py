@@ -22,8 +22,6 @@ import mechanism_activity  # benchmarks/, on the path when this file runs as a s
 import numpy as np
 from absl import app, flags
 
-_WORKDIR = flags.DEFINE_string("workdir", "workdirs/digit_benchmark", "Finished benchmark workdir.")
-
 METHOD_NAMES = {"baseline_digits": "baseline", "sst_digits": "SST", "hst_digits": "HST",
                 "sarb_digits": "SARB", "dsrb_digits": "DSRB", "satl_digits": "SATL",
                 "satl_dsrb_digits": "SATL on DSRB"}
@@ -119,8 +117,14 @@ def results_rows(workdir: str) -> list[str]:
 
 def main(argv: list[str]) -> None:
     del argv
-    print("\n".join(results_rows(_WORKDIR.value)))
+    print("\n".join(results_rows(flags.FLAGS.workdir)))
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a script (importing defines none)."""
+    flags.DEFINE_string("workdir", "workdirs/digit_benchmark", "Finished benchmark workdir.")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

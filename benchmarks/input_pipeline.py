@@ -28,17 +28,7 @@ from mlrpl_jax.data import coco2014, datasets
 from mlrpl_jax.data.pipeline import DatasetNotPreparedError, PartialLabelData
 from mlrpl_jax.data.throughput import timed_pass
 
-_DATASET = flags.DEFINE_string("dataset", "digit_scenes", "Registered dataset name.")
-_DATA_DIR = flags.DEFINE_string("data_dir", "data/tfds", "TFDS data directory.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 64, "Output image size.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch size.")
-_BATCHES = flags.DEFINE_integer("batches", 50, "Batches to time per pass.")
-_NUM_WORKERS = flags.DEFINE_list("num_workers", ["0"], "grain worker process counts to measure.")
-_COCO_LIKE_IMAGES = flags.DEFINE_integer(
-    "coco_like_images", 0, "If > 0: benchmark coco2014 built from this many generated 640x480 "
-    "training JPEGs in <data_dir> (generated and built once).")
-_OUTPUT = flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), "results",
-                                                     "input_pipeline.jsonl"), "JSONL to append to.")
+import timing_harness
 
 _COCO_SIZE = (640, 480)
 _JPEG_NOISE = 24  # Gaussian noise on a colour gradient: ~160 KB JPEGs at quality 90, as COCO's
@@ -79,24 +69,26 @@ def write_coco_like_tree(raw_dir: pathlib.Path, num_train: int, seed: int = 0) -
 
 def main(argv: list[str]) -> None:
     del argv
-    dataset, data_dir = _DATASET.value, _DATA_DIR.value
-    if _COCO_LIKE_IMAGES.value:
+    args = flags.FLAGS
+    dataset, data_dir = args.dataset, args.data_dir
+    if args.coco_like_images:
         dataset = "coco2014"
         try:
             PartialLabelData(dataset=dataset, data_dir=data_dir, image_size=8, known_ratio=1.0, seed=0)
         except DatasetNotPreparedError:
             raw_dir = pathlib.Path(data_dir) / "raw"
-            write_coco_like_tree(raw_dir, _COCO_LIKE_IMAGES.value)
+            write_coco_like_tree(raw_dir, args.coco_like_images)
             datasets.prepare_dataset(dataset, data_dir, str(raw_dir))
-    for num_workers in (int(n) for n in _NUM_WORKERS.value):
-        data = PartialLabelData(dataset=dataset, data_dir=data_dir, image_size=_IMAGE_SIZE.value,
+    for num_workers in (int(n) for n in args.num_workers):
+        load_before = timing_harness.load_average()
+        data = PartialLabelData(dataset=dataset, data_dir=data_dir, image_size=args.image_size,
                                 known_ratio=0.5, seed=0, num_workers=num_workers)
         train_first_s, train_rate, train_images, train_cpu_ms = timed_pass(
-            data.train_batches(0, _BATCH_SIZE.value), _BATCHES.value)
+            data.train_batches(0, args.batch_size), args.batches)
         eval_first_s, eval_rate, eval_images, eval_cpu_ms = timed_pass(
-            data.eval_batches(_BATCH_SIZE.value), _BATCHES.value)
+            data.eval_batches(args.batch_size), args.batches)
         result = {"benchmark": "input_pipeline", "dataset": dataset,
-                  "image_size": _IMAGE_SIZE.value, "batch_size": _BATCH_SIZE.value,
+                  "image_size": args.image_size, "batch_size": args.batch_size,
                   "num_workers": num_workers, "cpu_count": os.cpu_count(),
                   "train_images_per_s": round(train_rate, 1), "train_first_batch_s": round(train_first_s, 3),
                   "train_images_timed": train_images,
@@ -104,13 +96,25 @@ def main(argv: list[str]) -> None:
                   "eval_images_per_s": round(eval_rate, 1), "eval_first_batch_s": round(eval_first_s, 3),
                   "eval_images_timed": eval_images,
                   "eval_process_cpu_ms_per_image": round(eval_cpu_ms, 2),
-                  "load_average": list(os.getloadavg())}
-        line = json.dumps(result)
-        print(line)
-        os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
-        with open(_OUTPUT.value, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+                  **timing_harness.conditions(load_before)}
+        print(timing_harness.append_line(args.output, result))
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a script (importing defines none)."""
+    flags.DEFINE_string("dataset", "digit_scenes", "Registered dataset name.")
+    flags.DEFINE_string("data_dir", "data/tfds", "TFDS data directory.")
+    flags.DEFINE_integer("image_size", 64, "Output image size.")
+    flags.DEFINE_integer("batch_size", 32, "Global batch size.")
+    flags.DEFINE_integer("batches", 50, "Batches to time per pass.")
+    flags.DEFINE_list("num_workers", ["0"], "grain worker process counts to measure.")
+    flags.DEFINE_integer(
+        "coco_like_images", 0, "If > 0: benchmark coco2014 built from this many generated "
+        "640x480 training JPEGs in <data_dir> (generated and built once).")
+    flags.DEFINE_string("output", timing_harness.results_path("input_pipeline.jsonl"),
+                        "JSONL to append to.")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

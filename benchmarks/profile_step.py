@@ -33,6 +33,8 @@ from ml_collections import config_flags
 from mlrpl_jax.core import dry_run, parallel
 from mlrpl_jax.core.train import jit_predict
 
+import timing_harness
+
 MODES = ("train_step", "eval_forward")
 # `%name = f32[8,14,14,2048]{3,2,1,0} opcode(...)`, optionally with ROOT and a tuple shape.
 INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\(.*?\)|\S+)\s+([\w\-]+)\(")
@@ -147,7 +149,7 @@ def profile(plan: dry_run.DryRunPlan, mode: str, steps: int) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
     del argv
-    load_before = list(os.getloadavg())
+    load_before = timing_harness.load_average()
     plan = dry_run.make_plan(flags.FLAGS.config)
     result = profile(plan, flags.FLAGS.mode, flags.FLAGS.steps)
     model = plan.config.model
@@ -163,18 +165,21 @@ def main(argv: list[str]) -> None:
     line = {"benchmark": "profile_step", **plan.summary(), "mode": flags.FLAGS.mode,
             "conv_impl": model.conv_impl, "frozen_dtype": model.frozen_dtype, "steps": flags.FLAGS.steps,
             **{k: v for k, v in result.items() if k != "ops"}, "top_ops": result["ops"][:flags.FLAGS.top],
-            "load_average_before": load_before, "load_average_after": list(os.getloadavg())}
-    os.makedirs(os.path.dirname(flags.FLAGS.output), exist_ok=True)
-    with open(flags.FLAGS.output, "a", encoding="utf-8") as f:
-        f.write(json.dumps(line) + "\n")
+            **timing_harness.conditions(load_before)}
+    timing_harness.append_line(flags.FLAGS.output, line)
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a script (importing defines none)."""
     config_flags.DEFINE_config_file("config", None, "Config file to profile.", lock_config=True)
     flags.DEFINE_enum("mode", "train_step", MODES, "The train step or only the inference forward.")
     flags.DEFINE_integer("steps", 2, "Traced calls after one untimed call.")
     flags.DEFINE_integer("top", 25, "Slowest ops to print and record.")
-    flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), "results", "profile_step.jsonl"),
+    flags.DEFINE_string("output", timing_harness.results_path("profile_step.jsonl"),
                         "JSONL file to append to.")
     flags.mark_flags_as_required(["config"])
+
+
+if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -12,7 +12,8 @@ method at the paper configuration (ResNet-101, 448², batch 8, 80 classes), on a
 right after or before ours, so that both sides land in one table measured back to back. Prints
 one JSON line and appends it to --output with the keys our side writes in `harness_fields`
 (impl 'pytorch', model, mode, image_size, batch, threads, warmup, steps, median_s, times_s,
-peak_rss_mb), plus torch_version, the load average before and after, and 'benchmark'.
+peak_rss_mb), plus torch_version, 'benchmark' and the fields of benchmarks/timing_harness.py
+(AMX presence, the load average before and after).
 
 Network (every model and mode; docs/methods/network.md §4):
 * torchvision-layout ResNet-101 (Kaiming-normal fan-out weights, BN statistics 0 / 1). Stem and
@@ -59,13 +60,9 @@ time grows several-fold (tiny smoke runs: 0.1 s with 1 thread, 1.3-4.8 s with 2 
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import resource
 import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -73,6 +70,8 @@ import torch
 import torch.nn.functional as F
 from absl import app, flags
 from torch import nn
+
+import timing_harness
 
 MODELS = ("sst", "sarb", "dsrb")
 MODES = ("train_step", "eval_forward")
@@ -457,18 +456,6 @@ def method_state(model: str, num_classes: int) -> dict[str, torch.Tensor]:
     return {"prototypes": torch.randn(num_classes, per_class, FEATURE_DIM)}
 
 
-def timed_calls(fn: Callable[[], None], warmup: int, steps: int) -> list[float]:
-    """Seconds of each of `steps` calls of fn after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def measure(model_name: str, mode: str, image_size: int, batch: int, num_classes: int, width: int,
             warmup: int, steps: int) -> list[float]:
     """Builds the model with random weights and times `steps` train steps or inference forwards."""
@@ -482,7 +469,7 @@ def measure(model_name: str, mode: str, image_size: int, batch: int, num_classes
         def forward() -> None:
             model.network.classify(model.network.extract(images)[2])
 
-        return timed_calls(forward, warmup, steps)
+        return timing_harness.timed_calls(forward, steps, warmup)
 
     model.set_reference_train_mode()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], **ADAM)
@@ -500,7 +487,7 @@ def measure(model_name: str, mode: str, image_size: int, batch: int, num_classes
         optimizer.zero_grad(set_to_none=False)
         losses.append(loss.item())
 
-    times = timed_calls(train_step, warmup, steps)
+    times = timing_harness.timed_calls(train_step, steps, warmup)
     if not all(math.isfinite(loss) for loss in losses):
         print(f"warning: non-finite loss in the timed steps: {losses}", file=sys.stderr)
     return times
@@ -513,25 +500,22 @@ def main(argv: list[str]) -> None:
             or args.warmup < 0:
         raise app.UsageError("need image_size >= 64 (one cell after the stride-64 backbone), warmup >= 0 "
                              "and the other sizes >= 1")
-    load_before = list(os.getloadavg())
+    load_before = timing_harness.load_average()
     torch.set_num_threads(args.threads)
     times = measure(args.model, args.mode, args.image_size, args.batch, args.num_classes, args.width,
                     args.warmup, args.steps)
     times = [round(t, 4) for t in times]
-    line = json.dumps({
+    line = {
         "benchmark": "train_step", "impl": "pytorch", "model": args.model, "mode": args.mode,
         "image_size": args.image_size, "batch": args.batch, "threads": args.threads,
         "warmup": args.warmup, "steps": len(times), "median_s": round(statistics.median(times), 4),
-        "times_s": times, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "torch_version": torch.__version__, "load_average_before": load_before,
-        "load_average_after": list(os.getloadavg())})
-    print(line)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+        "times_s": times, "peak_rss_mb": round(timing_harness.peak_rss_mb(), 1),
+        "torch_version": torch.__version__, **timing_harness.conditions(load_before)}
+    print(timing_harness.append_line(args.output, line))
 
 
-if __name__ == "__main__":
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a script (importing defines none)."""
     flags.DEFINE_enum("model", "sst", MODELS, "Method whose step is timed.")
     flags.DEFINE_enum("mode", "train_step", MODES, "The train step or only the inference forward.")
     flags.DEFINE_integer("image_size", 448, "Square image side.")
@@ -540,7 +524,11 @@ if __name__ == "__main__":
     flags.DEFINE_integer("steps", 5, "Timed steps.")
     flags.DEFINE_integer("warmup", 1, "Untimed steps before them.")
     flags.DEFINE_integer("width", 64, "ResNet base width (64: ResNet-101; smaller only for smoke runs).")
-    flags.DEFINE_integer("threads", len(os.sched_getaffinity(0)), "torch.set_num_threads.")
-    flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), "results", "train_step.jsonl"),
+    flags.DEFINE_integer("threads", timing_harness.cpu_threads(), "torch.set_num_threads.")
+    flags.DEFINE_string("output", timing_harness.results_path("train_step.jsonl"),
                         "JSONL file to append to.")
+
+
+if __name__ == "__main__":
+    define_flags()
     app.run(main)

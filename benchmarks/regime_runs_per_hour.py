@@ -15,24 +15,14 @@ benchmarks/results/regime_runs_per_hour.jsonl, and the time of the whole benchma
 
 from __future__ import annotations
 
-import json
 import math
-import os
 
 from absl import app, flags
 
 from mlrpl_jax import sweep
 from mlrpl_jax.core import dry_run, parallel
 
-_CONFIG = flags.DEFINE_string("digit_config", "configs/baseline_digits.py", "Digit config file.")
-_REGIMES = flags.DEFINE_list("regimes", ["large", "cached"], "Regimes to compare.")
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed train steps per regime.")
-_TRAIN_EXAMPLES = flags.DEFINE_integer("train_examples", 20_000, "Training scenes of the regime "
-                                       "(digit_scenes/large).")
-_TEST_EXAMPLES = flags.DEFINE_integer("test_examples", 1_500, "Test scenes (digit_scenes/large).")
-_BENCHMARK_RUNS = flags.DEFINE_integer("benchmark_runs", 7 * 3 * 8 + 8, "Runs of the benchmark.")
-_OUTPUT = flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), "results",
-                                                     "regime_runs_per_hour.jsonl"), "JSON lines.")
+import timing_harness
 
 
 def projected_run_s(config, measured: dict, train_examples: int, test_examples: int) -> float:
@@ -47,35 +37,46 @@ def projected_run_s(config, measured: dict, train_examples: int, test_examples: 
 
 def main(argv: list[str]) -> None:
     del argv
-    os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
+    args = flags.FLAGS
     mesh = parallel.create_mesh()
     lines = []
-    for regime in _REGIMES.value:
-        load_before = list(os.getloadavg())
-        config = sweep.load_config_file(f"{_CONFIG.value}:{regime}")
+    for regime in args.regimes:
+        load_before = timing_harness.load_average()
+        config = sweep.load_config_file(f"{args.digit_config}:{regime}")
         plan = dry_run.make_plan(config)
-        measured = dry_run.measure(plan, mesh, _STEPS.value)
-        run_s = projected_run_s(config, measured, _TRAIN_EXAMPLES.value, _TEST_EXAMPLES.value)
-        line = {"benchmark": "regime_runs_per_hour", "config": _CONFIG.value, "regime": regime,
+        measured = dry_run.measure(plan, mesh, args.steps)
+        run_s = projected_run_s(config, measured, args.train_examples, args.test_examples)
+        line = {"benchmark": "regime_runs_per_hour", "config": args.digit_config, "regime": regime,
                 "method": config.method, "train_images_shape": list(plan.train_images_shape),
                 "init_s": measured["init_s"], "compile_s": measured["compile_s"],
                 "predict_compile_s": measured["predict_compile_s"],
                 "step_s_median": measured["step_s_median"],
                 "predict_step_s": measured["predict_step_s"],
                 "projected_run_s": round(run_s, 1), "runs_per_hour": round(3600 / run_s, 1),
-                "benchmark_runs": _BENCHMARK_RUNS.value,
-                "benchmark_hours": round(_BENCHMARK_RUNS.value * run_s / 3600, 2),
-                "cpu_amx": "amx" in open("/proc/cpuinfo").read(),
-                "load_average_before": load_before, "load_average_after": list(os.getloadavg())}
+                "benchmark_runs": args.benchmark_runs,
+                "benchmark_hours": round(args.benchmark_runs * run_s / 3600, 2),
+                **timing_harness.conditions(load_before)}
         lines.append(line)
-        print(json.dumps(line))
-        with open(_OUTPUT.value, "a", encoding="utf-8") as f:
-            f.write(json.dumps(line) + "\n")
+        print(timing_harness.append_line(args.output, line))
     for line in lines:
         print(f"{line['regime']:>8s}: step {line['step_s_median'] * 1e3:.1f} ms, run "
               f"{line['projected_run_s']:.0f} s, {line['runs_per_hour']:.1f} runs/h, benchmark "
               f"of {line['benchmark_runs']} runs {line['benchmark_hours']:.2f} h")
 
 
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a script (importing defines none)."""
+    flags.DEFINE_string("digit_config", "configs/baseline_digits.py", "Digit config file.")
+    flags.DEFINE_list("regimes", ["large", "cached"], "Regimes to compare.")
+    flags.DEFINE_integer("steps", 20, "Timed train steps per regime.")
+    flags.DEFINE_integer("train_examples", 20_000, "Training scenes of the regime "
+                         "(digit_scenes/large).")
+    flags.DEFINE_integer("test_examples", 1_500, "Test scenes (digit_scenes/large).")
+    flags.DEFINE_integer("benchmark_runs", 7 * 3 * 8 + 8, "Runs of the benchmark.")
+    flags.DEFINE_string("output", timing_harness.results_path("regime_runs_per_hour.jsonl"),
+                        "JSON lines.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -24,9 +24,6 @@ from absl import app, flags
 from mlrpl_jax import sweep
 from mlrpl_jax.methods.thresholds.satl import SemanticAwareThresholdLearning
 
-_FRACTION = flags.DEFINE_float("calibration_fraction", 0.3,
-                               "Share f of the known labels held out for H±, in (0, 1).")
-
 
 class CalibrationSplitSATL(SemanticAwareThresholdLearning):
     """SATL whose H± count only a held-out share of the known labels, which no loss sees."""
@@ -77,9 +74,16 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--config must be a satl config file, e.g. --config=configs/satl_digits.py")
     config.method = CalibrationSplitSATL.name
     with config.satl.unlocked():
-        config.satl.calibration_fraction = _FRACTION.value
+        config.satl.calibration_fraction = flags.FLAGS.calibration_fraction
     sweep.main(argv)
 
 
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a script (importing defines none)."""
+    flags.DEFINE_float("calibration_fraction", 0.3,
+                       "Share f of the known labels held out for H±, in (0, 1).")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -29,9 +29,6 @@ from mlrpl_jax.methods.thresholds.satl import SemanticAwareThresholdLearning
 
 RULES = ("bayes", "gauss")
 
-_RULE = flags.DEFINE_enum("threshold_rule", "bayes", list(RULES), "The rule that sets τ±.")
-_KAPPA = flags.DEFINE_float("gauss_kappa", 2.0, "κ of the gauss rule.")
-
 
 class AlternativeRuleSATL(SemanticAwareThresholdLearning):
     """SATL whose τ± come from `bayes` or `gauss` (satl.threshold_rule, satl.gauss_kappa)."""
@@ -105,10 +102,17 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("--config must be a satl config file, e.g. --config=configs/satl_digits.py")
     config.method = AlternativeRuleSATL.name
     with config.satl.unlocked():
-        config.satl.threshold_rule = _RULE.value
-        config.satl.gauss_kappa = _KAPPA.value
+        config.satl.threshold_rule = flags.FLAGS.threshold_rule
+        config.satl.gauss_kappa = flags.FLAGS.gauss_kappa
     sweep.main(argv)
 
 
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a script (importing defines none)."""
+    flags.DEFINE_enum("threshold_rule", "bayes", list(RULES), "The rule that sets τ±.")
+    flags.DEFINE_float("gauss_kappa", 2.0, "κ of the gauss rule.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -11,9 +11,7 @@ Prints one JSON line, appended to benchmarks/results/seed_vmap_step.jsonl.
 
 from __future__ import annotations
 
-import json
-import os
-import time
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -23,26 +21,20 @@ from absl import app, flags
 
 from mlrpl_jax.models.network import SharedHead
 
-_SEEDS = flags.DEFINE_integer("seeds", 8, "Seeds on the vmapped axis.")
-_BATCH = flags.DEFINE_integer("batch", 32, "Images per seed and step.")
-_CLASSES = flags.DEFINE_integer("classes", 10, "Classes (digit scenes: 10).")
-_CALLS = flags.DEFINE_integer("calls", 50, "Timed calls of the single-seed step.")
-_OUTPUT = flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), "results",
-                                                     "seed_vmap_step.jsonl"), "JSON lines.")
+import timing_harness
+
 MAP_SHAPE = (2, 2, 1280)  # EfficientNet-Lite0 at 64 px
 
 
 def seconds_per_call(fn, calls: int) -> float:
-    jax.block_until_ready(fn())
-    start = time.perf_counter()
-    for _ in range(calls):
-        jax.block_until_ready(fn())
-    return (time.perf_counter() - start) / calls
+    """Mean seconds of `calls` calls of the JAX function fn after one warm-up call."""
+    return statistics.fmean(timing_harness.timed_calls(lambda: jax.block_until_ready(fn()), calls))
 
 
 def main(argv: list[str]) -> None:
     del argv
-    classes, seeds = _CLASSES.value, _SEEDS.value
+    args = flags.FLAGS
+    classes, seeds = args.classes, args.seeds
     head = SharedHead(classes, np.random.default_rng(0).standard_normal((classes, 32), np.float32),
                       np.eye(classes, dtype=np.float32), feature_dim=128, attention_dim=64,
                       output_dim=128)
@@ -62,28 +54,35 @@ def main(argv: list[str]) -> None:
         return variables["params"], variables["batch_stats"], optimizer.init(variables["params"])
 
     rng = np.random.default_rng(0)
-    maps = jnp.asarray(rng.standard_normal((seeds, _BATCH.value, *MAP_SHAPE), np.float32))
-    labels = jnp.asarray(rng.integers(0, 2, (seeds, _BATCH.value, classes)).astype(np.float32))
+    maps = jnp.asarray(rng.standard_normal((seeds, args.batch, *MAP_SHAPE), np.float32))
+    labels = jnp.asarray(rng.integers(0, 2, (seeds, args.batch, classes)).astype(np.float32))
     single = init(jax.random.PRNGKey(0))
     stacked = jax.vmap(init)(jax.random.split(jax.random.PRNGKey(0), seeds))
     one_step = jax.jit(step)
     vmapped_step = jax.jit(jax.vmap(step))
-    load_before = list(os.getloadavg())
-    single_s = seconds_per_call(lambda: one_step(*single, maps[0], labels[0]), _CALLS.value)
+    load_before = timing_harness.load_average()
+    single_s = seconds_per_call(lambda: one_step(*single, maps[0], labels[0]), args.calls)
     vmapped_s = seconds_per_call(lambda: vmapped_step(*stacked, maps, labels),
-                                 max(_CALLS.value // seeds, 5))
-    line = {"benchmark": "seed_vmap_step", "seeds": seeds, "batch": _BATCH.value,
+                                 max(args.calls // seeds, 5))
+    line = {"benchmark": "seed_vmap_step", "seeds": seeds, "batch": args.batch,
             "classes": classes, "single_seed_step_s": round(single_s, 5),
             "vmapped_step_s": round(vmapped_s, 5),
             "vmapped_over_sequential": round(vmapped_s / (seeds * single_s), 3),
-            "threads": len(os.sched_getaffinity(0)), "device_kind": jax.devices()[0].device_kind,
-            "cpu_amx": "amx" in open("/proc/cpuinfo").read(),
-            "load_average_before": load_before, "load_average_after": list(os.getloadavg())}
-    print(json.dumps(line))
-    os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
-    with open(_OUTPUT.value, "a", encoding="utf-8") as f:
-        f.write(json.dumps(line) + "\n")
+            "threads": timing_harness.cpu_threads(), "device_kind": jax.devices()[0].device_kind,
+            **timing_harness.conditions(load_before)}
+    print(timing_harness.append_line(args.output, line))
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a script (importing defines none)."""
+    flags.DEFINE_integer("seeds", 8, "Seeds on the vmapped axis.")
+    flags.DEFINE_integer("batch", 32, "Images per seed and step.")
+    flags.DEFINE_integer("classes", 10, "Classes (digit scenes: 10).")
+    flags.DEFINE_integer("calls", 50, "Timed calls of the single-seed step.")
+    flags.DEFINE_string("output", timing_harness.results_path("seed_vmap_step.jsonl"),
+                        "JSON lines.")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -18,7 +18,8 @@ The class count is the config's dataset's unless --num_classes.
 Every line also carries the reference PyTorch harness's keys, so both land in one table:
 impl ('mlrpl_jax'), model (the method), mode, image_size, batch, threads, warmup, steps,
 median_s, times_s (seconds per step) and peak_rss_mb (the process's peak RSS, MiB; one process
-per line gives each mode its own peak), plus the load average before and after.
+per line gives each mode its own peak), plus the fields of benchmarks/timing_harness.py:
+AMX presence and the load average before and after.
 
 `--devices` measures the same global batch on meshes over the first N devices, one line per
 N (default: all devices). On a CPU with simulated devices
@@ -29,9 +30,6 @@ Scaling figures come from runs on accelerators (one GPU or TPU chip per device).
 
 from __future__ import annotations
 
-import json
-import os
-import resource
 import statistics
 import time
 from typing import Any
@@ -43,24 +41,9 @@ from ml_collections import config_flags
 from mlrpl_jax.core import dry_run, optim, parallel
 from mlrpl_jax.core.train import create_train_state, jit_predict, place_state
 
+import timing_harness
+
 MODES = ("train_step", "eval_forward")
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file to benchmark.",
-                                          lock_config=True)
-_MODE = flags.DEFINE_enum("mode", "train_step", MODES, "What to time: the train step (with the "
-                          "dry run's hooks and one inference step) or only the inference forward.")
-_DEVICES = flags.DEFINE_list("devices", [], "Device counts to measure, e.g. 1,2,4,8: the mesh "
-                             "over the first N devices of jax.devices() (default: all).")
-_NUM_CLASSES = flags.DEFINE_integer("num_classes", 0, "Classes (0: the config's dataset's).")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps after the compile step.")
-_START_EPOCH = flags.DEFINE_integer("start_epoch", None, "Epoch the timed steps belong to "
-                                    "(default: the method's first epoch with every loss term on).")
-_OUTPUT = flags.DEFINE_string("output", os.path.join(os.path.dirname(__file__), "results",
-                                                     "train_step.jsonl"), "JSONL file to append to.")
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure_eval_forward(plan: dry_run.DryRunPlan, mesh: jax.sharding.Mesh, steps: int) -> dict[str, Any]:
@@ -74,12 +57,8 @@ def measure_eval_forward(plan: dry_run.DryRunPlan, mesh: jax.sharding.Mesh, step
     start = time.perf_counter()
     predict = jit_predict(plan.method, mesh).lower(state, images).compile()
     compile_s = time.perf_counter() - start
-    jax.block_until_ready(predict(state, images))
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        jax.block_until_ready(predict(state, images))
-        times.append(time.perf_counter() - start)
+    times = timing_harness.timed_calls(lambda: jax.block_until_ready(predict(state, images)),
+                                       steps)
     return {"devices": mesh.devices.size, "device_kind": jax.devices()[0].device_kind,
             "platform": jax.default_backend(), "compile_s": round(compile_s, 3),
             "warmup": 1, "times_s": [round(t, 4) for t in times]}
@@ -90,37 +69,51 @@ def harness_fields(plan: dry_run.DryRunPlan, mode: str, result: dict[str, Any]) 
     times = result["times_s"] if mode == "eval_forward" else result["step_s_all"]
     shape = plan.train_images_shape if mode == "train_step" else plan.eval_images_shape
     return {"impl": "mlrpl_jax", "model": plan.config.method, "mode": mode, "image_size": shape[1],
-            "batch": shape[0], "threads": len(os.sched_getaffinity(0)),
+            "batch": shape[0], "threads": timing_harness.cpu_threads(),
             "warmup": result.get("warmup", 0), "steps": len(times),
             "median_s": round(statistics.median(times), 4), "times_s": times,
-            "peak_rss_mb": round(peak_rss_mb(), 1)}
+            "peak_rss_mb": round(timing_harness.peak_rss_mb(), 1)}
 
 
 def main(argv: list[str]) -> None:
     del argv
-    load_before = list(os.getloadavg())
-    plan = dry_run.make_plan(_CONFIG.value, num_classes=_NUM_CLASSES.value or None,
-                             epoch=_START_EPOCH.value)
-    device_counts = [int(n) for n in _DEVICES.value] or [jax.device_count()]
+    args = flags.FLAGS
+    load_before = timing_harness.load_average()
+    plan = dry_run.make_plan(args.config, num_classes=args.num_classes or None,
+                             epoch=args.start_epoch)
+    device_counts = [int(n) for n in args.devices] or [jax.device_count()]
     if not all(0 < n <= jax.device_count() for n in device_counts):
-        raise app.UsageError(f"--devices={_DEVICES.value}: counts must lie in 1..{jax.device_count()}")
-    os.makedirs(os.path.dirname(_OUTPUT.value), exist_ok=True)
+        raise app.UsageError(f"--devices={args.devices}: counts must lie in "
+                             f"1..{jax.device_count()}")
     model = plan.config.model
     for num_devices in device_counts:
         mesh = parallel.create_mesh(jax.devices()[:num_devices])
-        if _MODE.value == "train_step":
-            result = dry_run.measure(plan, mesh, _STEPS.value)
+        if args.mode == "train_step":
+            result = dry_run.measure(plan, mesh, args.steps)
         else:
-            result = measure_eval_forward(plan, mesh, _STEPS.value)
-        line = json.dumps({"benchmark": "train_step", **plan.summary(), "conv_impl": model.conv_impl,
-                           "frozen_dtype": model.frozen_dtype, **result,
-                           **harness_fields(plan, _MODE.value, result),
-                           "load_average_before": load_before, "load_average_after": list(os.getloadavg())})
-        print(line)
-        with open(_OUTPUT.value, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
+            result = measure_eval_forward(plan, mesh, args.steps)
+        line = {"benchmark": "train_step", **plan.summary(), "conv_impl": model.conv_impl,
+                "frozen_dtype": model.frozen_dtype, **result,
+                **harness_fields(plan, args.mode, result), **timing_harness.conditions(load_before)}
+        print(timing_harness.append_line(args.output, line))
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a script (importing defines none)."""
+    config_flags.DEFINE_config_file("config", None, "Config file to benchmark.", lock_config=True)
+    flags.mark_flags_as_required(["config"])
+    flags.DEFINE_enum("mode", "train_step", MODES, "What to time: the train step (with the dry "
+                      "run's hooks and one inference step) or only the inference forward.")
+    flags.DEFINE_list("devices", [], "Device counts to measure, e.g. 1,2,4,8: the mesh over the "
+                      "first N devices of jax.devices() (default: all).")
+    flags.DEFINE_integer("num_classes", 0, "Classes (0: the config's dataset's).")
+    flags.DEFINE_integer("steps", 5, "Timed steps after the compile step.")
+    flags.DEFINE_integer("start_epoch", None, "Epoch the timed steps belong to (default: the "
+                         "method's first epoch with every loss term on).")
+    flags.DEFINE_string("output", timing_harness.results_path("train_step.jsonl"),
+                        "JSONL file to append to.")
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["config"])
+    define_flags()
     app.run(main)

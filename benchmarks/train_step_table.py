@@ -13,12 +13,11 @@ median seconds and peak RSS, then each of our variants with its ratio to the ref
 from __future__ import annotations
 
 import json
-import os
 
 from absl import app, flags
 
-_INPUT = flags.DEFINE_string("input", os.path.join(os.path.dirname(__file__), "results", "train_step.jsonl"),
-                             "JSONL file the two benchmarks appended to.")
+import timing_harness
+
 REFERENCE = "pytorch"
 
 
@@ -66,10 +65,17 @@ def render(latest: dict[tuple[str, str, str], dict]) -> str:
 
 def main(argv: list[str]) -> None:
     del argv
-    with open(_INPUT.value, encoding="utf-8") as f:
+    with open(flags.FLAGS.input, encoding="utf-8") as f:
         lines = [json.loads(line) for line in f if line.strip()]
     print(render(latest_lines(lines)))
 
 
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a script (importing defines none)."""
+    flags.DEFINE_string("input", timing_harness.results_path("train_step.jsonl"),
+                        "JSONL file the two benchmarks appended to.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

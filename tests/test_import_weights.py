@@ -1,4 +1,5 @@
-"""The weight-import tool (mlrpl_jax.tools.import_weights) and loading its output as the backbone.
+"""The weight-import tool (mlrpl_jax.tools.import_weights, its library
+mlrpl_jax/models/backbone_weights.py) and loading its output as the backbone.
 
 Layout parity of the conversion itself (torch layout -> Flax ResNet, checked against a NumPy
 ResNet run straight from torch-layout weights) is in test_torch_layout.py; parity with a real
@@ -14,8 +15,7 @@ import pytest
 from test_torch_layout import assert_trees_equal, random_resnet
 
 from mlrpl_jax.core import train
-from mlrpl_jax.models import torch_layout
-from mlrpl_jax.tools import import_weights
+from mlrpl_jax.models import backbone_weights, torch_layout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,7 +32,7 @@ def test_npz_round_trip_strips_wrapper_and_extras(tmp_path, resnet18):
     source = tmp_path / "wrapped.npz"
     np.savez(source, **{f"module.{k}": v for k, v in state.items()})
     output = tmp_path / "out" / "resnet18.npz"
-    count = import_weights.convert(str(source), str(output), depth=18)
+    count = backbone_weights.convert(str(source), str(output), depth=18)
     with np.load(output) as archive:
         written = dict(archive)
     assert count == len(written) == len(torch_layout.resnet_key_map(18))
@@ -44,7 +44,7 @@ def test_npz_round_trip_strips_wrapper_and_extras(tmp_path, resnet18):
 def test_output_loads_as_pretrained_backbone(tmp_path, resnet18):
     variables, state = resnet18
     np.savez(tmp_path / "in.npz", **state)
-    import_weights.convert(str(tmp_path / "in.npz"), str(tmp_path / "w.npz"), depth=18)
+    backbone_weights.convert(str(tmp_path / "in.npz"), str(tmp_path / "w.npz"), depth=18)
     zeros = lambda tree: {k: zeros(v) if isinstance(v, dict) else np.zeros_like(v) for k, v in tree.items()}  # noqa: E731
     model_variables = {"params": {"backbone": zeros(variables["params"]), "head": {"w": np.ones(2)}},
                        "batch_stats": {"backbone": zeros(variables["batch_stats"])}}
@@ -57,28 +57,28 @@ def test_output_loads_as_pretrained_backbone(tmp_path, resnet18):
 def test_wrong_depth_and_format_errors(tmp_path, resnet18):
     _, state = resnet18
     np.savez(tmp_path / "in.npz", **state)
-    with pytest.raises(import_weights.WeightImportError, match="Not a torchvision ResNet-50"):
-        import_weights.convert(str(tmp_path / "in.npz"), str(tmp_path / "w.npz"), depth=50)
+    with pytest.raises(backbone_weights.WeightImportError, match="Not a torchvision ResNet-50"):
+        backbone_weights.convert(str(tmp_path / "in.npz"), str(tmp_path / "w.npz"), depth=50)
     (tmp_path / "w.h5").write_bytes(b"")
-    with pytest.raises(import_weights.WeightImportError, match="Unknown weights format"):
-        import_weights.convert(str(tmp_path / "w.h5"), str(tmp_path / "w.npz"), depth=18)
-    with pytest.raises(import_weights.WeightImportError, match="not found"):
-        import_weights.convert(str(tmp_path / "absent.npz"), str(tmp_path / "w.npz"), depth=18)
+    with pytest.raises(backbone_weights.WeightImportError, match="Unknown weights format"):
+        backbone_weights.convert(str(tmp_path / "w.h5"), str(tmp_path / "w.npz"), depth=18)
+    with pytest.raises(backbone_weights.WeightImportError, match="not found"):
+        backbone_weights.convert(str(tmp_path / "absent.npz"), str(tmp_path / "w.npz"), depth=18)
 
 
 def test_pth_without_torch_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     (tmp_path / "resnet101.pth").write_bytes(b"not read")
-    with pytest.raises(import_weights.WeightImportError, match=r"mlrpl_jax\[torch\]"):
-        import_weights.convert(str(tmp_path / "resnet101.pth"), str(tmp_path / "w.npz"), depth=101)
+    with pytest.raises(backbone_weights.WeightImportError, match=r"mlrpl_jax\[torch\]"):
+        backbone_weights.convert(str(tmp_path / "resnet101.pth"), str(tmp_path / "w.npz"), depth=101)
 
 
 def test_safetensors_without_package_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "safetensors", None)  # as if safetensors were not installed
     monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
     (tmp_path / "resnet101.safetensors").write_bytes(b"not read")
-    with pytest.raises(import_weights.WeightImportError, match="pip install safetensors"):
-        import_weights.convert(str(tmp_path / "resnet101.safetensors"), str(tmp_path / "w.npz"), depth=101)
+    with pytest.raises(backbone_weights.WeightImportError, match="pip install safetensors"):
+        backbone_weights.convert(str(tmp_path / "resnet101.safetensors"), str(tmp_path / "w.npz"), depth=101)
 
 
 def test_missing_weights_error_names_the_conversion_command(tmp_path):

@@ -19,7 +19,7 @@ SCRIPT = ROOT / "benchmarks" / "reference_torch_step.py"
 # The reference harness's keys, as benchmarks/train_step.py's `harness_fields` writes them.
 HARNESS_KEYS = {"impl", "model", "mode", "image_size", "batch", "threads", "warmup", "steps", "median_s",
                 "times_s", "peak_rss_mb"}
-EXTRA_KEYS = {"benchmark", "torch_version", "load_average_before", "load_average_after"}
+EXTRA_KEYS = {"benchmark", "torch_version", "cpu_amx", "load_average_before", "load_average_after"}
 # docs/methods/network.md §4.9, COCO (SARB / DSRB including α and β).
 TRAINABLE_PARAMETERS = {"sst": 35_491_497, "sarb": 29_628_499, "dsrb": 29_628_499}
 STAGE4_PARAMETERS = 14_964_736

@@ -36,7 +36,7 @@ from mlrpl_jax.config import ConfigError
 from mlrpl_jax.core import checkpointing, run_inputs, train
 from mlrpl_jax.core.fault_injection import FAULT_ENV_VAR
 from mlrpl_jax.data import datasets, label_embeddings
-from mlrpl_jax.tools import import_weights
+from mlrpl_jax.models import backbone_weights
 
 ROOT = epath.Path(__file__).resolve().parent.parent
 LAUNCH_README = ROOT / "launch" / "README.md"
@@ -224,7 +224,7 @@ def test_pretrained_weights_and_embeddings_read_from_gs(cloud_storage, tmp_path)
     remote = epath.Path(f"gs://{documented_bucket()}/inputs")
     variables, state = random_resnet(18)[2:]
     np.savez(tmp_path / "torch_layout.npz", **state)
-    import_weights.convert(str(tmp_path / "torch_layout.npz"), str(tmp_path / "resnet18.npz"), 18)
+    backbone_weights.convert(str(tmp_path / "torch_layout.npz"), str(tmp_path / "resnet18.npz"), 18)
     config = tiny_config.get_config()
     class_names = datasets.get_dataset_spec(config.data.name).class_names
     embeddings = np.random.default_rng(0).normal(size=(len(class_names), config.embeddings.dim))

@@ -31,9 +31,8 @@ from flax import traverse_util
 from torch import nn
 
 from mlrpl_jax.core import train
-from mlrpl_jax.models import torch_layout
+from mlrpl_jax.models import backbone_weights, torch_layout
 from mlrpl_jax.models.resnet import FROZEN_BACKBONE_MODULES, ResNet
-from mlrpl_jax.tools import import_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH = 8  # torchvision's is 64; tiny keeps ResNet-101 fast
@@ -211,9 +210,9 @@ def torch_state(net: nn.Module) -> dict[str, np.ndarray]:
 
 
 def converted_variables(net: TorchResNet, depth: int, tmp_path) -> dict:
-    """torch.save -> import_weights.convert -> train.with_pretrained_backbone -> ResNet variables."""
+    """torch.save -> backbone_weights.convert -> train.with_pretrained_backbone -> ResNet variables."""
     torch.save(net.state_dict(), tmp_path / f"resnet{depth}.pth")
-    count = import_weights.convert(str(tmp_path / f"resnet{depth}.pth"), str(tmp_path / "w.npz"), depth)
+    count = backbone_weights.convert(str(tmp_path / f"resnet{depth}.pth"), str(tmp_path / "w.npz"), depth)
     assert count == len(torch_layout.resnet_key_map(depth))
     empty = {"params": {"backbone": {}}, "batch_stats": {"backbone": {}}}
     loaded = train.with_pretrained_backbone(empty, str(tmp_path / "w.npz"), depth)
@@ -376,7 +375,7 @@ def test_wrapped_checkpoint_and_safetensors_give_the_same_weights(tmp_path):
     safetensors.torch.save_file(net.state_dict(), str(tmp_path / "plain.safetensors"))
     outputs = {}
     for name in ("plain.pth", "wrapped.pth", "plain.safetensors"):
-        import_weights.convert(str(tmp_path / name), str(tmp_path / f"{name}.npz"), depth=18)
+        backbone_weights.convert(str(tmp_path / name), str(tmp_path / f"{name}.npz"), depth=18)
         with np.load(tmp_path / f"{name}.npz") as archive:
             outputs[name] = dict(archive)
     for name in ("wrapped.pth", "plain.safetensors"):
@@ -393,7 +392,7 @@ def test_pth_holding_arbitrary_objects_needs_allow_pickle(tmp_path):
     net = random_torch_resnet(18, seed=9)
     torch.save({"state_dict": net.state_dict(), "extra": NotATensor()}, tmp_path / "trusted.pth")
     with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only load failed"):
-        import_weights.convert(str(tmp_path / "trusted.pth"), str(tmp_path / "w.npz"), depth=18)
+        backbone_weights.convert(str(tmp_path / "trusted.pth"), str(tmp_path / "w.npz"), depth=18)
     assert not (tmp_path / "w.npz").exists()
-    assert import_weights.convert(str(tmp_path / "trusted.pth"), str(tmp_path / "w.npz"), depth=18,
+    assert backbone_weights.convert(str(tmp_path / "trusted.pth"), str(tmp_path / "w.npz"), depth=18,
                                   allow_pickle=True) == len(torch_layout.resnet_key_map(18))

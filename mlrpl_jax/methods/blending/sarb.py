@@ -15,7 +15,8 @@ import ml_collections
 import numpy as np
 
 from mlrpl_jax.class_prototypes import PositiveFeatureCollector
-from mlrpl_jax.methods.base import HostContext, PyTree
+from mlrpl_jax.core.host_context import HostContext
+from mlrpl_jax.methods.base import PyTree
 from mlrpl_jax.methods.blending import blend
 from mlrpl_jax.methods.blending.representation_blending import RepresentationBlending
 from mlrpl_jax.models.network import Features

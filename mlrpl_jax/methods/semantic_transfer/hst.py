@@ -19,7 +19,8 @@ from absl import logging
 
 from mlrpl_jax import losses
 from mlrpl_jax.class_prototypes import PositiveFeatureCollector
-from mlrpl_jax.methods.base import HostContext, LossAux, Method, PyTree, StepContext
+from mlrpl_jax.core.host_context import HostContext
+from mlrpl_jax.methods.base import LossAux, Method, PyTree, StepContext
 from mlrpl_jax.methods.semantic_transfer import pseudo_labels
 from mlrpl_jax.methods.semantic_transfer.loss_terms import (PseudoLabelDiagnostics,
                                                             shared_loss_terms,

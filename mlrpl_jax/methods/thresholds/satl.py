@@ -29,8 +29,9 @@ import ml_collections
 import numpy as np
 
 from mlrpl_jax import losses
+from mlrpl_jax.core.host_context import HostContext
 from mlrpl_jax.methods import get_method_class, registered_methods
-from mlrpl_jax.methods.base import HostContext, LossAux, Method, PyTree, StepContext
+from mlrpl_jax.methods.base import LossAux, Method, PyTree, StepContext
 from mlrpl_jax.methods.thresholds import histogram_thresholds, premise_monitor
 
 COUNT_KEYS = ("pseudo_positives", "true_pseudo_positives", "pseudo_negatives",
