@@ -24,12 +24,6 @@ from absl import app, flags
 
 from mlrpl_jax import paired_gain
 
-_REFERENCE = flags.DEFINE_string("reference", None, "Folder of the reference's runs.")
-_VARIANTS = flags.DEFINE_list("variants", [], "Folders of the compared runs.")
-_KNOWN_RATIO = flags.DEFINE_float("known_ratio", 0.1, "Known proportion of the runs compared.")
-_JSON = flags.DEFINE_bool("json", False, "One JSON line per variant instead of Markdown.")
-
-
 def finished_last_map(folder: str, known_ratio: float) -> dict[int, float]:
     """{seed: last-epoch test mAP} of the finished runs `p<known_ratio>_s<seed>` in `folder`."""
     pattern = re.compile(rf"p{re.escape(f'{known_ratio:g}')}_s(\d+)$")
@@ -61,20 +55,27 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
     del argv
-    if not _REFERENCE.value or not _VARIANTS.value:
-        raise app.UsageError("--reference and --variants are required")
-    reference = finished_last_map(_REFERENCE.value, _KNOWN_RATIO.value)
+    options = flags.FLAGS
+    reference = finished_last_map(options.reference, options.known_ratio)
     rows = [variant_row(os.path.basename(os.path.normpath(folder)),
-                        finished_last_map(folder, _KNOWN_RATIO.value), reference)
-            for folder in _VARIANTS.value]
-    if _JSON.value:
+                        finished_last_map(folder, options.known_ratio), reference)
+            for folder in options.variants]
+    if options.json:
         for row in rows:
             print(json.dumps(row))
     else:
         print(markdown(rows))
 
 
+def define_flags() -> None:
+    flags.DEFINE_string("reference", None, "Folder of the reference's runs.", required=True)
+    flags.DEFINE_list("variants", None, "Folders of the compared runs.", required=True)
+    flags.DEFINE_float("known_ratio", 0.1, "Known proportion of the runs compared.")
+    flags.DEFINE_bool("json", False, "One JSON line per variant instead of Markdown.")
+
+
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
