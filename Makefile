@@ -68,6 +68,8 @@ benchmark-regime: install
 		--report_scalars=$(DIAGNOSTICS)
 
 test: install
+	$(VENV)/bin/ruff format --check --quiet .
+	$(VENV)/bin/ruff check --quiet .
 	$(PY) -m pytest -q --durations=15 tests
 
 bench: install

@@ -22,13 +22,26 @@ import mechanism_activity  # benchmarks/, on the path when this file runs as a s
 import numpy as np
 from absl import app, flags
 
-METHOD_NAMES = {"baseline_digits": "baseline", "sst_digits": "SST", "hst_digits": "HST",
-                "sarb_digits": "SARB", "dsrb_digits": "DSRB", "satl_digits": "SATL",
-                "satl_dsrb_digits": "SATL on DSRB"}
-PSEUDO_LABEL_COUNTS = ("train/intra_pseudo_positives", "train/inter_pseudo_positives",
-                       "train/inter_pseudo_true_positives", "train/hidden_positives")
-SATL_EPOCH_SCALARS = ("satl/classes_with_positive_threshold", "satl/epoch_pseudo_positives",
-                      "satl/epoch_pseudo_negatives")
+METHOD_NAMES = {
+    "baseline_digits": "baseline",
+    "sst_digits": "SST",
+    "hst_digits": "HST",
+    "sarb_digits": "SARB",
+    "dsrb_digits": "DSRB",
+    "satl_digits": "SATL",
+    "satl_dsrb_digits": "SATL on DSRB",
+}
+PSEUDO_LABEL_COUNTS = (
+    "train/intra_pseudo_positives",
+    "train/inter_pseudo_positives",
+    "train/inter_pseudo_true_positives",
+    "train/hidden_positives",
+)
+SATL_EPOCH_SCALARS = (
+    "satl/classes_with_positive_threshold",
+    "satl/epoch_pseudo_positives",
+    "satl/epoch_pseudo_negatives",
+)
 
 
 def mean_std(values, digits: int = 2) -> str:
@@ -78,9 +91,11 @@ def diagnostics(config: str, row: dict, runs: list[str]) -> str:
         means = [last_epoch_means(run, PSEUDO_LABEL_COUNTS) for run in runs]
         column = lambda key: [m[key] for m in means]  # noqa: E731
         intra, inter, true_inter, hidden = (column(key) for key in PSEUDO_LABEL_COUNTS)
-        parts.append(f"pseudo positives per step: intra {mean_std(intra)}, inter {mean_std(inter)}; "
-                     f"inter precision {mean_std(ratios(true_inter, inter))}, "
-                     f"recall {mean_std(ratios(true_inter, hidden), 4)}")
+        parts.append(
+            f"pseudo positives per step: intra {mean_std(intra)}, inter {mean_std(inter)}; "
+            f"inter precision {mean_std(ratios(true_inter, inter))}, "
+            f"recall {mean_std(ratios(true_inter, hidden), 4)}"
+        )
     if config.startswith("satl"):
         epochs = [last_epoch_scalars(run) for run in runs]
         column = lambda key: [e.get(key, math.nan) for e in epochs]  # noqa: E731
@@ -89,7 +104,8 @@ def diagnostics(config: str, row: dict, runs: list[str]) -> str:
             f"{mean_std(column(SATL_EPOCH_SCALARS[1]), 0)} (precision "
             f"{mean_std(row['satl/positive_precision'])}, recall {mean_std(row['satl/positive_recall'])}); "
             f"pseudo negatives {mean_std(column(SATL_EPOCH_SCALARS[2]), 0)} (precision "
-            f"{mean_std(row['satl/negative_precision'])}, recall {mean_std(row['satl/negative_recall'])})")
+            f"{mean_std(row['satl/negative_precision'])}, recall {mean_std(row['satl/negative_recall'])})"
+        )
     if config in ("sarb_digits", "dsrb_digits", "satl_dsrb_digits"):
         parts.append(f"α {mean_std(row['train/alpha'])}, β {mean_std(row['train/beta'])}")
     return "; ".join(parts)
@@ -98,20 +114,35 @@ def diagnostics(config: str, row: dict, runs: list[str]) -> str:
 def results_rows(workdir: str) -> list[str]:
     comparison = json.load(open(os.path.join(workdir, "comparison.json"), encoding="utf-8"))
     rows = []
-    for entry in sorted(comparison["rows"], key=lambda r: (float(r["known_ratio"]),
-                                                            list(METHOD_NAMES).index(r["config"]))):
+    for entry in sorted(
+        comparison["rows"],
+        key=lambda r: (float(r["known_ratio"]), list(METHOD_NAMES).index(r["config"])),
+    ):
         config, ratio = entry["config"], entry["known_ratio"]
         if float(ratio) >= 1.0:
             continue
-        table = json.load(open(os.path.join(workdir, config, "table.json"), encoding="utf-8"))[ratio]
+        table = json.load(open(os.path.join(workdir, config, "table.json"), encoding="utf-8"))[
+            ratio
+        ]
         runs = sorted(glob.glob(os.path.join(workdir, config, f"p{ratio}_s*")))
         reference = entry["config"] == comparison["reference"]
-        std = f"{entry['last_std']:.2f}" if entry["last_std"] < 0.095 else f"{entry['last_std']:.1f}"
-        rows.append("| " + " | ".join([
-            ratio, METHOD_NAMES[config], f"{entry['last_mean']:.1f} ± {std}",
-            "—" if reference else gain_cell(entry),
-            "reference" if reference else entry["verdict"],
-            "" if reference else diagnostics(config, table, runs)]) + " |")
+        std = (
+            f"{entry['last_std']:.2f}" if entry["last_std"] < 0.095 else f"{entry['last_std']:.1f}"
+        )
+        rows.append(
+            "| "
+            + " | ".join(
+                [
+                    ratio,
+                    METHOD_NAMES[config],
+                    f"{entry['last_mean']:.1f} ± {std}",
+                    "—" if reference else gain_cell(entry),
+                    "reference" if reference else entry["verdict"],
+                    "" if reference else diagnostics(config, table, runs),
+                ]
+            )
+            + " |"
+        )
     return rows
 
 

@@ -11,11 +11,10 @@ benchmarks/results/evaluation_metrics.jsonl.
 from __future__ import annotations
 
 import numpy as np
+import timing_harness
 from absl import app, flags
 
 from mlrpl_jax.core.metrics import evaluate_scores
-
-import timing_harness
 
 TEST_SETS = {"coco2014_val": (40504, 80), "vg200_test": (10000, 200), "voc2007_test": (4952, 20)}
 
@@ -26,21 +25,29 @@ def main(argv: list[str]) -> None:
     rng = np.random.default_rng(0)
     for name, (num_images, num_classes) in TEST_SETS.items():
         targets = np.where(rng.random((num_images, num_classes)) < 0.05, 1, -1).astype(np.int8)
-        scores = (rng.standard_normal((num_images, num_classes))
-                  + 2.0 * (targets > 0)).astype(np.float32)
+        scores = (rng.standard_normal((num_images, num_classes)) + 2.0 * (targets > 0)).astype(
+            np.float32
+        )
         load_before = timing_harness.load_average()
-        times = timing_harness.timed_calls(lambda: evaluate_scores(scores, targets), args.repeats,
-                                           warmup=0)
-        line = {"benchmark": "evaluation_metrics", "test_set": name, "num_images": num_images,
-                "num_classes": num_classes, "seconds_median": round(float(np.median(times)), 3),
-                **timing_harness.conditions(load_before)}
+        times = timing_harness.timed_calls(
+            lambda: evaluate_scores(scores, targets), args.repeats, warmup=0
+        )
+        line = {
+            "benchmark": "evaluation_metrics",
+            "test_set": name,
+            "num_images": num_images,
+            "num_classes": num_classes,
+            "seconds_median": round(float(np.median(times)), 3),
+            **timing_harness.conditions(load_before),
+        }
         print(timing_harness.append_line(args.output, line))
 
 
 def define_flags() -> None:
     """Command-line flags, defined only when run as a script (importing defines none)."""
-    flags.DEFINE_string("output", timing_harness.results_path("evaluation_metrics.jsonl"),
-                        "JSONL to append to.")
+    flags.DEFINE_string(
+        "output", timing_harness.results_path("evaluation_metrics.jsonl"), "JSONL to append to."
+    )
     flags.DEFINE_integer("repeats", 3, "Timed repetitions (the median is reported).")
 
 

@@ -21,14 +21,13 @@ import os
 import pathlib
 
 import numpy as np
+import timing_harness
 from absl import app, flags
 from PIL import Image
 
 from mlrpl_jax.data import coco2014, datasets
 from mlrpl_jax.data.pipeline import DatasetNotPreparedError, PartialLabelData
 from mlrpl_jax.data.throughput import timed_pass
-
-import timing_harness
 
 _COCO_SIZE = (640, 480)
 _JPEG_NOISE = 24  # Gaussian noise on a colour gradient: ~160 KB JPEGs at quality 90, as COCO's
@@ -39,8 +38,17 @@ def coco_like_jpeg(rng: np.random.Generator) -> bytes:
     width, height = _COCO_SIZE
     y, x = np.mgrid[0:height, 0:width]
     phase = rng.uniform(0, 1, 3)
-    gradient = np.stack([(x / width + phase[0]) % 1, (y / height + phase[1]) % 1,
-                         ((x + y) / (width + height) + phase[2]) % 1], axis=-1) * 255
+    gradient = (
+        np.stack(
+            [
+                (x / width + phase[0]) % 1,
+                (y / height + phase[1]) % 1,
+                ((x + y) / (width + height) + phase[2]) % 1,
+            ],
+            axis=-1,
+        )
+        * 255
+    )
     pixels = np.clip(gradient + rng.normal(0, _JPEG_NOISE, gradient.shape), 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
@@ -59,10 +67,18 @@ def write_coco_like_tree(raw_dir: pathlib.Path, num_train: int, seed: int = 0) -
             (raw_dir / split / file_name).write_bytes(coco_like_jpeg(rng))
             images.append({"id": image_id, "file_name": file_name, "width": 640, "height": 480})
             for category in rng.choice(coco2014.CATEGORY_IDS, rng.integers(1, 4), replace=False):
-                annotations.append({"id": len(annotations), "image_id": image_id,
-                                    "category_id": int(category), "iscrowd": 0})
-        categories = [{"id": cid, "name": name} for cid, name in
-                      zip(coco2014.CATEGORY_IDS, coco2014.CLASS_NAMES)]
+                annotations.append(
+                    {
+                        "id": len(annotations),
+                        "image_id": image_id,
+                        "category_id": int(category),
+                        "iscrowd": 0,
+                    }
+                )
+        categories = [
+            {"id": cid, "name": name}
+            for cid, name in zip(coco2014.CATEGORY_IDS, coco2014.CLASS_NAMES)
+        ]
         instances = {"images": images, "annotations": annotations, "categories": categories}
         (raw_dir / "annotations" / f"instances_{split}.json").write_text(json.dumps(instances))
 
@@ -74,29 +90,46 @@ def main(argv: list[str]) -> None:
     if args.coco_like_images:
         dataset = "coco2014"
         try:
-            PartialLabelData(dataset=dataset, data_dir=data_dir, image_size=8, known_ratio=1.0, seed=0)
+            PartialLabelData(
+                dataset=dataset, data_dir=data_dir, image_size=8, known_ratio=1.0, seed=0
+            )
         except DatasetNotPreparedError:
             raw_dir = pathlib.Path(data_dir) / "raw"
             write_coco_like_tree(raw_dir, args.coco_like_images)
             datasets.prepare_dataset(dataset, data_dir, str(raw_dir))
     for num_workers in (int(n) for n in args.num_workers):
         load_before = timing_harness.load_average()
-        data = PartialLabelData(dataset=dataset, data_dir=data_dir, image_size=args.image_size,
-                                known_ratio=0.5, seed=0, num_workers=num_workers)
+        data = PartialLabelData(
+            dataset=dataset,
+            data_dir=data_dir,
+            image_size=args.image_size,
+            known_ratio=0.5,
+            seed=0,
+            num_workers=num_workers,
+        )
         train_first_s, train_rate, train_images, train_cpu_ms = timed_pass(
-            data.train_batches(0, args.batch_size), args.batches)
+            data.train_batches(0, args.batch_size), args.batches
+        )
         eval_first_s, eval_rate, eval_images, eval_cpu_ms = timed_pass(
-            data.eval_batches(args.batch_size), args.batches)
-        result = {"benchmark": "input_pipeline", "dataset": dataset,
-                  "image_size": args.image_size, "batch_size": args.batch_size,
-                  "num_workers": num_workers, "cpu_count": os.cpu_count(),
-                  "train_images_per_s": round(train_rate, 1), "train_first_batch_s": round(train_first_s, 3),
-                  "train_images_timed": train_images,
-                  "train_process_cpu_ms_per_image": round(train_cpu_ms, 2),
-                  "eval_images_per_s": round(eval_rate, 1), "eval_first_batch_s": round(eval_first_s, 3),
-                  "eval_images_timed": eval_images,
-                  "eval_process_cpu_ms_per_image": round(eval_cpu_ms, 2),
-                  **timing_harness.conditions(load_before)}
+            data.eval_batches(args.batch_size), args.batches
+        )
+        result = {
+            "benchmark": "input_pipeline",
+            "dataset": dataset,
+            "image_size": args.image_size,
+            "batch_size": args.batch_size,
+            "num_workers": num_workers,
+            "cpu_count": os.cpu_count(),
+            "train_images_per_s": round(train_rate, 1),
+            "train_first_batch_s": round(train_first_s, 3),
+            "train_images_timed": train_images,
+            "train_process_cpu_ms_per_image": round(train_cpu_ms, 2),
+            "eval_images_per_s": round(eval_rate, 1),
+            "eval_first_batch_s": round(eval_first_s, 3),
+            "eval_images_timed": eval_images,
+            "eval_process_cpu_ms_per_image": round(eval_cpu_ms, 2),
+            **timing_harness.conditions(load_before),
+        }
         print(timing_harness.append_line(args.output, result))
 
 
@@ -109,10 +142,14 @@ def define_flags() -> None:
     flags.DEFINE_integer("batches", 50, "Batches to time per pass.")
     flags.DEFINE_list("num_workers", ["0"], "grain worker process counts to measure.")
     flags.DEFINE_integer(
-        "coco_like_images", 0, "If > 0: benchmark coco2014 built from this many generated "
-        "640x480 training JPEGs in <data_dir> (generated and built once).")
-    flags.DEFINE_string("output", timing_harness.results_path("input_pipeline.jsonl"),
-                        "JSONL to append to.")
+        "coco_like_images",
+        0,
+        "If > 0: benchmark coco2014 built from this many generated "
+        "640x480 training JPEGs in <data_dir> (generated and built once).",
+    )
+    flags.DEFINE_string(
+        "output", timing_harness.results_path("input_pipeline.jsonl"), "JSONL to append to."
+    )
 
 
 if __name__ == "__main__":

@@ -32,22 +32,27 @@ from mlrpl_jax.data.pipeline import PartialLabelData
 from mlrpl_jax.methods.thresholds import histogram_thresholds
 
 
-def sigmoid_scores(state, data: PartialLabelData, predict, mesh, split: str,
-                   batch_size: int) -> np.ndarray:
+def sigmoid_scores(
+    state, data: PartialLabelData, predict, mesh, split: str, batch_size: int
+) -> np.ndarray:
     """Sigmoid scores (N, C) of every image of `split` in reference order."""
     scores = []
     for batch in data.eval_batches(batch_size, split=split):
         logits = predict(state, parallel.to_global({"image": batch["image"]}, mesh)["image"])
-        scores.append(np.asarray(jax.nn.sigmoid(parallel.gather_to_host(logits)))[batch["mask"] > 0])
+        scores.append(
+            np.asarray(jax.nn.sigmoid(parallel.gather_to_host(logits)))[batch["mask"] > 0]
+        )
     return np.concatenate(scores)
 
 
 def group_summary(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Mean score of the positive / negative entries and the mAP over the non-zero entries of `labels`."""
-    return {"mean_positive_score": float(scores[labels == 1].mean()),
-            "mean_negative_score": float(scores[labels == -1].mean()),
-            "positives": int(np.sum(labels == 1)),
-            "mAP": evaluate_scores(scores, labels, ignore_zero_targets=True)["mAP"]}
+    return {
+        "mean_positive_score": float(scores[labels == 1].mean()),
+        "mean_negative_score": float(scores[labels == -1].mean()),
+        "positives": int(np.sum(labels == 1)),
+        "mAP": evaluate_scores(scores, labels, ignore_zero_targets=True)["mAP"],
+    }
 
 
 def precision_at(scores: np.ndarray, labels: np.ndarray, tau_pos: np.ndarray) -> dict[str, float]:
@@ -59,11 +64,14 @@ def precision_at(scores: np.ndarray, labels: np.ndarray, tau_pos: np.ndarray) ->
 
 def label_fit_gap(workdir: str, batch_size: int = 50) -> dict:
     """The summary described in the module docstring, for the latest checkpoint in `workdir`."""
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep_last=2,
-                                              keep_best=1, async_save=False)
+    checkpointer = checkpointing.Checkpointer(
+        os.path.join(workdir, "checkpoints"), keep_last=2, keep_best=1, async_save=False
+    )
     step = checkpointer.latest_step()
     if step is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; pass the workdir of a run")
+        raise FileNotFoundError(
+            f"no checkpoint in {workdir}/checkpoints; pass the workdir of a run"
+        )
     config = config_from_record(json.loads(checkpointer.read_record(step)["config"]))
     mesh = parallel.create_mesh()
     data = train.open_data(config)
@@ -76,25 +84,35 @@ def label_fit_gap(workdir: str, batch_size: int = 50) -> dict:
     train_scores = sigmoid_scores(state, data, predict, mesh, "train", batch_size)
     test_scores = sigmoid_scores(state, data, predict, mesh, "test", batch_size)
     known = info.train_partial_labels != 0
-    groups = {"known": (train_scores, np.where(known, info.train_complete_labels, 0)),
-              "hidden": (train_scores, np.where(known, 0, info.train_complete_labels)),
-              "test": (test_scores, info.test_labels)}
-    result = {"workdir": workdir, "step": int(step), "method": config.method,
-              "known_ratio": config.known_ratio, "seed": config.seed}
+    groups = {
+        "known": (train_scores, np.where(known, info.train_complete_labels, 0)),
+        "hidden": (train_scores, np.where(known, 0, info.train_complete_labels)),
+        "test": (test_scores, info.test_labels),
+    }
+    result = {
+        "workdir": workdir,
+        "step": int(step),
+        "method": config.method,
+        "known_ratio": config.known_ratio,
+        "seed": config.seed,
+    }
     result.update({name: group_summary(*group) for name, group in groups.items()})
 
     if config.method == "satl":
         stats = jax.device_get(state.method_state)["satl"]
-        tau_pos, _ = jax.device_get(method.thresholds(stats["positive_histogram"],
-                                                      stats["negative_histogram"]))
+        tau_pos, _ = jax.device_get(
+            method.thresholds(stats["positive_histogram"], stats["negative_histogram"])
+        )
         for name, group in groups.items():
             result[name].update(precision_at(*group, tau_pos))
-        test_histograms = histogram_thresholds.score_histograms(test_scores, info.test_labels,
-                                                      config.satl.num_bins)
+        test_histograms = histogram_thresholds.score_histograms(
+            test_scores, info.test_labels, config.satl.num_bins
+        )
         tau_test, _ = jax.device_get(method.thresholds(*test_histograms))
         result["hidden_with_test_calibrated_thresholds"] = {
             **precision_at(*groups["hidden"], tau_test),
-            "classes_with_tau_pos": int(np.sum(np.isfinite(tau_test)))}
+            "classes_with_tau_pos": int(np.sum(np.isfinite(tau_test))),
+        }
     return result
 
 

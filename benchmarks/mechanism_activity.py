@@ -27,12 +27,22 @@ import os
 import numpy as np
 from absl import app, flags
 
-PSEUDO_LABEL_KEYS = ("train/intra_pseudo_positives", "train/inter_pseudo_positives",
-                     "train/inter_pseudo_true_positives", "train/hidden_positives")
+PSEUDO_LABEL_KEYS = (
+    "train/intra_pseudo_positives",
+    "train/inter_pseudo_positives",
+    "train/inter_pseudo_true_positives",
+    "train/hidden_positives",
+)
 BLEND_KEYS = ("train/alpha", "train/beta")
-SATL_KEYS = ("satl/classes_with_positive_threshold", "satl/epoch_pseudo_positives",
-             "satl/positive_precision", "satl/positive_recall",
-             "satl/epoch_pseudo_negatives", "satl/negative_precision", "satl/negative_recall")
+SATL_KEYS = (
+    "satl/classes_with_positive_threshold",
+    "satl/epoch_pseudo_positives",
+    "satl/positive_precision",
+    "satl/positive_recall",
+    "satl/epoch_pseudo_negatives",
+    "satl/negative_precision",
+    "satl/negative_recall",
+)
 
 
 def read_records(run_dir: str) -> list[dict]:
@@ -44,13 +54,16 @@ def steps_per_epoch(run_dir: str) -> int:
     """From the run's latest checkpoint record: (step - step_in_epoch) / epoch."""
     from mlrpl_jax.core import checkpointing  # deferred: imports JAX and orbax
 
-    checkpointer = checkpointing.Checkpointer(os.path.join(run_dir, "checkpoints"), keep_last=1,
-                                              keep_best=0, async_save=False)
+    checkpointer = checkpointing.Checkpointer(
+        os.path.join(run_dir, "checkpoints"), keep_last=1, keep_best=0, async_save=False
+    )
     record = checkpointer.read_record(checkpointer.latest_step())
     checkpointer.close()
     if record["epoch"] == 0:
-        raise ValueError(f"{run_dir}: its latest checkpoint is inside epoch 0, so the epoch "
-                         "length is not known yet")
+        raise ValueError(
+            f"{run_dir}: its latest checkpoint is inside epoch 0, so the epoch "
+            "length is not known yet"
+        )
     return (record["step"] - record["step_in_epoch"]) // record["epoch"]
 
 
@@ -76,8 +89,11 @@ def epoch_means(records: list[dict], keys: tuple[str, ...], epoch_steps: int) ->
 def with_pseudo_label_quality(row: dict) -> dict:
     """Adds the inter pseudo positives' precision and recall over the hidden positives."""
     made, true, hidden = (row[k] for k in PSEUDO_LABEL_KEYS[1:])
-    return {**row, "inter_precision": true / made if made > 0 else math.nan,
-            "inter_recall": true / hidden if hidden > 0 else math.nan}
+    return {
+        **row,
+        "inter_precision": true / made if made > 0 else math.nan,
+        "inter_recall": true / hidden if hidden > 0 else math.nan,
+    }
 
 
 def last_per_epoch(records: list[dict], keys: tuple[str, ...], epoch_steps: int) -> list[dict]:
@@ -111,10 +127,15 @@ def format_activity(activity: dict[str, list[dict]]) -> str:
     lines = []
     for mechanism, rows in activity.items():
         keys = [k for k in rows[0] if k != "epoch"]
-        lines += [f"{mechanism}:", "| epoch | " + " | ".join(k.split("/")[-1] for k in keys) + " |",
-                  "|---|" + "---|" * len(keys)]
-        lines += ["| " + " | ".join([str(r["epoch"]), *(f"{r[k]:.4g}" for k in keys)]) + " |"
-                  for r in rows]
+        lines += [
+            f"{mechanism}:",
+            "| epoch | " + " | ".join(k.split("/")[-1] for k in keys) + " |",
+            "|---|" + "---|" * len(keys),
+        ]
+        lines += [
+            "| " + " | ".join([str(r["epoch"]), *(f"{r[k]:.4g}" for k in keys)]) + " |"
+            for r in rows
+        ]
         lines.append("")
     return "\n".join(lines) if lines else "no mechanism scalars logged (a baseline run?)"
 

@@ -24,6 +24,7 @@ from absl import app, flags
 
 from mlrpl_jax import paired_gain
 
+
 def finished_last_map(folder: str, known_ratio: float) -> dict[int, float]:
     """{seed: last-epoch test mAP} of the finished runs `p<known_ratio>_s<seed>` in `folder`."""
     pattern = re.compile(rf"p{re.escape(f'{known_ratio:g}')}_s(\d+)$")
@@ -39,19 +40,30 @@ def finished_last_map(folder: str, known_ratio: float) -> dict[int, float]:
 def variant_row(name: str, values: dict[int, float], reference: dict[int, float]) -> dict:
     gain = paired_gain.paired_gain(values, reference)
     shared = np.array([values[seed] for seed in gain.seeds])
-    return {"variant": name, "seeds": list(gain.seeds), "mAP_mean": float(shared.mean()),
-            "mAP_std": float(shared.std(ddof=1)) if len(shared) > 1 else float("nan"),
-            "gain": gain.interval.mean, "gain_low": gain.interval.low,
-            "gain_high": gain.interval.high, "verdict": gain.verdict}
+    return {
+        "variant": name,
+        "seeds": list(gain.seeds),
+        "mAP_mean": float(shared.mean()),
+        "mAP_std": float(shared.std(ddof=1)) if len(shared) > 1 else float("nan"),
+        "gain": gain.interval.mean,
+        "gain_low": gain.interval.low,
+        "gain_high": gain.interval.high,
+        "verdict": gain.verdict,
+    }
 
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| variant | test mAP | gain [95 % CI] | verdict | runs |", "|---|---|---|---|---|"]
     for row in rows:
-        interval = (f"{row['gain']:+.2f} [{row['gain_low']:+.2f}, {row['gain_high']:+.2f}]"
-                    if len(row["seeds"]) > 1 else f"{row['gain']:+.2f}")
-        lines.append(f"| {row['variant']} | {row['mAP_mean']:.2f} ± {row['mAP_std']:.2f} | "
-                     f"{interval} | {row['verdict']} | {len(row['seeds'])} |")
+        interval = (
+            f"{row['gain']:+.2f} [{row['gain_low']:+.2f}, {row['gain_high']:+.2f}]"
+            if len(row["seeds"]) > 1
+            else f"{row['gain']:+.2f}"
+        )
+        lines.append(
+            f"| {row['variant']} | {row['mAP_mean']:.2f} ± {row['mAP_std']:.2f} | "
+            f"{interval} | {row['verdict']} | {len(row['seeds'])} |"
+        )
     return "\n".join(lines)
 
 
@@ -59,9 +71,14 @@ def main(argv: list[str]) -> None:
     del argv
     options = flags.FLAGS
     reference = finished_last_map(options.reference, options.known_ratio)
-    rows = [variant_row(os.path.basename(os.path.normpath(folder)),
-                        finished_last_map(folder, options.known_ratio), reference)
-            for folder in options.variants]
+    rows = [
+        variant_row(
+            os.path.basename(os.path.normpath(folder)),
+            finished_last_map(folder, options.known_ratio),
+            reference,
+        )
+        for folder in options.variants
+    ]
     if options.json:
         for row in rows:
             print(json.dumps(row))

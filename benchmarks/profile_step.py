@@ -27,13 +27,12 @@ import time
 from typing import Any
 
 import jax
+import timing_harness
 from absl import app, flags
 from ml_collections import config_flags
 
 from mlrpl_jax.core import dry_run, parallel
 from mlrpl_jax.core.train import jit_predict
-
-import timing_harness
 
 MODES = ("train_step", "eval_forward")
 # `%name = f32[8,14,14,2048]{3,2,1,0} opcode(...)`, optionally with ROOT and a tuple shape.
@@ -41,13 +40,26 @@ INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\(.*?\)|\S+)\s+([
 COMPUTATION = re.compile(r"^\s*(?:ENTRY\s+)?%?([\w.\-]+)\s.*\{\s*$")
 CALLS = re.compile(r"calls=%?([\w.\-]+)")
 # What a fusion counts as, by the first opcode of its computation found in this order.
-FUSION_CATEGORIES = (("convolution", "convolution"), ("dot", "matrix product"),
-                     ("reduce-window", "pooling"), ("scatter", "gather/scatter"),
-                     ("gather", "gather/scatter"), ("reduce", "reduction fusion"))
-OPCODE_CATEGORIES = {"convolution": "convolution", "dot": "matrix product", "copy": "copy/transpose",
-                     "transpose": "copy/transpose", "reduce-window": "pooling",
-                     "select-and-scatter": "pooling", "custom-call": "custom call",
-                     "reduce": "reduction fusion", "scatter": "gather/scatter", "gather": "gather/scatter"}
+FUSION_CATEGORIES = (
+    ("convolution", "convolution"),
+    ("dot", "matrix product"),
+    ("reduce-window", "pooling"),
+    ("scatter", "gather/scatter"),
+    ("gather", "gather/scatter"),
+    ("reduce", "reduction fusion"),
+)
+OPCODE_CATEGORIES = {
+    "convolution": "convolution",
+    "dot": "matrix product",
+    "copy": "copy/transpose",
+    "transpose": "copy/transpose",
+    "reduce-window": "pooling",
+    "select-and-scatter": "pooling",
+    "custom-call": "custom call",
+    "reduce": "reduction fusion",
+    "scatter": "gather/scatter",
+    "gather": "gather/scatter",
+}
 
 
 def parse_hlo(text: str) -> dict[str, dict[str, Any]]:
@@ -61,8 +73,11 @@ def parse_hlo(text: str) -> dict[str, dict[str, Any]]:
         if match:
             name, shape, opcode = match.groups()
             calls = CALLS.search(line)
-            instructions[name] = {"opcode": opcode, "shape": shape,
-                                  "calls": calls.group(1) if calls else None}
+            instructions[name] = {
+                "opcode": opcode,
+                "shape": shape,
+                "calls": calls.group(1) if calls else None,
+            }
             computations[current].append(opcode)
             continue
         match = COMPUTATION.match(line)
@@ -71,7 +86,10 @@ def parse_hlo(text: str) -> dict[str, dict[str, Any]]:
     for info in instructions.values():
         info["category"] = categorise(info, computations)
         fused = computations.get(info.pop("calls"), [])
-        info["fused_convolutions"], info["fused_dots"] = fused.count("convolution"), fused.count("dot")
+        info["fused_convolutions"], info["fused_dots"] = (
+            fused.count("convolution"),
+            fused.count("dot"),
+        )
     return instructions
 
 
@@ -85,8 +103,19 @@ def categorise(info: dict[str, Any], computations: dict[str, list[str]]) -> str:
     for fused_opcode, category in FUSION_CATEGORIES:
         if fused_opcode in fused:
             return category
-    if fused and set(fused) <= {"parameter", "copy", "transpose", "bitcast", "reshape", "slice",
-                                "concatenate", "pad", "broadcast", "tuple", "get-tuple-element"}:
+    if fused and set(fused) <= {
+        "parameter",
+        "copy",
+        "transpose",
+        "bitcast",
+        "reshape",
+        "slice",
+        "concatenate",
+        "pad",
+        "broadcast",
+        "tuple",
+        "get-tuple-element",
+    }:
         return "copy/transpose"
     return "elementwise fusion"
 
@@ -130,8 +159,11 @@ def profile(plan: dry_run.DryRunPlan, mode: str, steps: int) -> dict[str, Any]:
     jax.block_until_ready(call())
     instructions = parse_hlo(compiled.as_text())
     seconds, wall = traced_op_seconds(call, steps)
-    ops = [{"name": name, **instructions[name], "seconds": round(total / steps, 4)}
-           for name, total in seconds.items() if name in instructions]
+    ops = [
+        {"name": name, **instructions[name], "seconds": round(total / steps, 4)}
+        for name, total in seconds.items()
+        if name in instructions
+    ]
     ops.sort(key=lambda op: -op["seconds"])
     categories: dict[str, float] = collections.defaultdict(float)
     counts: collections.Counter = collections.Counter()
@@ -140,11 +172,16 @@ def profile(plan: dry_run.DryRunPlan, mode: str, steps: int) -> dict[str, Any]:
         counts[op["category"]] += 1
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    return {"wall_s": round(wall / steps, 4), "ops_s": round(sum(op["seconds"] for op in ops), 4),
-            "gflop": round(float(cost.get("flops", 0.0)) / 1e9, 1),
-            "categories": {k: {"seconds": round(v, 4), "ops": counts[k]}
-                           for k, v in sorted(categories.items(), key=lambda kv: -kv[1])},
-            "ops": ops}
+    return {
+        "wall_s": round(wall / steps, 4),
+        "ops_s": round(sum(op["seconds"] for op in ops), 4),
+        "gflop": round(float(cost.get("flops", 0.0)) / 1e9, 1),
+        "categories": {
+            k: {"seconds": round(v, 4), "ops": counts[k]}
+            for k, v in sorted(categories.items(), key=lambda kv: -kv[1])
+        },
+        "ops": ops,
+    }
 
 
 def main(argv: list[str]) -> None:
@@ -153,19 +190,33 @@ def main(argv: list[str]) -> None:
     plan = dry_run.make_plan(flags.FLAGS.config)
     result = profile(plan, flags.FLAGS.mode, flags.FLAGS.steps)
     model = plan.config.model
-    print(f"{plan.config.method} {flags.FLAGS.mode}, conv_impl={model.conv_impl}, "
-          f"frozen_dtype={model.frozen_dtype}: {result['wall_s']:.3f} s per call "
-          f"({result['ops_s']:.3f} s in ops, {result['gflop']} GFLOP)")
+    print(
+        f"{plan.config.method} {flags.FLAGS.mode}, conv_impl={model.conv_impl}, "
+        f"frozen_dtype={model.frozen_dtype}: {result['wall_s']:.3f} s per call "
+        f"({result['ops_s']:.3f} s in ops, {result['gflop']} GFLOP)"
+    )
     for category, entry in result["categories"].items():
         print(f"  {category:28s} {entry['seconds']:8.3f} s  ({entry['ops']} ops)")
-    for op in result["ops"][:flags.FLAGS.top]:
-        inside = (f" ({op['fused_convolutions']} conv, {op['fused_dots']} dot inside)"
-                  if op["fused_convolutions"] + op["fused_dots"] > 1 else "")
-        print(f"  {op['seconds']:8.4f} s  {op['category']:28s} {op['name']:28s} {op['shape']}{inside}")
-    line = {"benchmark": "profile_step", **plan.summary(), "mode": flags.FLAGS.mode,
-            "conv_impl": model.conv_impl, "frozen_dtype": model.frozen_dtype, "steps": flags.FLAGS.steps,
-            **{k: v for k, v in result.items() if k != "ops"}, "top_ops": result["ops"][:flags.FLAGS.top],
-            **timing_harness.conditions(load_before)}
+    for op in result["ops"][: flags.FLAGS.top]:
+        inside = (
+            f" ({op['fused_convolutions']} conv, {op['fused_dots']} dot inside)"
+            if op["fused_convolutions"] + op["fused_dots"] > 1
+            else ""
+        )
+        print(
+            f"  {op['seconds']:8.4f} s  {op['category']:28s} {op['name']:28s} {op['shape']}{inside}"
+        )
+    line = {
+        "benchmark": "profile_step",
+        **plan.summary(),
+        "mode": flags.FLAGS.mode,
+        "conv_impl": model.conv_impl,
+        "frozen_dtype": model.frozen_dtype,
+        "steps": flags.FLAGS.steps,
+        **{k: v for k, v in result.items() if k != "ops"},
+        "top_ops": result["ops"][: flags.FLAGS.top],
+        **timing_harness.conditions(load_before),
+    }
     timing_harness.append_line(flags.FLAGS.output, line)
 
 
@@ -175,8 +226,9 @@ def define_flags() -> None:
     flags.DEFINE_enum("mode", "train_step", MODES, "The train step or only the inference forward.")
     flags.DEFINE_integer("steps", 2, "Traced calls after one untimed call.")
     flags.DEFINE_integer("top", 25, "Slowest ops to print and record.")
-    flags.DEFINE_string("output", timing_harness.results_path("profile_step.jsonl"),
-                        "JSONL file to append to.")
+    flags.DEFINE_string(
+        "output", timing_harness.results_path("profile_step.jsonl"), "JSONL file to append to."
+    )
     flags.mark_flags_as_required(["config"])
 
 

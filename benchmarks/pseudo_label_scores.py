@@ -43,15 +43,21 @@ def quantiles(values: np.ndarray) -> dict[str, float]:
     return {f"q{q}": float(np.percentile(values, q)) for q in QUANTILES}
 
 
-def group_summary(scores: np.ndarray, unknown: np.ndarray, hidden: np.ndarray,
-                  margin: float) -> dict[str, dict]:
+def group_summary(
+    scores: np.ndarray, unknown: np.ndarray, hidden: np.ndarray, margin: float
+) -> dict[str, dict]:
     """Quantiles and the share at or above `margin` of the unknown entries, per hidden label."""
     summary = {}
-    for name, chosen in (("hidden_positive", unknown & (hidden == 1)),
-                         ("hidden_negative", unknown & (hidden == -1))):
+    for name, chosen in (
+        ("hidden_positive", unknown & (hidden == 1)),
+        ("hidden_negative", unknown & (hidden == -1)),
+    ):
         values = scores[chosen]
-        summary[name] = {"entries": int(values.size), **quantiles(values),
-                         "share_at_or_above_margin": float(np.mean(values >= margin))}
+        summary[name] = {
+            "entries": int(values.size),
+            **quantiles(values),
+            "share_at_or_above_margin": float(np.mean(values >= margin)),
+        }
     return summary
 
 
@@ -66,13 +72,15 @@ def at_thresholds(scores: np.ndarray, unknown: np.ndarray, hidden: np.ndarray) -
         rows[f"{threshold:g}"] = {
             "per_image": float(selected.sum() / len(scores)),
             "precision": float(true / selected.sum()) if selected.any() else float("nan"),
-            "recall": float(true / positives.sum()) if positives.any() else float("nan")}
+            "recall": float(true / positives.sum()) if positives.any() else float("nan"),
+        }
     return rows
 
 
 def pseudo_label_scores(run_dir: str, num_batches: int) -> dict:
-    checkpointer = checkpointing.Checkpointer(os.path.join(run_dir, "checkpoints"), keep_last=1,
-                                              keep_best=0, async_save=False)
+    checkpointer = checkpointing.Checkpointer(
+        os.path.join(run_dir, "checkpoints"), keep_last=1, keep_best=0, async_save=False
+    )
     step = checkpointer.latest_step()
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {run_dir}/checkpoints")
@@ -86,16 +94,22 @@ def pseudo_label_scores(run_dir: str, num_batches: int) -> dict:
     state, _ = checkpointer.restore(step, state)
     checkpointer.close()
     epoch = record["epoch"] - 1 if record["step_in_epoch"] == 0 else record["epoch"]
-    margins = (method.margins_at(epoch) if config.method == "sst"  # scheduled (sst.md §6.4)
-               else method.margins(state.variables()["params"]))  # learned (hst.md §7.3)
+    margins = (
+        method.margins_at(epoch)
+        if config.method == "sst"  # scheduled (sst.md §6.4)
+        else method.margins(state.variables()["params"])
+    )  # learned (hst.md §7.3)
     margins = {k: float(v) for k, v in margins.items()}
 
     @jax.jit
     def scores(st, images, targets):
         output, _ = method.model.apply(st.variables(), images, train=True, mutable=["batch_stats"])
         intra = pseudo_labels.mean_cooccurrence_with_known_positives(output.pair_logits, targets)
-        rows = (st.method_state["bank"]["rows"] if config.method == "sst"
-                else st.method_state["prototypes"])
+        rows = (
+            st.method_state["bank"]["rows"]
+            if config.method == "sst"
+            else st.method_state["prototypes"]
+        )
         inter = pseudo_labels.mean_cosine_to_class_rows(output.semantic, rows)
         return intra, inter
 
@@ -113,10 +127,17 @@ def pseudo_label_scores(run_dir: str, num_batches: int) -> dict:
     unknown = targets == 0
     no_known_positive = ~np.any(targets == 1, axis=1, keepdims=True) & unknown
     summary = {
-        "run": run_dir, "method": config.method, "step": step, "epoch": epoch,
-        "known_ratio": config.known_ratio, "seed": config.seed, "margins": margins,
+        "run": run_dir,
+        "method": config.method,
+        "step": step,
+        "epoch": epoch,
+        "known_ratio": config.known_ratio,
+        "seed": config.seed,
+        "margins": margins,
         "unknown_entries": int(unknown.sum()),
-        "share_unknown_in_images_without_known_positive": float(no_known_positive.sum() / unknown.sum()),
+        "share_unknown_in_images_without_known_positive": float(
+            no_known_positive.sum() / unknown.sum()
+        ),
         "intra": group_summary(intra, unknown, hidden, margins["intra"]),
         "inter": group_summary(inter, unknown, hidden, margins["inter"]),
         "inter_at_thresholds": at_thresholds(inter, unknown, hidden),

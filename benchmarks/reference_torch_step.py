@@ -66,12 +66,11 @@ import sys
 from collections.abc import Callable
 
 import numpy as np
+import timing_harness
 import torch
 import torch.nn.functional as F
 from absl import app, flags
 from torch import nn
-
-import timing_harness
 
 MODELS = ("sst", "sarb", "dsrb")
 MODES = ("train_step", "eval_forward")
@@ -102,8 +101,10 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(4 * planes)
         self.downsample = None
         if stride != 1 or in_channels != 4 * planes:
-            self.downsample = nn.Sequential(nn.Conv2d(in_channels, 4 * planes, 1, stride, bias=False),
-                                            nn.BatchNorm2d(4 * planes))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, 4 * planes, 1, stride, bias=False),
+                nn.BatchNorm2d(4 * planes),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.relu(self.bn1(self.conv1(x)), inplace=True)
@@ -156,8 +157,10 @@ class ResNet101(nn.Module):
 def element_wise_parameters(rows: int, features: int) -> tuple[nn.Parameter, nn.Parameter]:
     """Per-row linear classifiers: weight (rows, features), bias (rows,), U(±1/sqrt(features))."""
     bound = 1 / math.sqrt(features)
-    return (nn.Parameter(torch.empty(rows, features).uniform_(-bound, bound)),
-            nn.Parameter(torch.empty(rows).uniform_(-bound, bound)))
+    return (
+        nn.Parameter(torch.empty(rows, features).uniform_(-bound, bound)),
+        nn.Parameter(torch.empty(rows).uniform_(-bound, bound)),
+    )
 
 
 class SemanticDecoupling(nn.Module):
@@ -170,13 +173,17 @@ class SemanticDecoupling(nn.Module):
         self.hidden = nn.Linear(ATTENTION_DIM, ATTENTION_DIM)  # W3, b3
         self.score = nn.Linear(ATTENTION_DIM, 1)  # w4, b4
 
-    def forward(self, reduced: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, reduced: torch.Tensor, words: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """reduced (B, HW, D), words (C, D_w) -> attention (B, HW, C), semantic (B, C, D)."""
         score_weight = self.score.weight[0]  # w4 (D_a,)
         direction = self.hidden.weight.t() @ score_weight  # W3^T w4 (D_a,)
         offset = self.hidden.bias @ score_weight + self.score.bias[0]
-        gated = torch.tanh(self.feature_projection(reduced)[:, :, None, :]
-                           * self.word_projection(words)[None, None])  # (B, HW, C, D_a)
+        gated = torch.tanh(
+            self.feature_projection(reduced)[:, :, None, :]
+            * self.word_projection(words)[None, None]
+        )  # (B, HW, C, D_a)
         attention = torch.softmax(gated @ direction + offset, dim=1)  # (B, HW, C)
         return attention, torch.einsum("bhc,bhd->bcd", attention, reduced)
 
@@ -188,14 +195,18 @@ class GatedGNN(nn.Module):
         super().__init__()
         self.register_buffer("adjacency", adjacency)  # A (C, C)
         self.register_buffer("adjacency_t", adjacency.t().contiguous())  # A^T
-        self.message = nn.Linear(2 * FEATURE_DIM, 3 * FEATURE_DIM)  # [W_z; W_r; W_h] with b_z, b_r, b_h
+        self.message = nn.Linear(
+            2 * FEATURE_DIM, 3 * FEATURE_DIM
+        )  # [W_z; W_r; W_h] with b_z, b_r, b_h
         self.state_gates = nn.Linear(FEATURE_DIM, 2 * FEATURE_DIM)  # [U_z; U_r] with c_z, c_r
         self.state_candidate = nn.Linear(FEATURE_DIM, FEATURE_DIM)  # U_h, c_h
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Node states (B, C, D) -> (B, C, D)."""
         for _ in range(GGNN_STEPS):
-            m = torch.cat([self.adjacency @ h, self.adjacency_t @ h], dim=-1)  # (B, C, 2D), "in" first
+            m = torch.cat(
+                [self.adjacency @ h, self.adjacency_t @ h], dim=-1
+            )  # (B, C, 2D), "in" first
             m_update, m_reset, m_candidate = self.message(m).chunk(3, dim=-1)
             h_update, h_reset = self.state_gates(h).chunk(2, dim=-1)
             z = torch.sigmoid(m_update + h_update)
@@ -217,7 +228,9 @@ class SharedNetwork(nn.Module):
         self.semantic_decoupling = SemanticDecoupling()
         self.ggnn = GatedGNN(torch.rand(num_classes, num_classes))
         self.fc = nn.Linear(2 * FEATURE_DIM, OUTPUT_DIM)
-        self.classifier_weight, self.classifier_bias = element_wise_parameters(num_classes, OUTPUT_DIM)
+        self.classifier_weight, self.classifier_bias = element_wise_parameters(
+            num_classes, OUTPUT_DIM
+        )
 
     def extract(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Images (B, 3, H, W) -> reduced (B, HW, D), attention (B, HW, C), semantic (B, C, D)."""
@@ -228,7 +241,9 @@ class SharedNetwork(nn.Module):
 
     def classify(self, semantic: torch.Tensor) -> torch.Tensor:
         """head(S): semantic (B, C, D) -> logits (B, C) through the GGNN and the output head."""
-        hidden = torch.tanh(self.fc(torch.cat([self.ggnn(semantic), semantic], dim=-1)))  # (B, C, D_o)
+        hidden = torch.tanh(
+            self.fc(torch.cat([self.ggnn(semantic), semantic], dim=-1))
+        )  # (B, C, D_o)
         return (hidden * self.classifier_weight).sum(-1) + self.classifier_bias
 
 
@@ -241,7 +256,9 @@ class CooccurrenceHead(nn.Module):
         self.pair_hidden = nn.Linear(2 * ATTENTION_DIM, OUTPUT_DIM)  # W2 = [W2^L W2^R]
         self.pair_output = nn.Linear(OUTPUT_DIM, OUTPUT_DIM)  # W3'
         num_pairs = num_classes * (num_classes - 1) // 2
-        self.pair_weight, self.pair_bias = element_wise_parameters(num_pairs, OUTPUT_DIM)  # nu, lambda
+        self.pair_weight, self.pair_bias = element_wise_parameters(
+            num_pairs, OUTPUT_DIM
+        )  # nu, lambda
         first, second = torch.triu_indices(num_classes, num_classes, 1)  # Π_C order
         self.register_buffer("first", first)
         self.register_buffer("second", second)
@@ -250,7 +267,9 @@ class CooccurrenceHead(nn.Module):
         projected = self.class_projection(semantic)  # q (B, C, D_a)
         left = projected @ self.pair_hidden.weight[:, :ATTENTION_DIM].t()  # W2^L q (B, C, H)
         right = projected @ self.pair_hidden.weight[:, ATTENTION_DIM:].t()  # W2^R q (B, C, H)
-        pair_hidden = F.relu(left[:, self.first] + right[:, self.second] + self.pair_hidden.bias)  # (B, P, H)
+        pair_hidden = F.relu(
+            left[:, self.first] + right[:, self.second] + self.pair_hidden.bias
+        )  # (B, P, H)
         folded_weight = self.pair_weight @ self.pair_output.weight  # W3'^T nu_k (P, H)
         folded_bias = self.pair_weight @ self.pair_output.bias + self.pair_bias  # (P,)
         return torch.einsum("bph,ph->bp", pair_hidden, folded_weight) + folded_bias
@@ -284,8 +303,11 @@ def trainable_parameter_count(model: nn.Module) -> int:
 def partial_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean BCE over entries with targets > 0 or < 0 (soft targets allowed, losses.md §5.1); 0 if none."""
     positive, negative = targets > 0, targets < 0
-    elementwise = torch.where(positive, (1 - targets) * logits + F.softplus(-logits),
-                              -(1 + targets) * logits + F.softplus(logits))
+    elementwise = torch.where(
+        positive,
+        (1 - targets) * logits + F.softplus(-logits),
+        -(1 + targets) * logits + F.softplus(logits),
+    )
     selected = positive | negative
     return torch.where(selected, elementwise, 0).sum() / selected.sum().clamp(min=1)
 
@@ -295,14 +317,17 @@ def cosine(a: torch.Tensor, b: torch.Tensor, dots: torch.Tensor) -> torch.Tensor
     return dots / torch.sqrt(torch.clamp((a * a).sum(-1) * (b * b).sum(-1), min=COSINE_EPS**2))
 
 
-def pair_asymmetric_loss(pair_logits: torch.Tensor, targets: torch.Tensor, pairs: tuple) -> torch.Tensor:
+def pair_asymmetric_loss(
+    pair_logits: torch.Tensor, targets: torch.Tensor, pairs: tuple
+) -> torch.Tensor:
     """SST's asymmetric focal loss on pairs (losses.md §5.2): (B, P) logits, (B, C) labels."""
     first, second = pairs
     pair_targets = ((targets[:, first] == 1) & (targets[:, second] == 1)).float()  # Y (B, P)
     probability = torch.sigmoid(pair_logits)
     negative_probability = (1 - probability + 0.05).clamp(max=1)
-    log_likelihood = (pair_targets * torch.log(probability.clamp(min=1e-8))
-                      + (1 - pair_targets) * torch.log(negative_probability.clamp(min=1e-8)))
+    log_likelihood = pair_targets * torch.log(probability.clamp(min=1e-8)) + (
+        1 - pair_targets
+    ) * torch.log(negative_probability.clamp(min=1e-8))
     focus = 1 - (pair_targets * probability + (1 - pair_targets) * negative_probability)
     return -(log_likelihood * focus.pow(pair_targets + 2 * (1 - pair_targets))).mean()
 
@@ -324,10 +349,14 @@ def contrastive_loss(semantic: torch.Tensor, targets: torch.Tensor) -> torch.Ten
         if num_both_positive == 0:
             weights[entries] += 1
             continue
-        randomly = entries[torch.randperm(len(entries))[:2 * num_both_positive]]
-        hardest_order = terms.detach().flatten()[entries].topk(min(len(entries), num_both_positive)).indices
+        randomly = entries[torch.randperm(len(entries))[: 2 * num_both_positive]]
+        hardest_order = (
+            terms.detach().flatten()[entries].topk(min(len(entries), num_both_positive)).indices
+        )
         hardest = entries[hardest_order]
-        weights.index_add_(0, torch.cat([randomly, hardest]), torch.ones(len(randomly) + len(hardest)))
+        weights.index_add_(
+            0, torch.cat([randomly, hardest]), torch.ones(len(randomly) + len(hardest))
+        )
     return (weights * terms.flatten()).sum() / weights.sum().clamp(min=1)
 
 
@@ -340,52 +369,81 @@ def update_bank(bank: torch.Tensor, semantic: torch.Tensor, targets: torch.Tenso
     for c in range(bank.shape[0]):
         positives = semantic[targets[:, c] == 1, c]  # (n_c, D)
         if len(positives):
-            bank[c] = torch.cat([positives, bank[c]])[:bank.shape[1]]
+            bank[c] = torch.cat([positives, bank[c]])[: bank.shape[1]]
 
 
 @torch.no_grad()
-def sst_pseudo_labels(pair_logits: torch.Tensor, semantic: torch.Tensor, targets: torch.Tensor,
-                      bank: torch.Tensor, pairs: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+def sst_pseudo_labels(
+    pair_logits: torch.Tensor,
+    semantic: torch.Tensor,
+    targets: torch.Tensor,
+    bank: torch.Tensor,
+    pairs: tuple,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """t_intra (sst.md §6.2) and t_inter (§6.3) at margin 0.95, both (B, C) constants."""
     batch, num_classes = targets.shape
     cooccurrence = torch.ones(batch, num_classes, num_classes)  # M (B, C, C), unit diagonal
-    cooccurrence[:, pairs[0], pairs[1]] = cooccurrence[:, pairs[1], pairs[0]] = torch.sigmoid(pair_logits)
+    cooccurrence[:, pairs[0], pairs[1]] = cooccurrence[:, pairs[1], pairs[0]] = torch.sigmoid(
+        pair_logits
+    )
     known_positive = (targets == 1).float()
-    intra_scores = (torch.einsum("bij,bj->bi", cooccurrence, known_positive)
-                    / known_positive.sum(-1, keepdim=True).clamp(min=1))
+    intra_scores = torch.einsum("bij,bj->bi", cooccurrence, known_positive) / known_positive.sum(
+        -1, keepdim=True
+    ).clamp(min=1)
     dots = torch.einsum("bcd,cnd->bcn", semantic, bank)  # (B, C, N_Q)
     inter_scores = cosine(semantic[:, :, None], bank[None], dots).mean(-1)  # (B, C)
     unknown = targets == 0
-    return (targets + (unknown & (intra_scores >= SST_MARGIN)).float(),
-            targets + (unknown & (inter_scores >= SST_MARGIN)).float())
+    return (
+        targets + (unknown & (intra_scores >= SST_MARGIN)).float(),
+        targets + (unknown & (inter_scores >= SST_MARGIN)).float(),
+    )
 
 
-def sst_loss(model: ReferenceModel, state: dict[str, torch.Tensor], images: torch.Tensor,
-             targets: torch.Tensor) -> torch.Tensor:
+def sst_loss(
+    model: ReferenceModel,
+    state: dict[str, torch.Tensor],
+    images: torch.Tensor,
+    targets: torch.Tensor,
+) -> torch.Tensor:
     """sst.md §6.5 in epoch 5: three BCE terms + 10 L_cooc + 0.05 L_con, bank updated first."""
     _, _, semantic = model.network.extract(images)
     logits = model.network.classify(semantic)
     pair_logits = model.cooccurrence(semantic)
     pairs = (model.cooccurrence.first, model.cooccurrence.second)
     update_bank(state["bank"], semantic, targets)
-    intra_targets, inter_targets = sst_pseudo_labels(pair_logits, semantic, targets, state["bank"], pairs)
-    return (partial_bce(logits, targets) + partial_bce(logits, intra_targets)
-            + partial_bce(logits, inter_targets)
-            + SST_COOCCURRENCE_WEIGHT * pair_asymmetric_loss(pair_logits, targets, pairs)
-            + CONTRASTIVE_WEIGHT * contrastive_loss(semantic, targets))
+    intra_targets, inter_targets = sst_pseudo_labels(
+        pair_logits, semantic, targets, state["bank"], pairs
+    )
+    return (
+        partial_bce(logits, targets)
+        + partial_bce(logits, intra_targets)
+        + partial_bce(logits, inter_targets)
+        + SST_COOCCURRENCE_WEIGHT * pair_asymmetric_loss(pair_logits, targets, pairs)
+        + CONTRASTIVE_WEIGHT * contrastive_loss(semantic, targets)
+    )
 
 
-def blend_towards(semantic: torch.Tensor, targets: torch.Tensor, prototypes: torch.Tensor,
-                  mask: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def blend_towards(
+    semantic: torch.Tensor,
+    targets: torch.Tensor,
+    prototypes: torch.Tensor,
+    mask: torch.Tensor,
+    beta: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """S2 = μ (β S + (1 - β) ψ) + (1 - μ) S and y2 = (1 - μ) t + μ (1 - β); μ = mask (B, C)."""
     weights = mask[..., None]  # (B, C, 1)
     blended = weights * (beta * semantic + (1 - beta) * prototypes) + (1 - weights) * semantic
     return blended, (1 - mask) * targets + mask * (1 - beta)
 
 
-def sarb_prototype_blend(model: ReferenceModel, state: dict[str, torch.Tensor], semantic: torch.Tensor,
-                         targets: torch.Tensor, reduced: torch.Tensor,
-                         attention: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sarb_prototype_blend(
+    model: ReferenceModel,
+    state: dict[str, torch.Tensor],
+    semantic: torch.Tensor,
+    targets: torch.Tensor,
+    reduced: torch.Tensor,
+    attention: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """PLRB (sarb.md §8.3): one κ for the batch, one class per image (class 0 when none is unknown)."""
     del reduced, attention  # DSRB's peak quadrants need them
     prototypes = state["prototypes"][:, torch.randint(SARB_PROTOTYPES, ())]  # Π[:, κ] (C, D)
@@ -394,16 +452,23 @@ def sarb_prototype_blend(model: ReferenceModel, state: dict[str, torch.Tensor], 
     return blend_towards(semantic, targets, prototypes, mask, model.beta)
 
 
-def dsrb_prototype_blend(model: ReferenceModel, state: dict[str, torch.Tensor], semantic: torch.Tensor,
-                         targets: torch.Tensor, reduced: torch.Tensor,
-                         attention: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def dsrb_prototype_blend(
+    model: ReferenceModel,
+    state: dict[str, torch.Tensor],
+    semantic: torch.Tensor,
+    targets: torch.Tensor,
+    reduced: torch.Tensor,
+    attention: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """PPRB in vector form (dsrb.md §9.1-9.2): ψ of a non-peak quadrant, one unknown class per image.
 
     reduced (B, HW, D) and attention (B, HW, C) come from a square h x w grid.
     """
     height = width = math.isqrt(reduced.shape[1])
     with torch.no_grad():
-        peak_map = (attention * reduced.sum(-1, keepdim=True)).view(len(attention), height, width, -1)
+        peak_map = (attention * reduced.sum(-1, keepdim=True)).view(
+            len(attention), height, width, -1
+        )
         row = peak_map.amax(dim=2).argmax(dim=1)  # (B, C)
         col = peak_map.amax(dim=1).argmax(dim=1)  # (B, C)
         peak = 2 * (row >= height // 2) + (col >= width // 2)
@@ -416,8 +481,13 @@ def dsrb_prototype_blend(model: ReferenceModel, state: dict[str, torch.Tensor], 
     return blend_towards(semantic, targets, prototypes, mask, model.beta)
 
 
-def blending_loss(model: ReferenceModel, state: dict[str, torch.Tensor], images: torch.Tensor,
-                  targets: torch.Tensor, prototype_blend: Callable) -> torch.Tensor:
+def blending_loss(
+    model: ReferenceModel,
+    state: dict[str, torch.Tensor],
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    prototype_blend: Callable,
+) -> torch.Tensor:
     """sarb.md §8.4 / dsrb.md §9.1 in epoch 5: BCE + 0.05 L_con + the two blended branches' BCE."""
     with torch.no_grad():
         model.alpha.clamp_(0, 1)
@@ -425,27 +495,37 @@ def blending_loss(model: ReferenceModel, state: dict[str, torch.Tensor], images:
     reduced, attention, semantic = model.network.extract(images)
     logits = model.network.classify(semantic)
     partner_semantic, partner_targets = semantic.flip(0), targets.flip(0)  # b' = B - 1 - b
-    mix = torch.where((targets == 0) & (partner_targets == 1), model.alpha, torch.ones(()))  # Λ (B, C)
+    mix = torch.where(
+        (targets == 0) & (partner_targets == 1), model.alpha, torch.ones(())
+    )  # Λ (B, C)
     instance_semantic = mix[..., None] * semantic + (1 - mix[..., None]) * partner_semantic
     instance_targets = mix * targets + (1 - mix) * partner_targets
-    prototype_semantic, prototype_targets = prototype_blend(model, state, semantic, targets, reduced,
-                                                            attention)
-    return (partial_bce(logits, targets) + CONTRASTIVE_WEIGHT * contrastive_loss(semantic, targets)
-            + partial_bce(model.network.classify(instance_semantic), instance_targets)
-            + partial_bce(model.network.classify(prototype_semantic), prototype_targets))
+    prototype_semantic, prototype_targets = prototype_blend(
+        model, state, semantic, targets, reduced, attention
+    )
+    return (
+        partial_bce(logits, targets)
+        + CONTRASTIVE_WEIGHT * contrastive_loss(semantic, targets)
+        + partial_bce(model.network.classify(instance_semantic), instance_targets)
+        + partial_bce(model.network.classify(prototype_semantic), prototype_targets)
+    )
 
 
 # -------------------------------------------------------------------------------------- harness
 
 
-def synthetic_batch(batch: int, image_size: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_batch(
+    batch: int, image_size: int, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian images (B, 3, H, W), from NHWC like ours, and partial labels (B, C) in {-1, 0, 1}."""
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch, image_size, image_size, 3), dtype=np.float32)
     complete = np.where(rng.random((batch, num_classes)) < POSITIVE_RATE, 1, -1)
     partial = complete * (rng.random((batch, num_classes)) < KNOWN_RATIO)
-    return (torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-            torch.from_numpy(partial.astype(np.float32)))
+    return (
+        torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
+        torch.from_numpy(partial.astype(np.float32)),
+    )
 
 
 def method_state(model: str, num_classes: int) -> dict[str, torch.Tensor]:
@@ -456,8 +536,16 @@ def method_state(model: str, num_classes: int) -> dict[str, torch.Tensor]:
     return {"prototypes": torch.randn(num_classes, per_class, FEATURE_DIM)}
 
 
-def measure(model_name: str, mode: str, image_size: int, batch: int, num_classes: int, width: int,
-            warmup: int, steps: int) -> list[float]:
+def measure(
+    model_name: str,
+    mode: str,
+    image_size: int,
+    batch: int,
+    num_classes: int,
+    width: int,
+    warmup: int,
+    steps: int,
+) -> list[float]:
     """Builds the model with random weights and times `steps` train steps or inference forwards."""
     torch.manual_seed(0)
     model = ReferenceModel(model_name, num_classes, width)
@@ -496,21 +584,44 @@ def measure(model_name: str, mode: str, image_size: int, batch: int, num_classes
 def main(argv: list[str]) -> None:
     del argv
     args = flags.FLAGS
-    if args.image_size < 64 or min(args.batch, args.num_classes, args.width, args.threads, args.steps) < 1 \
-            or args.warmup < 0:
-        raise app.UsageError("need image_size >= 64 (one cell after the stride-64 backbone), warmup >= 0 "
-                             "and the other sizes >= 1")
+    if (
+        args.image_size < 64
+        or min(args.batch, args.num_classes, args.width, args.threads, args.steps) < 1
+        or args.warmup < 0
+    ):
+        raise app.UsageError(
+            "need image_size >= 64 (one cell after the stride-64 backbone), warmup >= 0 "
+            "and the other sizes >= 1"
+        )
     load_before = timing_harness.load_average()
     torch.set_num_threads(args.threads)
-    times = measure(args.model, args.mode, args.image_size, args.batch, args.num_classes, args.width,
-                    args.warmup, args.steps)
+    times = measure(
+        args.model,
+        args.mode,
+        args.image_size,
+        args.batch,
+        args.num_classes,
+        args.width,
+        args.warmup,
+        args.steps,
+    )
     times = [round(t, 4) for t in times]
     line = {
-        "benchmark": "train_step", "impl": "pytorch", "model": args.model, "mode": args.mode,
-        "image_size": args.image_size, "batch": args.batch, "threads": args.threads,
-        "warmup": args.warmup, "steps": len(times), "median_s": round(statistics.median(times), 4),
-        "times_s": times, "peak_rss_mb": round(timing_harness.peak_rss_mb(), 1),
-        "torch_version": torch.__version__, **timing_harness.conditions(load_before)}
+        "benchmark": "train_step",
+        "impl": "pytorch",
+        "model": args.model,
+        "mode": args.mode,
+        "image_size": args.image_size,
+        "batch": args.batch,
+        "threads": args.threads,
+        "warmup": args.warmup,
+        "steps": len(times),
+        "median_s": round(statistics.median(times), 4),
+        "times_s": times,
+        "peak_rss_mb": round(timing_harness.peak_rss_mb(), 1),
+        "torch_version": torch.__version__,
+        **timing_harness.conditions(load_before),
+    }
     print(timing_harness.append_line(args.output, line))
 
 
@@ -523,10 +634,13 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_classes", 80, "Classes C (COCO: 80).")
     flags.DEFINE_integer("steps", 5, "Timed steps.")
     flags.DEFINE_integer("warmup", 1, "Untimed steps before them.")
-    flags.DEFINE_integer("width", 64, "ResNet base width (64: ResNet-101; smaller only for smoke runs).")
+    flags.DEFINE_integer(
+        "width", 64, "ResNet base width (64: ResNet-101; smaller only for smoke runs)."
+    )
     flags.DEFINE_integer("threads", timing_harness.cpu_threads(), "torch.set_num_threads.")
-    flags.DEFINE_string("output", timing_harness.results_path("train_step.jsonl"),
-                        "JSONL file to append to.")
+    flags.DEFINE_string(
+        "output", timing_harness.results_path("train_step.jsonl"), "JSONL file to append to."
+    )
 
 
 if __name__ == "__main__":

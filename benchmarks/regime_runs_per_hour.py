@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import math
 
+import timing_harness
 from absl import app, flags
 
 from mlrpl_jax import sweep
 from mlrpl_jax.core import dry_run, parallel
-
-import timing_harness
 
 
 def projected_run_s(config, measured: dict, train_examples: int, test_examples: int) -> float:
@@ -30,9 +29,13 @@ def projected_run_s(config, measured: dict, train_examples: int, test_examples: 
     steps = train_examples // config.batch_size * config.epochs
     eval_batch = config.eval.batch_size or config.batch_size
     evaluations = math.ceil(config.epochs / config.eval.every_epochs)
-    return (measured["init_s"] + measured["compile_s"] + measured["predict_compile_s"]
-            + steps * measured["step_s_median"]
-            + evaluations * math.ceil(test_examples / eval_batch) * measured["predict_step_s"])
+    return (
+        measured["init_s"]
+        + measured["compile_s"]
+        + measured["predict_compile_s"]
+        + steps * measured["step_s_median"]
+        + evaluations * math.ceil(test_examples / eval_batch) * measured["predict_step_s"]
+    )
 
 
 def main(argv: list[str]) -> None:
@@ -46,22 +49,31 @@ def main(argv: list[str]) -> None:
         plan = dry_run.make_plan(config)
         measured = dry_run.measure(plan, mesh, args.steps)
         run_s = projected_run_s(config, measured, args.train_examples, args.test_examples)
-        line = {"benchmark": "regime_runs_per_hour", "config": args.digit_config, "regime": regime,
-                "method": config.method, "train_images_shape": list(plan.train_images_shape),
-                "init_s": measured["init_s"], "compile_s": measured["compile_s"],
-                "predict_compile_s": measured["predict_compile_s"],
-                "step_s_median": measured["step_s_median"],
-                "predict_step_s": measured["predict_step_s"],
-                "projected_run_s": round(run_s, 1), "runs_per_hour": round(3600 / run_s, 1),
-                "benchmark_runs": args.benchmark_runs,
-                "benchmark_hours": round(args.benchmark_runs * run_s / 3600, 2),
-                **timing_harness.conditions(load_before)}
+        line = {
+            "benchmark": "regime_runs_per_hour",
+            "config": args.digit_config,
+            "regime": regime,
+            "method": config.method,
+            "train_images_shape": list(plan.train_images_shape),
+            "init_s": measured["init_s"],
+            "compile_s": measured["compile_s"],
+            "predict_compile_s": measured["predict_compile_s"],
+            "step_s_median": measured["step_s_median"],
+            "predict_step_s": measured["predict_step_s"],
+            "projected_run_s": round(run_s, 1),
+            "runs_per_hour": round(3600 / run_s, 1),
+            "benchmark_runs": args.benchmark_runs,
+            "benchmark_hours": round(args.benchmark_runs * run_s / 3600, 2),
+            **timing_harness.conditions(load_before),
+        }
         lines.append(line)
         print(timing_harness.append_line(args.output, line))
     for line in lines:
-        print(f"{line['regime']:>8s}: step {line['step_s_median'] * 1e3:.1f} ms, run "
-              f"{line['projected_run_s']:.0f} s, {line['runs_per_hour']:.1f} runs/h, benchmark "
-              f"of {line['benchmark_runs']} runs {line['benchmark_hours']:.2f} h")
+        print(
+            f"{line['regime']:>8s}: step {line['step_s_median'] * 1e3:.1f} ms, run "
+            f"{line['projected_run_s']:.0f} s, {line['runs_per_hour']:.1f} runs/h, benchmark "
+            f"of {line['benchmark_runs']} runs {line['benchmark_hours']:.2f} h"
+        )
 
 
 def define_flags() -> None:
@@ -69,12 +81,14 @@ def define_flags() -> None:
     flags.DEFINE_string("digit_config", "configs/baseline_digits.py", "Digit config file.")
     flags.DEFINE_list("regimes", ["large", "cached"], "Regimes to compare.")
     flags.DEFINE_integer("steps", 20, "Timed train steps per regime.")
-    flags.DEFINE_integer("train_examples", 20_000, "Training scenes of the regime "
-                         "(digit_scenes/large).")
+    flags.DEFINE_integer(
+        "train_examples", 20_000, "Training scenes of the regime (digit_scenes/large)."
+    )
     flags.DEFINE_integer("test_examples", 1_500, "Test scenes (digit_scenes/large).")
     flags.DEFINE_integer("benchmark_runs", 7 * 3 * 8 + 8, "Runs of the benchmark.")
-    flags.DEFINE_string("output", timing_harness.results_path("regime_runs_per_hour.jsonl"),
-                        "JSON lines.")
+    flags.DEFINE_string(
+        "output", timing_harness.results_path("regime_runs_per_hour.jsonl"), "JSON lines."
+    )
 
 
 if __name__ == "__main__":

@@ -40,8 +40,10 @@ class CalibrationSplitSATL(SemanticAwareThresholdLearning):
     def check_options(self) -> None:
         super().check_options()
         if not 0.0 <= self.options.calibration_fraction < 1.0:
-            raise ValueError("satl.calibration_fraction must be in [0, 1), got "
-                             f"{self.options.calibration_fraction}")
+            raise ValueError(
+                "satl.calibration_fraction must be in [0, 1), got "
+                f"{self.options.calibration_fraction}"
+            )
 
     def split_known_labels(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """(labels the losses train on, labels counted into H±): the held-out entries
@@ -54,7 +56,9 @@ class CalibrationSplitSATL(SemanticAwareThresholdLearning):
         return jnp.where(calibration, 0.0, labels), jnp.where(calibration, labels, 0.0)
 
 
-def calibration_entries(labels: jax.Array, index: jax.Array, fraction: float, seed: int) -> jax.Array:
+def calibration_entries(
+    labels: jax.Array, index: jax.Array, fraction: float, seed: int
+) -> jax.Array:
     """(B, C) bool: the known entries held out for calibration, a `fraction` of them.
 
     Each (image, class) entry draws u ~ U[0, 1) from the run seed and the image's dataset index,
@@ -63,7 +67,8 @@ def calibration_entries(labels: jax.Array, index: jax.Array, fraction: float, se
     """
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x5A71)
     draws = jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i), (labels.shape[1],)))(
-        index)  # (B, C)
+        index
+    )  # (B, C)
     return (labels != 0) & (draws < fraction)
 
 
@@ -71,7 +76,9 @@ def main(argv: list[str]) -> None:
     """`mlrpl_jax.sweep`'s main with the config's method switched to the class above."""
     config = sweep._CONFIG.value
     if config is None or config.method != SemanticAwareThresholdLearning.name:
-        raise app.UsageError("--config must be a satl config file, e.g. --config=configs/satl_digits.py")
+        raise app.UsageError(
+            "--config must be a satl config file, e.g. --config=configs/satl_digits.py"
+        )
     config.method = CalibrationSplitSATL.name
     with config.satl.unlocked():
         config.satl.calibration_fraction = flags.FLAGS.calibration_fraction
@@ -80,8 +87,9 @@ def main(argv: list[str]) -> None:
 
 def define_flags() -> None:
     """Command-line flags, defined only when run as a script (importing defines none)."""
-    flags.DEFINE_float("calibration_fraction", 0.3,
-                       "Share f of the known labels held out for H±, in (0, 1).")
+    flags.DEFINE_float(
+        "calibration_fraction", 0.3, "Share f of the known labels held out for H±, in (0, 1)."
+    )
 
 
 if __name__ == "__main__":

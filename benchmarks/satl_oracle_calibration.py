@@ -45,19 +45,29 @@ class HiddenLabelCalibratedSATL(SemanticAwareThresholdLearning):
         labels = batch["labels"]  # (B, C)
         return labels, jnp.zeros_like(labels)
 
-    def diagnostics(self, inputs: PyTree, method_state: PyTree, batch: dict[str, jax.Array],
-                    complete_labels: jax.Array, ctx: StepContext
-                    ) -> tuple[dict[str, jax.Array], PyTree]:
+    def diagnostics(
+        self,
+        inputs: PyTree,
+        method_state: PyTree,
+        batch: dict[str, jax.Array],
+        complete_labels: jax.Array,
+        ctx: StepContext,
+    ) -> tuple[dict[str, jax.Array], PyTree]:
         """SATL's diagnostics, then H± += the histograms of the unknown entries' scores under
         their hidden labels: with the loss's λ H±, the update λ H± + counts of §4.3."""
-        scalars, method_state = super().diagnostics(inputs, method_state, batch, complete_labels,
-                                                    ctx)
+        scalars, method_state = super().diagnostics(
+            inputs, method_state, batch, complete_labels, ctx
+        )
         hidden = jnp.where(batch["labels"] == 0, complete_labels, 0.0)  # (B, C)
-        positive, negative = histogram_thresholds.score_histograms(inputs["scores"], hidden,
-                                                                   self.options.num_bins)
+        positive, negative = histogram_thresholds.score_histograms(
+            inputs["scores"], hidden, self.options.num_bins
+        )
         stats = method_state["satl"]
-        stats = {**stats, "positive_histogram": stats["positive_histogram"] + positive,
-                 "negative_histogram": stats["negative_histogram"] + negative}
+        stats = {
+            **stats,
+            "positive_histogram": stats["positive_histogram"] + positive,
+            "negative_histogram": stats["negative_histogram"] + negative,
+        }
         return scalars, {**method_state, "satl": stats}
 
 
@@ -65,7 +75,9 @@ def main(argv: list[str]) -> None:
     """`mlrpl_jax.sweep`'s main with the config's method switched to the class above."""
     config = sweep._CONFIG.value
     if config is None or config.method != SemanticAwareThresholdLearning.name:
-        raise app.UsageError("--config must be a satl config file, e.g. --config=configs/satl_digits.py")
+        raise app.UsageError(
+            "--config must be a satl config file, e.g. --config=configs/satl_digits.py"
+        )
     config.method = HiddenLabelCalibratedSATL.name
     sweep.main(argv)
 

@@ -43,21 +43,24 @@ class AlternativeRuleSATL(SemanticAwareThresholdLearning):
         section.gauss_kappa = 2.0  # κ of the 'gauss' rule
         return section
 
-    def thresholds(self, positive: jax.Array, negative: jax.Array,
-                   unknown: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    def thresholds(
+        self, positive: jax.Array, negative: jax.Array, unknown: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
         del unknown  # both rules use the known labels' histograms only
         positive = jnp.asarray(positive, jnp.float32)
         negative = jnp.asarray(negative, jnp.float32)
         if self.options.threshold_rule == "bayes":
             return bayes_thresholds(positive, negative, min_count=self.options.min_count)
-        return gauss_thresholds(positive, negative, kappa=self.options.gauss_kappa,
-                                min_count=self.options.min_count)
+        return gauss_thresholds(
+            positive, negative, kappa=self.options.gauss_kappa, min_count=self.options.min_count
+        )
 
 
 def bayes_cut(positive: jax.Array, negative: jax.Array) -> jax.Array:
     """τ_c = e_k with k = argmin_k (L+[c, k] + T-[c, k]), the known-label error-minimising cut, (C,)."""
-    errors = (histogram_thresholds.counts_below(positive)
-              + histogram_thresholds.tail_counts(negative))  # (C, K)
+    errors = histogram_thresholds.counts_below(positive) + histogram_thresholds.tail_counts(
+        negative
+    )  # (C, K)
     return histogram_thresholds.bin_edges(positive.shape[1])[jnp.argmin(errors, axis=1)]
 
 
@@ -66,8 +69,9 @@ def enough_known_labels(positive: jax.Array, negative: jax.Array, min_count: flo
     return (jnp.sum(positive, axis=1) >= min_count) & (jnp.sum(negative, axis=1) >= min_count)
 
 
-def bayes_thresholds(positive: jax.Array, negative: jax.Array, *,
-                     min_count: float) -> tuple[jax.Array, jax.Array]:
+def bayes_thresholds(
+    positive: jax.Array, negative: jax.Array, *, min_count: float
+) -> tuple[jax.Array, jax.Array]:
     """`bayes`: τ+ = τ- = the Bayes cut; no pseudo labels unless n+, n- >= n_min."""
     cut = bayes_cut(positive, negative)
     enough = enough_known_labels(positive, negative, min_count)
@@ -83,8 +87,9 @@ def histogram_moments(histogram: jax.Array) -> tuple[jax.Array, jax.Array]:
     return mean, jnp.sqrt(variance)
 
 
-def gauss_thresholds(positive: jax.Array, negative: jax.Array, *, kappa: float,
-                     min_count: float) -> tuple[jax.Array, jax.Array]:
+def gauss_thresholds(
+    positive: jax.Array, negative: jax.Array, *, kappa: float, min_count: float
+) -> tuple[jax.Array, jax.Array]:
     """`gauss`: τ+ = max(μ- + κσ-, cut), τ- = min(μ+ - κσ+, cut), guarded as `bayes`."""
     cut = bayes_cut(positive, negative)
     mean_pos, std_pos = histogram_moments(positive)
@@ -99,7 +104,9 @@ def main(argv: list[str]) -> None:
     """`mlrpl_jax.sweep`'s main with the config's method switched to the class above."""
     config = sweep._CONFIG.value
     if config is None or config.method != SemanticAwareThresholdLearning.name:
-        raise app.UsageError("--config must be a satl config file, e.g. --config=configs/satl_digits.py")
+        raise app.UsageError(
+            "--config must be a satl config file, e.g. --config=configs/satl_digits.py"
+        )
     config.method = AlternativeRuleSATL.name
     with config.satl.unlocked():
         config.satl.threshold_rule = flags.FLAGS.threshold_rule

@@ -61,8 +61,11 @@ def cpu_has_amx() -> bool:
 def conditions(load_average_before: list[float]) -> dict[str, Any]:
     """The fields every JSON line carries: AMX presence and the load average before the
     measurement (`load_average()` taken then) and now."""
-    return {"cpu_amx": cpu_has_amx(), "load_average_before": load_average_before,
-            "load_average_after": load_average()}
+    return {
+        "cpu_amx": cpu_has_amx(),
+        "load_average_before": load_average_before,
+        "load_average_after": load_average(),
+    }
 
 
 def append_line(path: str, line: dict[str, Any]) -> str:

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
-
 import timing_harness
+from absl import app, flags
 
 REFERENCE = "pytorch"
 
@@ -24,7 +23,9 @@ REFERENCE = "pytorch"
 def variant(line: dict) -> str:
     if line["impl"] == REFERENCE:
         return REFERENCE
-    return f"{line['conv_impl']}" + ("" if line["frozen_dtype"] == "float32" else f"+{line['frozen_dtype']}")
+    return f"{line['conv_impl']}" + (
+        "" if line["frozen_dtype"] == "float32" else f"+{line['frozen_dtype']}"
+    )
 
 
 def latest_lines(lines: list[dict]) -> dict[tuple[str, str, str], dict]:
@@ -43,11 +44,16 @@ def render(latest: dict[tuple[str, str, str], dict]) -> str:
         header += [f"{name} (s)", "ratio", f"{name} RSS (GiB)"]
     header.append("load avg (1 min) before → after")
     rows = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for model, mode in sorted({(m, d) for m, d, _ in latest}, key=lambda k: (k[0], k[1] != "train_step")):
+    for model, mode in sorted(
+        {(m, d) for m, d, _ in latest}, key=lambda k: (k[0], k[1] != "train_step")
+    ):
         reference = latest.get((model, mode, REFERENCE))
         cells = [f"{model} {mode.split('_')[0]}"]
-        cells += ([f"{reference['median_s']:.2f}", f"{reference['peak_rss_mb'] / 1024:.2f}"] if reference
-                  else ["—", "—"])
+        cells += (
+            [f"{reference['median_s']:.2f}", f"{reference['peak_rss_mb'] / 1024:.2f}"]
+            if reference
+            else ["—", "—"]
+        )
         loads = []
         for name in variants:
             line = latest.get((model, mode, name))
@@ -57,7 +63,9 @@ def render(latest: dict[tuple[str, str, str], dict]) -> str:
             ratio = f"{line['median_s'] / reference['median_s']:.2f}" if reference else "—"
             cells += [f"{line['median_s']:.2f}", ratio, f"{line['peak_rss_mb'] / 1024:.2f}"]
         for line in filter(None, [reference] + [latest.get((model, mode, n)) for n in variants]):
-            loads.append(f"{line['load_average_before'][0]:.1f} → {line['load_average_after'][0]:.1f}")
+            loads.append(
+                f"{line['load_average_before'][0]:.1f} → {line['load_average_after'][0]:.1f}"
+            )
         cells.append("; ".join(loads))
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -72,8 +80,11 @@ def main(argv: list[str]) -> None:
 
 def define_flags() -> None:
     """Command-line flags, defined only when run as a script (importing defines none)."""
-    flags.DEFINE_string("input", timing_harness.results_path("train_step.jsonl"),
-                        "JSONL file the two benchmarks appended to.")
+    flags.DEFINE_string(
+        "input",
+        timing_harness.results_path("train_step.jsonl"),
+        "JSONL file the two benchmarks appended to.",
+    )
 
 
 if __name__ == "__main__":

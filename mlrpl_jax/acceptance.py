@@ -16,12 +16,17 @@ from ml_collections import config_flags
 from mlrpl_jax import cli
 from mlrpl_jax import config as config_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a configs/*.py file.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory the report acceptance.json goes to.")
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed train steps after the compile.", lower_bound=1)
-_INPUT_BATCHES = flags.DEFINE_integer("input_batches", 20, "Training batches of the input "
-                                      "pipeline to time (the first is not timed).", lower_bound=2)
+_INPUT_BATCHES = flags.DEFINE_integer(
+    "input_batches",
+    20,
+    "Training batches of the input pipeline to time (the first is not timed).",
+    lower_bound=2,
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 

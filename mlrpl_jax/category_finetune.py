@@ -36,8 +36,10 @@ class FitOptions:
 
     def __post_init__(self):
         if self.steps < 1 or self.patience < 1 or not self.learning_rate > 0:
-            raise ValueError(f"CFT needs steps >= 1, patience >= 1 and learning_rate > 0, got "
-                             f"{self.steps}, {self.patience} and {self.learning_rate}")
+            raise ValueError(
+                f"CFT needs steps >= 1, patience >= 1 and learning_rate > 0, got "
+                f"{self.steps}, {self.patience} and {self.learning_rate}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +53,9 @@ class FitResult:
     steps_run: int
 
 
-def classifier_inputs(apply_fn: Callable[[], jax.Array]) -> tuple[jax.Array, jax.Array,
-                                                                    tuple[str, ...]]:
+def classifier_inputs(
+    apply_fn: Callable[[], jax.Array],
+) -> tuple[jax.Array, jax.Array, tuple[str, ...]]:
     """Runs `apply_fn` (a model apply, inside a trace) recording its ElementWiseLinear call:
     (logits it returns, the classifier's inputs (B, C, D), the classifier's module path).
 
@@ -69,9 +72,11 @@ def classifier_inputs(apply_fn: Callable[[], jax.Array]) -> tuple[jax.Array, jax
     with nn.intercept_methods(record):
         logits = apply_fn()
     if len(calls) != 1:
-        raise ValueError(f"CFT needs the model's prediction to call one per-class classifier "
-                         f"(ElementWiseLinear); this one calls {len(calls)}")
-    (inputs, path), = calls
+        raise ValueError(
+            f"CFT needs the model's prediction to call one per-class classifier "
+            f"(ElementWiseLinear); this one calls {len(calls)}"
+        )
+    ((inputs, path),) = calls
     return logits, inputs, path
 
 
@@ -80,7 +85,7 @@ def holdout_rows(num_rows: int, fraction: float, seed: int) -> np.ndarray:
     round(fraction N) rows."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"the holdout fraction must be in (0, 1), got {fraction}")
-    chosen = np.random.default_rng(seed).permutation(num_rows)[:round(fraction * num_rows)]
+    chosen = np.random.default_rng(seed).permutation(num_rows)[: round(fraction * num_rows)]
     held = np.zeros(num_rows, bool)
     held[chosen] = True
     return held
@@ -106,12 +111,16 @@ def known_label_ap(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(positive, precision, 0.0), axis=1) / jnp.sum(positive, axis=1)
 
 
-def per_class_known_loss(kernel: jax.Array, bias: jax.Array, inputs: jax.Array, labels: jax.Array,
-                         options: FitOptions) -> jax.Array:
+def per_class_known_loss(
+    kernel: jax.Array, bias: jax.Array, inputs: jax.Array, labels: jax.Array, options: FitOptions
+) -> jax.Array:
     """Σ_c mean over the known entries of class c of ASL (partial_losses.md §1) -> scalar."""
-    positive, negative = asymmetric_terms(per_class_logits(kernel, bias, inputs),
-                                          gamma_pos=options.gamma_pos,
-                                          gamma_neg=options.gamma_neg, clip=options.clip)
+    positive, negative = asymmetric_terms(
+        per_class_logits(kernel, bias, inputs),
+        gamma_pos=options.gamma_pos,
+        gamma_neg=options.gamma_neg,
+        clip=options.clip,
+    )
     known = (labels != 0).astype(jnp.float32)
     losses = jnp.where(labels > 0, positive, negative) * known  # (N, C)
     return jnp.sum(jnp.sum(losses, axis=0) / jnp.maximum(jnp.sum(known, axis=0), 1.0))
@@ -119,45 +128,71 @@ def per_class_known_loss(kernel: jax.Array, bias: jax.Array, inputs: jax.Array, 
 
 def fittable_classes(train_labels: np.ndarray, holdout_labels: np.ndarray) -> np.ndarray:
     """(C,) bool: classes with a known positive and a known negative in both parts."""
-    return np.logical_and.reduce([(part == value).any(axis=0) for part in (train_labels,
-                                                                            holdout_labels)
-                                  for value in (1, -1)])
+    return np.logical_and.reduce(
+        [
+            (part == value).any(axis=0)
+            for part in (train_labels, holdout_labels)
+            for value in (1, -1)
+        ]
+    )
 
 
-def fit_heads(kernel: np.ndarray, bias: np.ndarray, train_inputs: np.ndarray,
-              train_labels: np.ndarray, holdout_inputs: np.ndarray, holdout_labels: np.ndarray,
-              options: FitOptions) -> FitResult:
+def fit_heads(
+    kernel: np.ndarray,
+    bias: np.ndarray,
+    train_inputs: np.ndarray,
+    train_labels: np.ndarray,
+    holdout_inputs: np.ndarray,
+    holdout_labels: np.ndarray,
+    options: FitOptions,
+) -> FitResult:
     """CFT of every class: full-batch Adam on the training part's known labels, the head of best
     holdout AP kept per class (docs/methods/cft.md §3)."""
     fitted = fittable_classes(train_labels, holdout_labels)
     head = {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
-    arrays = [jnp.asarray(a, jnp.float32)
-              for a in (train_inputs, train_labels, holdout_inputs, holdout_labels)]
+    arrays = [
+        jnp.asarray(a, jnp.float32)
+        for a in (train_inputs, train_labels, holdout_inputs, holdout_labels)
+    ]
     outputs = jax.jit(_fit_loop, static_argnums=6)(head, *arrays, jnp.asarray(fitted), options)
     best, best_ap, best_step, first_ap, steps_run = jax.device_get(outputs)
     nan = np.where(fitted, 0.0, np.nan)
-    return FitResult(kernel=np.asarray(best["kernel"]), bias=np.asarray(best["bias"]),
-                     fitted=fitted, holdout_ap_before=np.asarray(first_ap) + nan,
-                     holdout_ap_after=np.asarray(best_ap) + nan, best_step=np.asarray(best_step),
-                     steps_run=int(steps_run))
+    return FitResult(
+        kernel=np.asarray(best["kernel"]),
+        bias=np.asarray(best["bias"]),
+        fitted=fitted,
+        holdout_ap_before=np.asarray(first_ap) + nan,
+        holdout_ap_after=np.asarray(best_ap) + nan,
+        best_step=np.asarray(best_step),
+        steps_run=int(steps_run),
+    )
 
 
-def _fit_loop(head: dict[str, jax.Array], train_inputs: jax.Array, train_labels: jax.Array,
-              holdout_inputs: jax.Array, holdout_labels: jax.Array, fitted: jax.Array,
-              options: FitOptions) -> tuple[Any, ...]:
+def _fit_loop(
+    head: dict[str, jax.Array],
+    train_inputs: jax.Array,
+    train_labels: jax.Array,
+    holdout_inputs: jax.Array,
+    holdout_labels: jax.Array,
+    fitted: jax.Array,
+    options: FitOptions,
+) -> tuple[Any, ...]:
     optimizer = optax.adam(options.learning_rate)
-    grad_fn = jax.grad(lambda h: per_class_known_loss(h["kernel"], h["bias"], train_inputs,
-                                                      train_labels, options))
+    grad_fn = jax.grad(
+        lambda h: per_class_known_loss(h["kernel"], h["bias"], train_inputs, train_labels, options)
+    )
 
     def holdout_ap(h):
-        return known_label_ap(per_class_logits(h["kernel"], h["bias"], holdout_inputs),
-                              holdout_labels)
+        return known_label_ap(
+            per_class_logits(h["kernel"], h["bias"], holdout_inputs), holdout_labels
+        )
 
     first_ap = holdout_ap(head)
 
     def keep_where(better, new, old):
-        return jax.tree.map(lambda n, o: jnp.where(better.reshape((-1,) + (1,) * (n.ndim - 1)),
-                                                   n, o), new, old)
+        return jax.tree.map(
+            lambda n, o: jnp.where(better.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old
+        )
 
     def step(carry):
         count, current, opt_state, best, best_ap, best_step, active = carry
@@ -176,7 +211,14 @@ def _fit_loop(head: dict[str, jax.Array], train_inputs: jax.Array, train_labels:
         return (carry[0] < options.steps) & jnp.any(carry[-1])
 
     num_classes = first_ap.shape[0]
-    carry = (jnp.int32(0), head, optimizer.init(head), head, first_ap,
-             jnp.zeros(num_classes, jnp.int32), fitted)
+    carry = (
+        jnp.int32(0),
+        head,
+        optimizer.init(head),
+        head,
+        first_ap,
+        jnp.zeros(num_classes, jnp.int32),
+        fitted,
+    )
     count, _, _, best, best_ap, best_step, _ = jax.lax.while_loop(going, step, carry)
     return best, best_ap, best_step, first_ap, count

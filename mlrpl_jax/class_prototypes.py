@@ -4,22 +4,31 @@ HST and SARB cluster the semantic features of every known positive per class wit
 (docs/methods/hst.md §7.3, §8.3). Fed batch by batch in loader order, the collector keeps only the
 positive rows per class. NumPy and scikit-learn only.
 """
+
 import numpy as np
 from sklearn.cluster import KMeans
 
 
-def check_feature_batch(semantic: np.ndarray, per_entry: np.ndarray, num_classes: int, dim: int, name: str) -> None:
+def check_feature_batch(
+    semantic: np.ndarray, per_entry: np.ndarray, num_classes: int, dim: int, name: str
+) -> None:
     if semantic.ndim != 3 or semantic.shape[1:] != (num_classes, dim):
-        raise ValueError(f"semantic must have shape (b, {num_classes}, {dim}), got {semantic.shape}.")
+        raise ValueError(
+            f"semantic must have shape (b, {num_classes}, {dim}), got {semantic.shape}."
+        )
     if per_entry.shape != semantic.shape[:2]:
-        raise ValueError(f"{name} must have shape {semantic.shape[:2]} (b, C), got {per_entry.shape}.")
+        raise ValueError(
+            f"{name} must have shape {semantic.shape[:2]} (b, C), got {per_entry.shape}."
+        )
 
 
 def classes_without_samples(counts: np.ndarray) -> list[int]:
     return [int(c) for c in np.flatnonzero(counts == 0)]
 
 
-def _class_kmeans(samples: np.ndarray, num_prototypes: int, seed: int, class_index: int) -> np.ndarray:
+def _class_kmeans(
+    samples: np.ndarray, num_prototypes: int, seed: int, class_index: int
+) -> np.ndarray:
     """Cluster centres (K, D) of one class; with n < K samples n centres are repeated cyclically."""
     num_clusters = min(num_prototypes, samples.shape[0])
     random_state = int(np.random.SeedSequence([seed, class_index]).generate_state(1)[0])
@@ -98,7 +107,9 @@ class PositiveFeatureCollector:
         )
 
 
-def kmeans_prototypes(features: np.ndarray, positives: np.ndarray, num_prototypes: int, seed: int) -> np.ndarray:
+def kmeans_prototypes(
+    features: np.ndarray, positives: np.ndarray, num_prototypes: int, seed: int
+) -> np.ndarray:
     """Per-class K-means prototypes (C, K, D) of features (N, C, D) at the positives (N, C) (§7.3, §8.3)."""
     features = np.asarray(features, dtype=np.float32)
     collector = PositiveFeatureCollector(features.shape[1], features.shape[2])

@@ -31,7 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.method = "baseline"
     config.seed = 0
-    config.known_ratio = 0.5  # proportion of known labels p (docs/methods/problem_and_data.md §1.3); 1.0 = complete
+    config.known_ratio = (
+        0.5  # proportion of known labels p (docs/methods/problem_and_data.md §1.3); 1.0 = complete
+    )
     config.batch_size = 8  # global batch size, split over all devices of all processes
     config.epochs = 20
 
@@ -67,7 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.backbone = "resnet"
     config.model.depth = 101
     config.model.width = 64
-    config.model.extra_pool = True  # the reference's 2x2 pool after stage 4 (docs/methods/network.md §4.1)
+    config.model.extra_pool = (
+        True  # the reference's 2x2 pool after stage 4 (docs/methods/network.md §4.1)
+    )
     # Freeze the backbone up to stride 16: ResNet stem..stage 3 as in the reference,
     # EfficientNet-Lite0 stem..stage 5 (docs/backbones.md).
     config.model.freeze_early_stages = True
@@ -179,8 +183,9 @@ DIGIT_REGIMES = {
 }
 
 
-def digit_scenes_config(method_name: str, regime: str = "small",
-                        **method_options: Any) -> ml_collections.ConfigDict:
+def digit_scenes_config(
+    method_name: str, regime: str = "small", **method_options: Any
+) -> ml_collections.ConfigDict:
     """Settings of configs/*_digits.py (`file.py:large` for the benchmark regime): the papers'
     protocol, scaled to digit_scenes.
 
@@ -210,8 +215,14 @@ def digit_scenes_config(method_name: str, regime: str = "small",
     if protocol.feature_cache:
         config.data.update(feature_cache=True, train_augmentation="none")
     config.embeddings.kind = "random"
-    config.model.update(backbone="efficientnet_lite0", pretrained="pypi", freeze_early_stages=True,
-                        feature_dim=128, attention_dim=64, output_dim=128)
+    config.model.update(
+        backbone="efficientnet_lite0",
+        pretrained="pypi",
+        freeze_early_stages=True,
+        feature_dim=128,
+        attention_dim=64,
+        output_dim=128,
+    )
     config.optim.update(lr=1e-3, weight_decay=1e-4, lr_decay_epochs=protocol.lr_decay_epochs)
     config.eval.every_epochs = 1
     config.logging.every_steps = 26
@@ -221,15 +232,17 @@ def digit_scenes_config(method_name: str, regime: str = "small",
         config[method_name].base_method = method_options["base_method"]
         config = with_method_sections(config)
     for name in methods.get_method_class(method_name).config_sections(config):
-        rescale_schedule(config[name], methods.get_method_class(name).schedule_options,
-                         protocol.schedule_scale)
+        rescale_schedule(
+            config[name], methods.get_method_class(name).schedule_options, protocol.schedule_scale
+        )
     if method_options:
         config[method_name].update(method_options)
     return config
 
 
-def rescale_schedule(section: ml_collections.ConfigDict, schedule_options: dict[str, str],
-                     scale: float) -> None:
+def rescale_schedule(
+    section: ml_collections.ConfigDict, schedule_options: dict[str, str], scale: float
+) -> None:
     """A method section on a schedule `scale` times shorter, in place: epoch options divided by
     `scale` (rounded; a positive one stays >= 1), per-epoch rates multiplied by it."""
     for key, kind in schedule_options.items():
@@ -258,8 +271,9 @@ def paper_config(method_name: str, dataset: str) -> ml_collections.ConfigDict:
     if dataset not in PAPER_DATASETS:
         raise ConfigError(f"unknown paper dataset {dataset!r}; valid: {', '.join(PAPER_DATASETS)}")
     if method_name not in methods.available_methods():
-        raise ConfigError(f"unknown method {method_name!r}; valid: "
-                          + ", ".join(methods.available_methods()))
+        raise ConfigError(
+            f"unknown method {method_name!r}; valid: " + ", ".join(methods.available_methods())
+        )
     config = base_config()
     config.method = method_name
     config.data.name = dataset
@@ -299,7 +313,9 @@ def config_from_record(values: dict[str, Any]) -> ml_collections.ConfigDict:
     return _laid_over(schema_for(config), values)
 
 
-def _laid_over(defaults: ml_collections.ConfigDict, values: dict[str, Any]) -> ml_collections.ConfigDict:
+def _laid_over(
+    defaults: ml_collections.ConfigDict, values: dict[str, Any]
+) -> ml_collections.ConfigDict:
     for key, value in values.items():
         if isinstance(value, dict) and isinstance(defaults.get(key), ml_collections.ConfigDict):
             _laid_over(defaults[key], value)
@@ -311,8 +327,9 @@ def _laid_over(defaults: ml_collections.ConfigDict, values: dict[str, Any]) -> m
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError on unknown keys, wrong types or out-of-range values."""
     if "method" not in config:
-        raise ConfigError("config has no 'method' key; valid methods: "
-                          + ", ".join(methods.available_methods()))
+        raise ConfigError(
+            "config has no 'method' key; valid methods: " + ", ".join(methods.available_methods())
+        )
     try:
         schema = schema_for(config)
     except KeyError as error:
@@ -335,20 +352,27 @@ def _check_against_schema(config: Any, schema: ml_collections.ConfigDict, prefix
                 raise ConfigError(f"config key '{name}' must be a section, got {value!r}")
             _check_against_schema(value, expected, prefix=name + ".")
         elif not _same_type(value, expected):
-            raise ConfigError(f"config key '{name}' must be of type {type(expected).__name__} "
-                              f"(default {expected!r}), got {type(value).__name__} {value!r}")
+            raise ConfigError(
+                f"config key '{name}' must be of type {type(expected).__name__} "
+                f"(default {expected!r}), got {type(value).__name__} {value!r}"
+            )
 
 
 def _other_method_section_message(section: str, config: ml_collections.ConfigDict) -> str:
     method = config.method
     paper_file = PAPER_CONFIG_SUFFIXES.get(config.data.name.split("/")[0])
-    colon_form = (f"a paper config takes it after a colon, e.g. "
-                  f"--config=configs/{section}_{paper_file}.py:{method}, or use "
-                  if paper_file else "use ")
-    return (f"config section '{section}' belongs to method '{section}', but config.method is "
-            f"'{method}'. Overriding --config.method does not switch a config file's method; "
-            f"choose the method where the config is built instead: {colon_form}the method's own "
-            f"config file (configs/{method}_*.py).")
+    colon_form = (
+        f"a paper config takes it after a colon, e.g. "
+        f"--config=configs/{section}_{paper_file}.py:{method}, or use "
+        if paper_file
+        else "use "
+    )
+    return (
+        f"config section '{section}' belongs to method '{section}', but config.method is "
+        f"'{method}'. Overriding --config.method does not switch a config file's method; "
+        f"choose the method where the config is built instead: {colon_form}the method's own "
+        f"config file (configs/{method}_*.py)."
+    )
 
 
 def _same_type(value: Any, expected: Any) -> bool:
@@ -361,18 +385,23 @@ def _same_type(value: Any, expected: Any) -> bool:
 
 def _check_values(config: ml_collections.ConfigDict) -> None:
     if not 0.0 < config.known_ratio <= 1.0:
-        raise ConfigError(f"known_ratio must be in (0, 1] (1.0 = complete labels), "
-                          f"got {config.known_ratio}")
+        raise ConfigError(
+            f"known_ratio must be in (0, 1] (1.0 = complete labels), got {config.known_ratio}"
+        )
     try:
-        check_label_drop(config.data.label_drop, config.known_ratio,
-                         config.data.labels_per_category)
+        check_label_drop(
+            config.data.label_drop, config.known_ratio, config.data.labels_per_category
+        )
     except ValueError as error:
         raise ConfigError(f"data.{error}") from None
-    positive = {"batch_size": config.batch_size, "epochs": config.epochs,
-                "data.image_size": config.data.image_size,
-                "eval.every_epochs": config.eval.every_epochs,
-                "logging.every_steps": config.logging.every_steps,
-                "checkpoint.keep_last": config.checkpoint.keep_last}
+    positive = {
+        "batch_size": config.batch_size,
+        "epochs": config.epochs,
+        "data.image_size": config.data.image_size,
+        "eval.every_epochs": config.eval.every_epochs,
+        "logging.every_steps": config.logging.every_steps,
+        "checkpoint.keep_last": config.checkpoint.keep_last,
+    }
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config key '{name}' must be positive, got {value}")
@@ -381,47 +410,70 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if config.train.on_nonfinite not in ("stop", "skip"):
-        raise ConfigError(f"train.on_nonfinite must be 'stop' or 'skip', got "
-                          f"{config.train.on_nonfinite!r}")
+        raise ConfigError(
+            f"train.on_nonfinite must be 'stop' or 'skip', got {config.train.on_nonfinite!r}"
+        )
     if config.data.train_augmentation not in TRAIN_AUGMENTATIONS:
-        raise ConfigError(f"data.train_augmentation must be one of {', '.join(TRAIN_AUGMENTATIONS)}, "
-                          f"got {config.data.train_augmentation!r}")
+        raise ConfigError(
+            f"data.train_augmentation must be one of {', '.join(TRAIN_AUGMENTATIONS)}, "
+            f"got {config.data.train_augmentation!r}"
+        )
     if config.data.feature_cache and config.data.train_augmentation != "none":
-        raise ConfigError("data.feature_cache needs data.train_augmentation='none': the cached "
-                          "maps come from unaugmented images, so no augmentation could act; got "
-                          f"{config.data.train_augmentation!r}")
-    if (config.data.feature_cache and not config.model.pretrained
-            and not config.model.allow_random_frozen_backbone):
-        raise ConfigError("data.feature_cache freezes the whole backbone but model.pretrained is "
-                          "empty, so its maps would come from random weights; set "
-                          "model.pretrained (docs/backbones.md), or "
-                          "model.allow_random_frozen_backbone=True on purpose")
+        raise ConfigError(
+            "data.feature_cache needs data.train_augmentation='none': the cached "
+            "maps come from unaugmented images, so no augmentation could act; got "
+            f"{config.data.train_augmentation!r}"
+        )
+    if (
+        config.data.feature_cache
+        and not config.model.pretrained
+        and not config.model.allow_random_frozen_backbone
+    ):
+        raise ConfigError(
+            "data.feature_cache freezes the whole backbone but model.pretrained is "
+            "empty, so its maps would come from random weights; set "
+            "model.pretrained (docs/backbones.md), or "
+            "model.allow_random_frozen_backbone=True on purpose"
+        )
     if config.model.backbone not in BACKBONES:
-        raise ConfigError(f"model.backbone must be one of {', '.join(BACKBONES)}; got "
-                          f"{config.model.backbone!r}")
+        raise ConfigError(
+            f"model.backbone must be one of {', '.join(BACKBONES)}; got {config.model.backbone!r}"
+        )
     if config.model.dtype not in ("float32", "bfloat16"):
-        raise ConfigError(f"model.dtype must be 'float32' or 'bfloat16', got {config.model.dtype!r}")
+        raise ConfigError(
+            f"model.dtype must be 'float32' or 'bfloat16', got {config.model.dtype!r}"
+        )
     if config.model.conv_impl not in CONV_IMPLS:
-        raise ConfigError(f"model.conv_impl must be one of {', '.join(CONV_IMPLS)} "
-                          f"(mlrpl_jax/models/convolution.py), got {config.model.conv_impl!r}")
+        raise ConfigError(
+            f"model.conv_impl must be one of {', '.join(CONV_IMPLS)} "
+            f"(mlrpl_jax/models/convolution.py), got {config.model.conv_impl!r}"
+        )
     _check_logicmix(config)
     if config.model.frozen_dtype not in ("float32", "bfloat16"):
-        raise ConfigError(f"model.frozen_dtype must be 'float32' or 'bfloat16', got "
-                          f"{config.model.frozen_dtype!r}")
+        raise ConfigError(
+            f"model.frozen_dtype must be 'float32' or 'bfloat16', got {config.model.frozen_dtype!r}"
+        )
 
 
 def _check_logicmix(config: ml_collections.ConfigDict) -> None:
     options = config.logicmix
     if not 0.0 <= options.probability <= 1.0:
-        raise ConfigError(f"logicmix.probability must be in [0, 1] (0 = off), got "
-                          f"{options.probability}")
+        raise ConfigError(
+            f"logicmix.probability must be in [0, 1] (0 = off), got {options.probability}"
+        )
     if not 2 <= options.min_images <= options.max_images:
-        raise ConfigError(f"logicmix needs 2 <= min_images <= max_images (images mixed per row), "
-                          f"got min_images={options.min_images}, max_images={options.max_images}")
+        raise ConfigError(
+            f"logicmix needs 2 <= min_images <= max_images (images mixed per row), "
+            f"got min_images={options.min_images}, max_images={options.max_images}"
+        )
     if options.probability > 0 and not methods.get_method_class(config.method).supports_logicmix:
-        able = [name for name, cls in sorted(methods.registered_methods().items())
-                if cls.supports_logicmix]
+        able = [
+            name
+            for name, cls in sorted(methods.registered_methods().items())
+            if cls.supports_logicmix
+        ]
         raise ConfigError(
             f"method {config.method!r} cannot train on LogicMix batches: its step treats each "
             f"row as one training image (docs/methods/logicmix.md §4 says how). Set "
-            f"logicmix.probability=0 or use one of: {', '.join(able)}")
+            f"logicmix.probability=0 or use one of: {', '.join(able)}"
+        )

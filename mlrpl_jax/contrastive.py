@@ -4,6 +4,7 @@ Shared by SST, HST, SARB and DSRB. Pure ``jnp`` with static shapes; the sub-samp
 selection driven by one i.i.d. priority per entry, so it jits and its randomness can be
 injected in tests.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -78,7 +79,10 @@ def contrastive_terms_and_weights(
     features = jnp.asarray(features)
     targets = jnp.asarray(targets)
     num_image_pairs = num_pairs(features.shape[0])
-    if targets.shape != features.shape[:2] or jnp.shape(priorities) != (num_image_pairs, features.shape[1]):
+    if targets.shape != features.shape[:2] or jnp.shape(priorities) != (
+        num_image_pairs,
+        features.shape[1],
+    ):
         raise ValueError(
             f"contrastive loss expects features (B, C, D), targets (B, C) and priorities (B(B-1)/2, C); "
             f"got {features.shape}, {targets.shape} and {jnp.shape(priorities)}."

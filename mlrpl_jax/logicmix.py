@@ -36,8 +36,9 @@ def logical_or_labels(labels: jax.Array, used: jax.Array) -> jax.Array:
     return jnp.where(any_positive, 1.0, jnp.where(all_negative, -1.0, 0.0)).astype(labels.dtype)
 
 
-def mixing_plan(rng: jax.Array, mask: jax.Array, probability: float, min_images: int,
-                max_images: int) -> tuple[jax.Array, jax.Array]:
+def mixing_plan(
+    rng: jax.Array, mask: jax.Array, probability: float, min_images: int, max_images: int
+) -> tuple[jax.Array, jax.Array]:
     """Which rows each row mixes: partners (B, K) int32 and used (B, K) bool, K = max_images.
 
     A real row (mask > 0) is mixed with probability `probability`, then with k - 1 partners,
@@ -51,8 +52,9 @@ def mixing_plan(rng: jax.Array, mask: jax.Array, probability: float, min_images:
     count = jax.random.randint(count_key, (batch_size,), min_images, max_images + 1)
     count = jnp.where(mixed, count, 1)
     partner_logits = jnp.where(real, 0.0, -jnp.inf)  # (B,): uniform over the real rows
-    partners = jax.random.categorical(partner_key, partner_logits,
-                                      shape=(batch_size, max_images - 1))
+    partners = jax.random.categorical(
+        partner_key, partner_logits, shape=(batch_size, max_images - 1)
+    )
     partners = jnp.concatenate([jnp.arange(batch_size)[:, None], partners], axis=1)
     used = jnp.arange(max_images)[None, :] < count[:, None]
     return partners.astype(jnp.int32), used
@@ -84,8 +86,13 @@ def batch_mixer(options: ml_collections.ConfigDict) -> BatchMixer:
         return lambda batch, rng: (batch, {})
 
     def mix(batch: Batch, rng: jax.Array) -> tuple[Batch, dict[str, jax.Array]]:
-        partners, used = mixing_plan(jax.random.fold_in(rng, RNG_STREAM), batch["mask"],
-                                     options.probability, options.min_images, options.max_images)
+        partners, used = mixing_plan(
+            jax.random.fold_in(rng, RNG_STREAM),
+            batch["mask"],
+            options.probability,
+            options.min_images,
+            options.max_images,
+        )
         real = jnp.maximum(jnp.sum(batch["mask"] > 0), 1)
         fraction = jnp.sum(used[:, 1:].any(axis=1)) / real
         return mix_batch(batch, partners, used), {"logicmix_fraction": fraction}

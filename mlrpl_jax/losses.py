@@ -3,6 +3,7 @@ PyTorch's boundary gradient and the epoch-0 warm-up factor (docs/methods/problem
 
 All functions are pure ``jnp``, keep static shapes and are safe under ``jax.jit``.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -92,9 +93,7 @@ def _clip_with_boundary_gradient_jvp(
     inside = (x >= lo) & (x <= hi)
     zero = jnp.zeros((), out.dtype)
     d_out = (
-        jnp.where(inside, dx, zero)
-        + jnp.where(x < lo, dlo, zero)
-        + jnp.where(x > hi, dhi, zero)
+        jnp.where(inside, dx, zero) + jnp.where(x < lo, dlo, zero) + jnp.where(x > hi, dhi, zero)
     )
     return out, jnp.broadcast_to(d_out, out.shape).astype(out.dtype)
 

@@ -18,13 +18,17 @@ from ml_collections import config_flags
 
 from mlrpl_jax import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a configs/*.py file.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 _DRY_RUN_STEPS = flags.DEFINE_integer(
-    "dry_run_steps", 0, "If > 0, train this many steps on synthetic input at the config's shapes "
+    "dry_run_steps",
+    0,
+    "If > 0, train this many steps on synthetic input at the config's shapes "
     "with random weights, report times and peak memory to <workdir>/dry_run.json, and stop.",
-    lower_bound=0)
+    lower_bound=0,
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -37,9 +41,9 @@ def main(argv: list[str]) -> None:
 
         dry_run.run(config, _WORKDIR.value, _DRY_RUN_STEPS.value)
         return
-    from mlrpl_jax.core import train
-
     import jax
+
+    from mlrpl_jax.core import train
 
     logging.info("config:\n%s", config)
     results = train.train_and_evaluate(config, _WORKDIR.value)

@@ -72,15 +72,17 @@ class PairedGain:
         return NOT_SETTLED
 
 
-def paired_gain(values: Mapping[int, float], reference: Mapping[int, float],
-                confidence: float = CONFIDENCE) -> PairedGain:
+def paired_gain(
+    values: Mapping[int, float], reference: Mapping[int, float], confidence: float = CONFIDENCE
+) -> PairedGain:
     """The gain of `values` over `reference` ({seed: metric}) on the seeds both have.
 
     Raises ValueError when they share no seed: an unpaired difference is no evidence here.
     """
     seeds = tuple(sorted(set(values) & set(reference)))
     if not seeds:
-        raise ValueError(f"no seed in common: {sorted(values)} against the reference's "
-                         f"{sorted(reference)}")
+        raise ValueError(
+            f"no seed in common: {sorted(values)} against the reference's {sorted(reference)}"
+        )
     gains = tuple(float(values[s]) - float(reference[s]) for s in seeds)
     return PairedGain(seeds, gains, mean_interval(gains, confidence))

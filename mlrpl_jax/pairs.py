@@ -3,6 +3,7 @@
 Π_C indexes the class pairs of the co-occurrence head (§4.6), Π_B the image pairs of the
 contrastive loss (§5.3). The position of (i, j) is k(i, j) = i n - i (i + 1) / 2 + (j - i - 1).
 """
+
 import functools
 
 import jax

@@ -50,31 +50,49 @@ from absl import app, flags
 from etils import epath
 from ml_collections import config_flags
 
-from mlrpl_jax import cli
+from mlrpl_jax import cli, paired_gain
 from mlrpl_jax import config as config_lib
-from mlrpl_jax import paired_gain
 from mlrpl_jax.core import run_inputs, storage
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file (one "
-                                          "config; alternative to --configs).", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Path to a configs/*.py file (one config; alternative to --configs).",
+    lock_config=True,
+)
 _CONFIGS = flags.DEFINE_list(
-    "configs", [], "Config files to compare (alternative to --config), each `path.py` or "
-    "`path.py:arg`; the first is the reference of the comparison.")
+    "configs",
+    [],
+    "Config files to compare (alternative to --config), each `path.py` or "
+    "`path.py:arg`; the first is the reference of the comparison.",
+)
 _SET = flags.DEFINE_multi_string(
-    "set", [], "`key=value` override applied to every config (repeatable), parsed by the type "
-    "of the existing key, e.g. --set=data.data_dir=/data --set=epochs=4.")
+    "set",
+    [],
+    "`key=value` override applied to every config (repeatable), parsed by the type "
+    "of the existing key, e.g. --set=data.data_dir=/data --set=epochs=4.",
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the sweep.")
 _KNOWN_RATIOS = flags.DEFINE_list("known_ratios", ["0.1", "0.3", "0.5"], "Known proportions.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Seeds (one run per proportion and seed).")
 _REFERENCE_ONLY_RATIOS = flags.DEFINE_list(
-    "reference_only_ratios", [], "With --configs: known proportions run for the first config "
-    "only, e.g. 1.0 for the baseline's complete-label bound.")
+    "reference_only_ratios",
+    [],
+    "With --configs: known proportions run for the first config "
+    "only, e.g. 1.0 for the baseline's complete-label bound.",
+)
 _TABULATE_ONLY = flags.DEFINE_bool(
-    "tabulate_only", False, "Train nothing: build the tables and the comparison from the finished "
-    "runs in --workdir (e.g. runs made one seed at a time); a missing or unfinished run stops it.")
+    "tabulate_only",
+    False,
+    "Train nothing: build the tables and the comparison from the finished "
+    "runs in --workdir (e.g. runs made one seed at a time); a missing or unfinished run stops it.",
+)
 _REPORT_SCALARS = flags.DEFINE_list(
-    "report_scalars", [], "Logged scalars (metrics.jsonl names) whose last value per run is "
-    "tabulated next to mAP, e.g. satl/positive_precision.")
+    "report_scalars",
+    [],
+    "Logged scalars (metrics.jsonl names) whose last value per run is "
+    "tabulated next to mAP, e.g. satl/positive_precision.",
+)
 
 PLOT_FILE = "map_vs_known_ratio.png"
 
@@ -83,12 +101,20 @@ class SweepError(ValueError):
     """A sweep cannot be tabulated from its workdir; the message names the run and the fix."""
 
 
-PLOT_MISSING = ("matplotlib is not installed, so {path} was not drawn: "
-                "pip install 'mlrpl_jax[plot]' gives the plot.")
+PLOT_MISSING = (
+    "matplotlib is not installed, so {path} was not drawn: "
+    "pip install 'mlrpl_jax[plot]' gives the plot."
+)
 
 
-def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
-              report_scalars: tuple[str, ...] = (), tabulate_only: bool = False) -> dict:
+def run_sweep(
+    config,
+    workdir: str,
+    known_ratios: list[float],
+    seeds: list[int],
+    report_scalars: tuple[str, ...] = (),
+    tabulate_only: bool = False,
+) -> dict:
     """Trains every (ratio, seed); returns {ratio: {'seeds': [...], 'last': [...], 'best': [...],
     scalar: [...]}}, every list in `seeds` order.
 
@@ -104,8 +130,11 @@ def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
         report_scalars = ()
 
     if tabulate_only:
-        finished = {(ratio, seed): finished_results(config, _run_dir(workdir, ratio, seed))
-                    for ratio in known_ratios for seed in seeds}
+        finished = {
+            (ratio, seed): finished_results(config, _run_dir(workdir, ratio, seed))
+            for ratio in known_ratios
+            for seed in seeds
+        }
     table: dict[str, dict[str, list[float]]] = {}
     for ratio in known_ratios:
         for seed in seeds:
@@ -122,9 +151,11 @@ def run_sweep(config, workdir: str, known_ratios: list[float], seeds: list[int],
                     print(f"{method_label(config)} p={ratio:g} seed={seed}: ", end="", flush=True)
                 results = train.train_and_evaluate(run_config, run_dir)
             if jax.process_index() == 0 and not tabulate_only:
-                print(f"mAP {results['last']['mAP']:.2f} (last epoch), "
-                      f"{results['best']['mAP']:.2f} (best), {time.time() - started:.0f} s",
-                      flush=True)
+                print(
+                    f"mAP {results['last']['mAP']:.2f} (last epoch), "
+                    f"{results['best']['mAP']:.2f} (best), {time.time() - started:.0f} s",
+                    flush=True,
+                )
             entry = table.setdefault(f"{ratio:g}", {"seeds": [], "last": [], "best": []})
             entry["seeds"].append(seed)
             entry["last"].append(results["last"]["mAP"])
@@ -142,12 +173,16 @@ def finished_results(config, run_dir: str) -> dict:
     """The results.json of a run of `config` that trained all its epochs, or SweepError."""
     path = epath.Path(run_dir) / "results.json"
     if not path.exists():
-        raise SweepError(f"{run_dir} holds no finished run (no results.json); run the sweep "
-                         "without --tabulate_only to train it")
+        raise SweepError(
+            f"{run_dir} holds no finished run (no results.json); run the sweep "
+            "without --tabulate_only to train it"
+        )
     results = json.loads(path.read_text())
     if results["last"] is None or results["last"]["epoch"] != config.epochs - 1:
-        raise SweepError(f"{run_dir} stopped before epoch {config.epochs - 1} of this config; "
-                         "run the sweep without --tabulate_only to finish it")
+        raise SweepError(
+            f"{run_dir} stopped before epoch {config.epochs - 1} of this config; "
+            "run the sweep without --tabulate_only to finish it"
+        )
     return results
 
 
@@ -200,11 +235,20 @@ def format_table(table: dict, method: str, dataset: str) -> str:
     """
     scalars = [name for name in next(iter(table.values()), {}) if name not in ENTRY_KEYS]
     header = ["known proportion", "last epoch", "best epoch", *scalars, "runs"]
-    lines = [f"{method} on {dataset}: test mAP (%), mean ± sample std over seeds", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [
+        f"{method} on {dataset}: test mAP (%), mean ± sample std over seeds",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for ratio, entry in table.items():
-        cells = [ratio, _cell(entry["last"]), _cell(entry["best"]),
-                 *(_cell(entry[name]) for name in scalars), str(len(entry["last"]))]
+        cells = [
+            ratio,
+            _cell(entry["last"]),
+            _cell(entry["best"]),
+            *(_cell(entry[name]) for name in scalars),
+            str(len(entry["last"])),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -244,8 +288,9 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
         raise config_lib.ConfigError(f"config file {path!r} has no get_config() function")
     config = module.get_config() if arg is None else module.get_config(arg)
     if not isinstance(config, ml_collections.ConfigDict):
-        raise config_lib.ConfigError(f"{spec}: get_config() returned {type(config).__name__}, "
-                                     "not a ConfigDict")
+        raise config_lib.ConfigError(
+            f"{spec}: get_config() returned {type(config).__name__}, not a ConfigDict"
+        )
     return config
 
 
@@ -263,11 +308,14 @@ def _parse_value(key: str, text: str, current):
     except ValueError:
         raise config_lib.ConfigError(
             f"--set {key}={text}: config key '{key}' is of type {type(current).__name__} "
-            f"(now {current!r}), and {text!r} is not one") from None
+            f"(now {current!r}), and {text!r} is not one"
+        ) from None
     if isinstance(current, str):
         return text
-    raise config_lib.ConfigError(f"--set {key}={text}: config key '{key}' holds a "
-                                 f"{type(current).__name__}, which --set cannot parse")
+    raise config_lib.ConfigError(
+        f"--set {key}={text}: config key '{key}' holds a "
+        f"{type(current).__name__}, which --set cannot parse"
+    )
 
 
 def _unknown_key(section: ml_collections.ConfigDict, prefix: str, name: str):
@@ -293,7 +341,8 @@ def apply_overrides(config: ml_collections.ConfigDict, assignments: list[str]) -
                 _unknown_key(section, prefix, name)
             if not isinstance(section[name], ml_collections.ConfigDict):
                 raise config_lib.ConfigError(
-                    f"--set {assignment}: config key '{prefix + name}' is not a section")
+                    f"--set {assignment}: config key '{prefix + name}' is not a section"
+                )
             section, prefix = section[name], prefix + name + "."
         if leaf not in section:
             _unknown_key(section, prefix, leaf)
@@ -315,10 +364,12 @@ def method_label(config: ml_collections.ConfigDict) -> str:
 # Comparison of several configs.
 
 
-COMPARISON_RULE = ("gain = paired difference of the last-epoch mAP from the reference's at the "
-                   "same proportion and seed (same mask, initialisation and data order), mean "
-                   "over seeds with its 95 % Student-t interval; beats = the whole interval is "
-                   "above 0, below = under 0, otherwise not settled; one seed gives no verdict")
+COMPARISON_RULE = (
+    "gain = paired difference of the last-epoch mAP from the reference's at the "
+    "same proportion and seed (same mask, initialisation and data order), mean "
+    "over seeds with its 95 % Student-t interval; beats = the whole interval is "
+    "above 0, below = under 0, otherwise not settled; one seed gives no verdict"
+)
 
 
 def _by_seed(entry: dict, key: str = "last") -> dict[int, float]:
@@ -351,22 +402,32 @@ def comparison_rows(tables: dict[str, dict], methods: dict[str, str]) -> list[di
             gain = None
             if ref is not None and name != reference:
                 gain = paired_gain.paired_gain(_by_seed(entry), _by_seed(ref))
-            rows.append({
-                "config": name, "method": methods.get(name, name), "known_ratio": ratio,
-                "last_mean": last.mean, "last_std": _mean_std(entry["last"])[1],
-                "last_low": last.low, "last_high": last.high,
-                "best_mean": best_mean, "best_std": best_std,
-                "gain": None if gain is None else gain.interval.mean,
-                "gain_low": None if gain is None else gain.interval.low,
-                "gain_high": None if gain is None else gain.interval.high,
-                "gains": None if gain is None else list(gain.gains),
-                "paired_seeds": None if gain is None else list(gain.seeds),
-                "verdict": None if gain is None else gain.verdict,
-                "runs": len(entry["last"]),
-                "scalars": {s: dict(zip(("mean", "std", "logged"), _mean_std(entry[s])))
-                            for s in scalars if s in entry},
-                "values": entry,
-            })
+            rows.append(
+                {
+                    "config": name,
+                    "method": methods.get(name, name),
+                    "known_ratio": ratio,
+                    "last_mean": last.mean,
+                    "last_std": _mean_std(entry["last"])[1],
+                    "last_low": last.low,
+                    "last_high": last.high,
+                    "best_mean": best_mean,
+                    "best_std": best_std,
+                    "gain": None if gain is None else gain.interval.mean,
+                    "gain_low": None if gain is None else gain.interval.low,
+                    "gain_high": None if gain is None else gain.interval.high,
+                    "gains": None if gain is None else list(gain.gains),
+                    "paired_seeds": None if gain is None else list(gain.seeds),
+                    "verdict": None if gain is None else gain.verdict,
+                    "runs": len(entry["last"]),
+                    "scalars": {
+                        s: dict(zip(("mean", "std", "logged"), _mean_std(entry[s])))
+                        for s in scalars
+                        if s in entry
+                    },
+                    "values": entry,
+                }
+            )
     return rows
 
 
@@ -384,11 +445,24 @@ def format_comparison(tables: dict[str, dict], methods: dict[str, str], dataset:
     reference = next(iter(tables))
     rows = comparison_rows(tables, methods)
     scalars = _scalar_names(tables.values())
-    header = ["known proportion", "config", "method", "last epoch", "best epoch",
-              "gain (last, 95 % CI)", "verdict", *scalars, "runs"]
-    lines = [f"Methods on {dataset}: test mAP (%), mean ± sample std over seeds; reference: "
-             f"{reference} ({methods.get(reference, reference)}). {COMPARISON_RULE}.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    header = [
+        "known proportion",
+        "config",
+        "method",
+        "last epoch",
+        "best epoch",
+        "gain (last, 95 % CI)",
+        "verdict",
+        *scalars,
+        "runs",
+    ]
+    lines = [
+        f"Methods on {dataset}: test mAP (%), mean ± sample std over seeds; reference: "
+        f"{reference} ({methods.get(reference, reference)}). {COMPARISON_RULE}.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for row in rows:
         entry = row["values"]
         if row["config"] == reference:
@@ -397,9 +471,17 @@ def format_comparison(tables: dict[str, dict], methods: dict[str, str], dataset:
             gain, verdict = "n/a", "n/a (no reference run)"
         else:
             gain, verdict = _gain_cell(row), row["verdict"]
-        cells = [row["known_ratio"], row["config"], row["method"], _cell(entry["last"]),
-                 _cell(entry["best"]), gain, verdict,
-                 *(_cell(entry[s]) if s in entry else "n/a" for s in scalars), str(row["runs"])]
+        cells = [
+            row["known_ratio"],
+            row["config"],
+            row["method"],
+            _cell(entry["last"]),
+            _cell(entry["best"]),
+            gain,
+            verdict,
+            *(_cell(entry[s]) if s in entry else "n/a" for s in scalars),
+            str(row["runs"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -414,8 +496,9 @@ def _finite_or_none(value):
     return value
 
 
-def plot_comparison(tables: dict[str, dict], methods: dict[str, str], dataset: str,
-                    path: str) -> str:
+def plot_comparison(
+    tables: dict[str, dict], methods: dict[str, str], dataset: str, path: str
+) -> str:
     """Draws last-epoch mAP (mean, error bar = its 95 % Student-t interval over seeds; none for
     one seed) against the known proportion.
 
@@ -434,9 +517,14 @@ def plot_comparison(tables: dict[str, dict], methods: dict[str, str], dataset: s
         intervals = [paired_gain.mean_interval(table[r]["last"]) for r in ratios]
         if labels.count(label) > 1:
             label = f"{label} ({name})"
-        axes.errorbar([float(r) for r in ratios], [i.mean for i in intervals],
-                      yerr=[0.0 if i.n < 2 else i.half_width for i in intervals],
-                      marker="o", capsize=3, label=label)
+        axes.errorbar(
+            [float(r) for r in ratios],
+            [i.mean for i in intervals],
+            yerr=[0.0 if i.n < 2 else i.half_width for i in intervals],
+            marker="o",
+            capsize=3,
+            label=label,
+        )
     axes.set_xlabel("known label proportion")
     axes.set_ylabel("test mAP (%), last epoch (bars: 95 % CI over seeds)")
     axes.set_title(f"mAP vs known label proportion on {dataset}")
@@ -448,8 +536,9 @@ def plot_comparison(tables: dict[str, dict], methods: dict[str, str], dataset: s
     return path
 
 
-def write_comparison(workdir: str, tables: dict[str, dict], methods: dict[str, str],
-                     dataset: str) -> str:
+def write_comparison(
+    workdir: str, tables: dict[str, dict], methods: dict[str, str], dataset: str
+) -> str:
     """Writes comparison.md, comparison.json and the plot into `workdir`; returns the markdown.
 
     Without matplotlib the plot is skipped with one printed line naming the `plot` extra.
@@ -458,8 +547,13 @@ def write_comparison(workdir: str, tables: dict[str, dict], methods: dict[str, s
     directory = epath.Path(workdir)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "comparison.md").write_text(text + "\n", encoding="utf-8")
-    summary = {"dataset": dataset, "reference": next(iter(tables)), "rule": COMPARISON_RULE,
-               "methods": methods, "rows": comparison_rows(tables, methods)}
+    summary = {
+        "dataset": dataset,
+        "reference": next(iter(tables)),
+        "rule": COMPARISON_RULE,
+        "methods": methods,
+        "rows": comparison_rows(tables, methods),
+    }
     storage.write_json(directory / "comparison.json", _finite_or_none(summary))
     plot_path = str(directory / PLOT_FILE)
     try:
@@ -485,11 +579,15 @@ def _dataset_name(configs) -> str:
     return ", ".join(names)
 
 
-def run_comparison(configs: dict[str, ml_collections.ConfigDict], workdir: str,
-                   known_ratios: list[float], seeds: list[int],
-                   report_scalars: tuple[str, ...] = (),
-                   reference_only_ratios: tuple[float, ...] = (),
-                   tabulate_only: bool = False) -> dict[str, dict]:
+def run_comparison(
+    configs: dict[str, ml_collections.ConfigDict],
+    workdir: str,
+    known_ratios: list[float],
+    seeds: list[int],
+    report_scalars: tuple[str, ...] = (),
+    reference_only_ratios: tuple[float, ...] = (),
+    tabulate_only: bool = False,
+) -> dict[str, dict]:
     """Sweeps each config in `workdir`/<name> and compares them; returns {name: table}.
 
     The first config is the reference; it alone also runs `reference_only_ratios` (e.g. the
@@ -499,15 +597,23 @@ def run_comparison(configs: dict[str, ml_collections.ConfigDict], workdir: str,
     import jax
 
     reference = next(iter(configs))
-    tables = {name: run_sweep(config, str(epath.Path(workdir) / name),
-                              [*known_ratios, *reference_only_ratios] if name == reference
-                              else known_ratios, seeds, report_scalars, tabulate_only)
-              for name, config in configs.items()}
+    tables = {
+        name: run_sweep(
+            config,
+            str(epath.Path(workdir) / name),
+            [*known_ratios, *reference_only_ratios] if name == reference else known_ratios,
+            seeds,
+            report_scalars,
+            tabulate_only,
+        )
+        for name, config in configs.items()
+    }
     if jax.process_index() == 0:
         methods = {name: method_label(config) for name, config in configs.items()}
         for name, config in configs.items():
-            _write_table(str(epath.Path(workdir) / name), tables[name], methods[name],
-                         config.data.name)
+            _write_table(
+                str(epath.Path(workdir) / name), tables[name], methods[name], config.data.name
+            )
         print(write_comparison(workdir, tables, methods, _dataset_name(configs.values())))
     return tables
 
@@ -517,8 +623,10 @@ def _load_configs(specs: list[str], overrides: list[str]) -> dict[str, ml_collec
     for spec in specs:
         name = config_name(spec)
         if name in configs:
-            raise config_lib.ConfigError(f"two configs would share the sub-workdir {name!r}: "
-                                         f"{', '.join(s for s in specs if config_name(s) == name)}")
+            raise config_lib.ConfigError(
+                f"two configs would share the sub-workdir {name!r}: "
+                f"{', '.join(s for s in specs if config_name(s) == name)}"
+            )
         config = load_config_file(spec)
         apply_overrides(config, overrides)
         try:
@@ -532,8 +640,10 @@ def _load_configs(specs: list[str], overrides: list[str]) -> dict[str, ml_collec
 
 def main(argv: list[str]) -> None:
     if (_CONFIG.value is None) == (not _CONFIGS.value):
-        raise app.UsageError("give exactly one of --config=FILE (one config) and "
-                             "--configs=FILE,FILE,... (several configs, compared)")
+        raise app.UsageError(
+            "give exactly one of --config=FILE (one config) and "
+            "--configs=FILE,FILE,... (several configs, compared)"
+        )
     ratios = [float(r) for r in _KNOWN_RATIOS.value]
     seeds = [int(s) for s in _SEEDS.value]
     report_scalars = tuple(_REPORT_SCALARS.value)
@@ -549,13 +659,20 @@ def main(argv: list[str]) -> None:
     try:
         if _CONFIGS.value:
             cli.start(argv, next(iter(configs.values())))
-            run_comparison(configs, _WORKDIR.value, ratios, seeds, report_scalars,
-                           tuple(float(r) for r in _REFERENCE_ONLY_RATIOS.value),
-                           _TABULATE_ONLY.value)
+            run_comparison(
+                configs,
+                _WORKDIR.value,
+                ratios,
+                seeds,
+                report_scalars,
+                tuple(float(r) for r in _REFERENCE_ONLY_RATIOS.value),
+                _TABULATE_ONLY.value,
+            )
             return
         cli.start(argv, config)
-        table = run_sweep(config, _WORKDIR.value, ratios, seeds, report_scalars,
-                          _TABULATE_ONLY.value)
+        table = run_sweep(
+            config, _WORKDIR.value, ratios, seeds, report_scalars, _TABULATE_ONLY.value
+        )
     except SweepError as error:
         raise app.UsageError(str(error)) from None
     import jax

@@ -4,13 +4,15 @@ Both must be configured before JAX is imported anywhere, which is why they live 
 cache lives in the user's cache directory (like pip's), so repeated runs and fresh clones on
 the same machine reuse compiled programs; `make test` passes the same location.
 """
+
 import os
 import pathlib
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
-                      os.path.expanduser("~/.cache/mlrpl_jax/jax_compilation_cache"))
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/mlrpl_jax/jax_compilation_cache")
+)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 

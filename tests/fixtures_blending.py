@@ -3,6 +3,7 @@
 The head-only variants feed (B, h, w, C_in) "feature maps" straight into SharedHead, so the
 train step, the hooks and the checkpoints run without compiling a ResNet.
 """
+
 import importlib.util
 import pathlib
 
@@ -30,6 +31,7 @@ from mlrpl_jax.data.synthetic import synthetic_data_info
 from mlrpl_jax.methods.blending.sarb import SARB
 
 NUM_CLASSES = 6
+
 
 def tiny_config(method_class, grid=4, **options):
     """Config of a tiny head-only run; the 'image' is a (grid, grid, 3) feature map."""
@@ -81,21 +83,30 @@ def run_steps(method, host_state, batches, devices, num_steps, steps_per_epoch, 
 
 def training_batches(info, num_batches, grid=4, batch_size=8):
     """Training batches of random (grid, grid, 3) feature maps in the pipeline's format."""
-    return [{key: value for key, value in synthetic_batch(info, batch_size, grid, seed=k).items()
-             if key in ("image", "labels", "complete_labels")} for k in range(num_batches)]
+    return [
+        {
+            key: value
+            for key, value in synthetic_batch(info, batch_size, grid, seed=k).items()
+            if key in ("image", "labels", "complete_labels")
+        }
+        for k in range(num_batches)
+    ]
 
 
 def tiny_method(method_class=SARB, **options):
     info = synthetic_data_info(NUM_CLASSES, 64, known_ratio=0.5, positive_rate=0.4)
     config = tiny_config(method_class, **options)
-    method = head_only(method_class)(config, info, random_embeddings(NUM_CLASSES, 12),
-                                     label_adjacency(info.train_partial_labels))
+    method = head_only(method_class)(
+        config, info, random_embeddings(NUM_CLASSES, 12), label_adjacency(info.train_partial_labels)
+    )
     return method, info
 
 
 def prepared_state(method, info):
     """A fresh host state with random prototypes, as after the first prototype pass."""
-    state = train.create_train_state(method, optim.build_optimizer(method.config.optim, 2), method.config)
+    state = train.create_train_state(
+        method, optim.build_optimizer(method.config.optim, 2), method.config
+    )
     shape = method.prototype_table_shape()
     prototypes = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     return state.replace(method_state={"prototypes": prototypes, "prototype_epoch": np.int32(1)})
@@ -106,14 +117,18 @@ def check_devices_and_schedule(method_class):
     method, info = tiny_method(method_class, mixup_epoch=1)
     host_state = prepared_state(method, info)
     batches = training_batches(info, 4)
-    single, scalars_1 = run_steps(method, host_state, batches, jax.devices()[:1], 4, steps_per_epoch=2)
+    single, scalars_1 = run_steps(
+        method, host_state, batches, jax.devices()[:1], 4, steps_per_epoch=2
+    )
     multi, scalars_8 = run_steps(method, host_state, batches, jax.devices(), 4, steps_per_epoch=2)
     # The layouts differ in the order of float32 sums only (method_harness): logged scalars and
     # BN statistics to reduction_rtol, parameters (α, β included) to the Adam displacement bound;
     # the steps leave the prototypes alone (set by the host hook), so those are bit-identical.
     num_terms = longest_sum_of_loss(method, host_state, batches[0], steps_per_epoch=2)
     assert_layout_close(scalars_1, scalars_8, num_terms)
-    assert_params_within_adam_bound(single.params, multi.params, method.config.optim, 2, 4, num_terms)
+    assert_params_within_adam_bound(
+        single.params, multi.params, method.config.optim, 2, 4, num_terms
+    )
     assert_trees_close(single.method_state, multi.method_state, rtol=0, atol=0)
     assert_layout_close(single.batch_stats, multi.batch_stats, num_terms)
 
@@ -128,13 +143,23 @@ def check_devices_and_schedule(method_class):
 
 def check_checkpoint_round_trip(method_class, tmp_path):
     method, info = tiny_method(method_class, mixup_epoch=0)
-    state, _ = run_steps(method, prepared_state(method, info), training_batches(info, 1),
-                         jax.devices(), 1, steps_per_epoch=2)
+    state, _ = run_steps(
+        method,
+        prepared_state(method, info),
+        training_batches(info, 1),
+        jax.devices(),
+        1,
+        steps_per_epoch=2,
+    )
     saver = Checkpointer(str(tmp_path), keep_last=1, keep_best=0, async_save=False)
     saver.save(1, state, {"note": "blending"})
     saver.wait()
-    template = parallel.replicate(train.create_train_state(
-        method, optim.build_optimizer(method.config.optim, 2), method.config), parallel.create_mesh())
+    template = parallel.replicate(
+        train.create_train_state(
+            method, optim.build_optimizer(method.config.optim, 2), method.config
+        ),
+        parallel.create_mesh(),
+    )
     restored, _ = saver.restore(1, template)
     saver.close()
     assert_trees_close(restored, state, rtol=0, atol=0)
@@ -152,13 +177,21 @@ def end_to_end(method_name, digit_scenes_dir, workdir):
     results = train.train_and_evaluate(config, str(workdir))
     assert results["last"]["epoch"] == 1
 
-    data = PartialLabelData(dataset=config.data.name, data_dir=config.data.data_dir,
-                                  image_size=32, known_ratio=config.known_ratio, seed=config.seed)
+    data = PartialLabelData(
+        dataset=config.data.name,
+        data_dir=config.data.data_dir,
+        image_size=32,
+        known_ratio=config.known_ratio,
+        seed=config.seed,
+    )
     method = train.build_method(config, data)
     optimizer = optim.build_optimizer(config.optim, data.steps_per_epoch(config.batch_size))
-    initial = parallel.replicate(train.create_train_state(method, optimizer, config), parallel.create_mesh())
-    saver = checkpointing.Checkpointer(str(workdir / "checkpoints"), keep_last=2, keep_best=1,
-                                       async_save=False)
+    initial = parallel.replicate(
+        train.create_train_state(method, optimizer, config), parallel.create_mesh()
+    )
+    saver = checkpointing.Checkpointer(
+        str(workdir / "checkpoints"), keep_last=2, keep_best=1, async_save=False
+    )
     final, _ = saver.restore(saver.latest_step(), initial)
     saver.close()
     return jax.device_get(initial), jax.device_get(final)
@@ -173,5 +206,9 @@ def check_config_file(name):
     assert f"--config=configs/{name}.py" in module.__doc__
     config = module.get_config()
     validate_config(config)
-    assert config.data.name == {"coco": "coco2014", "vg": "vg200", "voc": "voc2007",
-                                "digits": "digit_scenes/small"}[name.split("_")[1]]
+    assert (
+        config.data.name
+        == {"coco": "coco2014", "vg": "vg200", "voc": "voc2007", "digits": "digit_scenes/small"}[
+            name.split("_")[1]
+        ]
+    )

@@ -1,4 +1,5 @@
 """Shared data fixtures; tests/conftest.py makes `digit_scenes_dir` available to every test."""
+
 import pytest
 import tensorflow_datasets as tfds
 

@@ -22,6 +22,7 @@ round-off of its kink), hence the maximum over several runs; FLOOR_ULPS keeps E 
 where one run happens to be exact (scalars). Because E is re-measured, the tolerance follows
 the input: nothing is fitted to the recorded values.
 """
+
 import contextlib
 from typing import Any, NamedTuple
 
@@ -42,10 +43,18 @@ from mlrpl_jax.models.network import SharedHead
 NUM_CLASSES = 80
 STEPS_PER_EPOCH = 10
 TORCH_MARGINS = {"intraMargin": "intra_margin", "interMargin": "inter_margin"}
-HEAD_FIELDS = ("num_classes", "word_embeddings", "adjacency", "feature_dim", "attention_dim",
-               "output_dim", "ggnn_steps", "dtype")
+HEAD_FIELDS = (
+    "num_classes",
+    "word_embeddings",
+    "adjacency",
+    "feature_dim",
+    "attention_dim",
+    "output_dim",
+    "ggnn_steps",
+    "dtype",
+)
 
-U32 = 2.0 ** -24  # float32 unit round-off (round to nearest)
+U32 = 2.0**-24  # float32 unit round-off (round to nearest)
 # |ours32 - ref32| <= |ours32 - exact| + |ref32 - exact| <= (1 + 3) x our measured error.
 ERROR_FACTOR = 4.0
 # The floor of the error estimate, in ulps of the array's largest value: a float32 result
@@ -73,7 +82,11 @@ class StepResult(NamedTuple):
 
 def torch_entries(v: dict[str, np.ndarray], kind: str) -> dict[str, np.ndarray]:
     """{torch name: array} of the entries `kind/<name>` (kind: param, grad, param_after, buffer_after)."""
-    return {key.removeprefix(kind + "/"): value for key, value in v.items() if key.startswith(kind + "/")}
+    return {
+        key.removeprefix(kind + "/"): value
+        for key, value in v.items()
+        if key.startswith(kind + "/")
+    }
 
 
 def reference_variables(v: dict[str, np.ndarray], kind: str) -> dict[str, dict]:
@@ -127,33 +140,49 @@ def float64_compute():
 def _step_function(method, v):
     """The recorded step as a function (vectors, method state) -> StepResult, jitted once."""
     b1, b2 = (float(beta) for beta in v["adam_betas"])
-    optimizer = optim.reference_adam(float(v["adam_lr"]), b1=b1, b2=b2, eps=float(v["adam_eps"]),
-                                     weight_decay=float(v["adam_weight_decay"]))
+    optimizer = optim.reference_adam(
+        float(v["adam_lr"]),
+        b1=b1,
+        b2=b2,
+        eps=float(v["adam_eps"]),
+        weight_decay=float(v["adam_weight_decay"]),
+    )
     epoch = int(v["hp/epoch"])
-    ctx = StepContext(epoch=jnp.int32(epoch), step_in_epoch=jnp.int32(0),
-                      rng=jax.random.fold_in(jax.random.PRNGKey(0), epoch * STEPS_PER_EPOCH),
-                      steps_per_epoch=STEPS_PER_EPOCH)
+    ctx = StepContext(
+        epoch=jnp.int32(epoch),
+        step_in_epoch=jnp.int32(0),
+        rng=jax.random.fold_in(jax.random.PRNGKey(0), epoch * STEPS_PER_EPOCH),
+        steps_per_epoch=STEPS_PER_EPOCH,
+    )
     train_step = make_train_step(method, optimizer, STEPS_PER_EPOCH)
 
     @jax.jit
     def run(state, batch):
         loss, aux, grads = loss_gradients_and_diagnostics(method, state, batch, ctx)
-        output = method.model.apply(state.variables(), batch["image"], train=True,
-                                    mutable=["batch_stats"])[0]
+        output = method.model.apply(
+            state.variables(), batch["image"], train=True, mutable=["batch_stats"]
+        )[0]
         after, scalars = train_step(state, batch)
         return StepResult(output, loss, grads, aux.metrics, after, scalars["loss"])
 
     def step(v, method_state):
         dtype = v["input_featuremap"].dtype
         variables = jax.tree.map(lambda x: np.asarray(x, dtype), reference_variables(v, "param"))
-        state = TrainState(step=jnp.int32(epoch * STEPS_PER_EPOCH), params=variables["params"],
-                           frozen_params={}, batch_stats=variables["batch_stats"],
-                           opt_state=optimizer.init(variables["params"]),
-                           method_state=method_state, rng=jax.random.PRNGKey(0))
-        batch = {"image": jnp.asarray(v["input_featuremap"].transpose(0, 2, 3, 1)),  # NCHW -> NHWC
-                 "labels": jnp.asarray(v["target"]),
-                 # Only diagnostics read complete labels (never the loss); none were recorded.
-                 "complete_labels": jnp.asarray(v["target"])}
+        state = TrainState(
+            step=jnp.int32(epoch * STEPS_PER_EPOCH),
+            params=variables["params"],
+            frozen_params={},
+            batch_stats=variables["batch_stats"],
+            opt_state=optimizer.init(variables["params"]),
+            method_state=method_state,
+            rng=jax.random.PRNGKey(0),
+        )
+        batch = {
+            "image": jnp.asarray(v["input_featuremap"].transpose(0, 2, 3, 1)),  # NCHW -> NHWC
+            "labels": jnp.asarray(v["target"]),
+            # Only diagnostics read complete labels (never the loss); none were recorded.
+            "complete_labels": jnp.asarray(v["target"]),
+        }
         return jax.device_get(run(state, batch))
 
     return step
@@ -173,21 +202,27 @@ def _restore_input_channel_order(result: StepResult, order) -> StepResult:
 
     def restore(params):
         params = dict(params)
-        params["reduction_conv"] = {"kernel": np.asarray(params["reduction_conv"]["kernel"])[:, :, inverse]}
+        params["reduction_conv"] = {
+            "kernel": np.asarray(params["reduction_conv"]["kernel"])[:, :, inverse]
+        }
         return params
 
-    return result._replace(grads=restore(result.grads),
-                           after=result.after.replace(params=restore(result.after.params)))
+    return result._replace(
+        grads=restore(result.grads), after=result.after.replace(params=restore(result.after.params))
+    )
 
 
 def float64_inputs(v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {key: value.astype(np.float64) if value.dtype == np.float32 else value
-            for key, value in v.items()}
+    return {
+        key: value.astype(np.float64) if value.dtype == np.float32 else value
+        for key, value in v.items()
+    }
 
 
 class Float32Runs(NamedTuple):
     """The recorded step in float32 (`ours`, under test), re-run in float32 with the input
     channels summed in other orders (`resummed`), and in float64 (`exact`)."""
+
     ours: StepResult
     resummed: list
     exact: StepResult
@@ -202,17 +237,25 @@ def reference_step_float32_and_float64(method_class, config, v, method_state_fn)
     for _ in range(RESUMMED_RUNS):
         order = rng.permutation(v["input_featuremap"].shape[1])
         permuted = _with_input_channel_order(v, order)
-        resummed.append(_restore_input_channel_order(step(permuted, method_state_fn(permuted)), order))
+        resummed.append(
+            _restore_input_channel_order(step(permuted, method_state_fn(permuted)), order)
+        )
     config64 = config.copy_and_resolve_references()
     config64.model.dtype = "float64"
     v64 = float64_inputs(v)
     with float64_compute():
         method_state = jax.tree.map(
-            lambda x: np.asarray(x, np.float64) if np.asarray(x).dtype == np.float32 else np.asarray(x),
-            method_state_fn(v64))
+            lambda x: np.asarray(x, np.float64)
+            if np.asarray(x).dtype == np.float32
+            else np.asarray(x),
+            method_state_fn(v64),
+        )
         exact = _step_function(build(method_class, config64, v64), v64)(v64, method_state)
-    floats = [leaf for leaf in jax.tree.leaves((exact.output, exact.loss, exact.grads, exact.after.params))
-              if np.issubdtype(np.asarray(leaf).dtype, np.floating)]
+    floats = [
+        leaf
+        for leaf in jax.tree.leaves((exact.output, exact.loss, exact.grads, exact.after.params))
+        if np.issubdtype(np.asarray(leaf).dtype, np.floating)
+    ]
     assert all(np.asarray(leaf).dtype == np.float64 for leaf in floats), "the float64 run rounded"
     return Float32Runs(ours, resummed, exact)
 
@@ -237,7 +280,8 @@ def assert_float32_close(runs: Float32Runs, select, expected, name="", error=Non
     difference = np.max(np.abs(actual - expected), initial=0.0)
     assert difference <= ERROR_FACTOR * error, (
         f"{name}: max |ours - reference| = {difference:.3g} > {ERROR_FACTOR:g} x our float32 error "
-        f"{error:.3g}")
+        f"{error:.3g}"
+    )
 
 
 def _flat(tree) -> dict:
@@ -261,8 +305,10 @@ def gradient_errors(runs: Float32Runs) -> dict:
     number per implementation, so its size is taken from the float32 errors of the other
     gradients of its module, which are sums of the same terms."""
     flat = _flat(runs.exact.grads)
-    errors = {path: float32_error(runs, lambda result, path=path: _leaf(path)(result.grads))
-              for path in flat}
+    errors = {
+        path: float32_error(runs, lambda result, path=path: _leaf(path)(result.grads))
+        for path in flat
+    }
     module_scale = {}
     for path, value in flat.items():
         module_scale[path[0]] = max(module_scale.get(path[0], 0.0), float(np.max(np.abs(value))))
@@ -283,9 +329,15 @@ def assert_adam_step_matches(v, runs: Float32Runs, grad_errors):
     implementation rounds: <= ADAM_ROUNDINGS u lr in the step, <= u |θ| in θ - step.
     """
     lr, weight_decay, eps = float(v["adam_lr"]), float(v["adam_weight_decay"]), float(v["adam_eps"])
-    before, grads, expected, actual = (_flat(tree) for tree in (
-        reference_variables(v, "param")["params"], reference_variables(v, "grad")["params"],
-        reference_variables(v, "param_after")["params"], runs.ours.after.params))
+    before, grads, expected, actual = (
+        _flat(tree)
+        for tree in (
+            reference_variables(v, "param")["params"],
+            reference_variables(v, "grad")["params"],
+            reference_variables(v, "param_after")["params"],
+            runs.ours.after.params,
+        )
+    )
     assert actual.keys() == expected.keys()
     for path in expected:
         name = jax.tree_util.keystr(path)
@@ -297,7 +349,9 @@ def assert_adam_step_matches(v, runs: Float32Runs, grad_errors):
         excess = np.abs(after - expected[path]) - step_difference - rounding
         assert np.all(excess <= 0), f"{name}: max excess {np.max(excess):.3g}"
         # |s| < lr, so no entry moved further than lr (+ the rounding of θ - step).
-        assert np.all(np.abs(after - theta) <= lr * (1 + ADAM_ROUNDINGS * U32) + U32 * np.abs(after)), name
+        assert np.all(
+            np.abs(after - theta) <= lr * (1 + ADAM_ROUNDINGS * U32) + U32 * np.abs(after)
+        ), name
 
 
 def assert_tree_float32_close(runs: Float32Runs, select_tree, expected, errors=None):
@@ -305,23 +359,36 @@ def assert_tree_float32_close(runs: Float32Runs, select_tree, expected, errors=N
     flat_expected = _flat(expected)
     assert _flat(select_tree(runs.ours)).keys() == flat_expected.keys()
     for path, value in flat_expected.items():
-        assert_float32_close(runs, lambda result, path=path: _leaf(path)(select_tree(result)), value,
-                             jax.tree_util.keystr(path), None if errors is None else errors[path])
+        assert_float32_close(
+            runs,
+            lambda result, path=path: _leaf(path)(select_tree(result)),
+            value,
+            jax.tree_util.keystr(path),
+            None if errors is None else errors[path],
+        )
 
 
 def check_forward_grads_and_update(v, runs: Float32Runs):
     """Forward outputs, total loss, every gradient, every updated parameter and BN buffer."""
-    for name, key in (("logits", "train/forward/result"),
-                      ("pair_logits", "train/forward/intra_cooccurrence"),
-                      ("semantic", "train/forward/semantic_feature")):
-        assert_float32_close(runs, lambda result, name=name: getattr(result.output, name), v[key], name)
+    for name, key in (
+        ("logits", "train/forward/result"),
+        ("pair_logits", "train/forward/intra_cooccurrence"),
+        ("semantic", "train/forward/semantic_feature"),
+    ):
+        assert_float32_close(
+            runs, lambda result, name=name: getattr(result.output, name), v[key], name
+        )
     assert_float32_close(runs, lambda result: result.loss, v["train/total_loss"], "total loss")
     # The train step computes the same loss in another program: equal up to float32 rounding.
     assert_float32_close(runs, lambda result: result.step_loss, runs.ours.loss, "train-step loss")
     assert torch_entries(v, "grad").keys() == torch_entries(v, "param_after").keys()
     grad_errors = gradient_errors(runs)
-    assert_tree_float32_close(runs, lambda result: result.grads,
-                              reference_variables(v, "grad")["params"], grad_errors)
+    assert_tree_float32_close(
+        runs, lambda result: result.grads, reference_variables(v, "grad")["params"], grad_errors
+    )
     assert_adam_step_matches(v, runs, grad_errors)
-    assert_tree_float32_close(runs, lambda result: result.after.batch_stats,
-                              reference_variables(v, "buffer_after")["batch_stats"])
+    assert_tree_float32_close(
+        runs,
+        lambda result: result.after.batch_stats,
+        reference_variables(v, "buffer_after")["batch_stats"],
+    )

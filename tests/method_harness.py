@@ -1,5 +1,6 @@
 """Tiny synthetic training for method plug-ins: the real jitted step and the real host hooks on a
 mesh of chosen devices, with in-memory batches standing in for the data pipeline."""
+
 import functools
 import json
 import math
@@ -25,10 +26,13 @@ from mlrpl_jax.methods import get_method_class
 from mlrpl_jax.methods.base import StepContext
 
 
-def synthetic_batch(info: DataInfo, batch_size: int, image_size: int, seed: int) -> dict[str, np.ndarray]:
+def synthetic_batch(
+    info: DataInfo, batch_size: int, image_size: int, seed: int
+) -> dict[str, np.ndarray]:
     """A training batch in the pipeline's format: Gaussian images, rows of the label matrices."""
     rng = np.random.default_rng(seed)
     return batch_of_rows(info, rng.integers(0, info.num_train, batch_size), image_size, rng)
+
 
 NUM_CLASSES = 6
 IMAGE_SIZE = 32
@@ -44,8 +48,15 @@ def tiny_config(method_name, **section):
     config.data.image_size = IMAGE_SIZE
     config.embeddings.kind = "random"
     config.embeddings.dim = 12
-    config.model.update(depth=18, width=8, extra_pool=False, freeze_early_stages=True,
-                        feature_dim=16, attention_dim=8, output_dim=16)
+    config.model.update(
+        depth=18,
+        width=8,
+        extra_pool=False,
+        freeze_early_stages=True,
+        feature_dim=16,
+        attention_dim=8,
+        output_dim=16,
+    )
     config.optim.lr = 1e-3
     config.ema.decay = get_method_class(method_name).model_ema_decay  # as the config factories
     config[method_name] = section
@@ -63,19 +74,25 @@ class SyntheticTrainingData:
 
     def train_batches(self, epoch, global_batch_size, process_index=0, process_count=1):
         del process_index, process_count  # one process
-        return [synthetic_batch(self.info, global_batch_size, IMAGE_SIZE, seed=1000 * (epoch + 1) + k)
-                for k in range(PASS_BATCHES)]
+        return [
+            synthetic_batch(self.info, global_batch_size, IMAGE_SIZE, seed=1000 * (epoch + 1) + k)
+            for k in range(PASS_BATCHES)
+        ]
 
     def eval_batches(self, global_batch_size, *, split="train", process_index=0, process_count=1):
         """Every training row once, in order (HostContext.training_set_pass)."""
         return SyntheticData(self.info, IMAGE_SIZE).eval_batches(
-            global_batch_size, split=split, process_index=process_index,
-            process_count=process_count)
+            global_batch_size, split=split, process_index=process_index, process_count=process_count
+        )
 
 
 def build(method_class, config, data):
-    method = method_class(config, data.info, random_embeddings(NUM_CLASSES, 12),
-                          label_adjacency(data.info.train_partial_labels))
+    method = method_class(
+        config,
+        data.info,
+        random_embeddings(NUM_CLASSES, 12),
+        label_adjacency(data.info.train_partial_labels),
+    )
     optimizer = optim.build_optimizer(config.optim, STEPS_PER_EPOCH)
     return method, optimizer, create_train_state(method, optimizer, config)
 
@@ -86,12 +103,18 @@ class Runner:
     def __init__(self, method, optimizer, data, devices):
         self.method, self.data = method, data
         self.mesh = parallel.create_mesh(devices)
-        self.step_fn = jit_train_step(make_train_step(method, optimizer, STEPS_PER_EPOCH), self.mesh)
-        self.host = HostContext(data=data, global_batch_size=BATCH_SIZE, process_index=0,
-                                process_count=1,
-                                to_global=functools.partial(parallel.to_global, mesh=self.mesh),
-                                replicate=functools.partial(parallel.replicate, mesh=self.mesh),
-                                log=lambda step, scalars: None)
+        self.step_fn = jit_train_step(
+            make_train_step(method, optimizer, STEPS_PER_EPOCH), self.mesh
+        )
+        self.host = HostContext(
+            data=data,
+            global_batch_size=BATCH_SIZE,
+            process_index=0,
+            process_count=1,
+            to_global=functools.partial(parallel.to_global, mesh=self.mesh),
+            replicate=functools.partial(parallel.replicate, mesh=self.mesh),
+            log=lambda step, scalars: None,
+        )
 
     def replicate(self, state):
         return parallel.replicate(state, self.mesh)
@@ -103,7 +126,9 @@ class Runner:
             step = int(jax.device_get(state.step))
             if step % STEPS_PER_EPOCH == 0:
                 state = self.method.on_epoch_start(state, step // STEPS_PER_EPOCH, self.host)
-            state, scalars = self.step_fn(state, parallel.to_global(self.data.batch(step), self.mesh))
+            state, scalars = self.step_fn(
+                state, parallel.to_global(self.data.batch(step), self.mesh)
+            )
             history.append(jax.device_get(scalars))
         return state, history
 
@@ -144,7 +169,9 @@ def longest_float32_sum(fn, *args) -> int:
             if name == "dot_general":
                 (contracting, _), _ = eqn.params["dimension_numbers"]
                 terms = [shapes[0][axis] for axis in contracting]
-            elif name == "conv_general_dilated":  # rhs_spec = (out, in, *spatial) axes of the kernel
+            elif (
+                name == "conv_general_dilated"
+            ):  # rhs_spec = (out, in, *spatial) axes of the kernel
                 rhs_spec = eqn.params["dimension_numbers"].rhs_spec
                 terms = [shapes[1][axis] for axis in rhs_spec[1:]]
             elif name == "reduce_sum":
@@ -161,12 +188,17 @@ def longest_sum_of_loss(method, state, batch, steps_per_epoch=STEPS_PER_EPOCH) -
     """`longest_float32_sum` of the method's loss and its gradients on `batch`: the sums every
     compared quantity of a step is made of. (The step's gradient norm also sums whole leaves,
     but over replicated gradients, in the same order in every layout.)"""
-    ctx = StepContext(epoch=jnp.int32(0), step_in_epoch=jnp.int32(0), rng=jax.random.PRNGKey(0),
-                      steps_per_epoch=steps_per_epoch)
+    ctx = StepContext(
+        epoch=jnp.int32(0),
+        step_in_epoch=jnp.int32(0),
+        rng=jax.random.PRNGKey(0),
+        steps_per_epoch=steps_per_epoch,
+    )
 
     def loss_and_grads(params, method_state, batch):
         return train.loss_gradients_and_diagnostics(
-            method, state.replace(params=params, method_state=method_state), batch, ctx)
+            method, state.replace(params=params, method_state=method_state), batch, ctx
+        )
 
     return longest_float32_sum(loss_and_grads, state.params, state.method_state, batch)
 
@@ -207,7 +239,8 @@ def assert_layout_close(a, b, num_terms):
         error = np.max(np.abs(x - y), initial=0.0)
         assert error <= rtol * scale, (
             f"{jax.tree_util.keystr(path)}: max |a - b| = {error:.3g} > {rtol:.3g} x {scale:.3g} "
-            f"(n = {num_terms} terms)")
+            f"(n = {num_terms} terms)"
+        )
 
 
 def adam_step_bound(count: int, b1: float, b2: float) -> float:
@@ -227,8 +260,12 @@ def adam_step_bound(count: int, b1: float, b2: float) -> float:
         raise ValueError(f"need 0 <= b1 < 1 and 0 < b2 < 1, got {b1}, {b2}")
     gamma = b1 * b1 / b2
     geometric = count if gamma == 1.0 else (1.0 - gamma**count) / (1.0 - gamma)
-    return ((1.0 - b1) * math.sqrt(1.0 - b2**count) * math.sqrt(geometric)
-            / ((1.0 - b1**count) * math.sqrt(1.0 - b2)))
+    return (
+        (1.0 - b1)
+        * math.sqrt(1.0 - b2**count)
+        * math.sqrt(geometric)
+        / ((1.0 - b1**count) * math.sqrt(1.0 - b2))
+    )
 
 
 def adam_displacement_bound(learning_rates, b1: float, b2: float, first_count: int = 1) -> float:
@@ -245,14 +282,18 @@ def adam_displacement_bound(learning_rates, b1: float, b2: float, first_count: i
 
 def scheduled_learning_rates(optim_config, steps_per_epoch: int, start: int, num_steps: int):
     """The learning rates of steps start..start+num_steps-1 under the run's step schedule."""
-    schedule = optim.step_learning_rate(optim_config.lr, steps_per_epoch,
-                                        decay_epochs=optim_config.lr_decay_epochs,
-                                        decay_factor=optim_config.lr_decay_factor)
+    schedule = optim.step_learning_rate(
+        optim_config.lr,
+        steps_per_epoch,
+        decay_epochs=optim_config.lr_decay_epochs,
+        decay_factor=optim_config.lr_decay_factor,
+    )
     return [float(schedule(step)) for step in range(start, start + num_steps)]
 
 
-def assert_params_within_adam_bound(a, b, optim_config, steps_per_epoch, num_steps, num_terms,
-                                    start=0):
+def assert_params_within_adam_bound(
+    a, b, optim_config, steps_per_epoch, num_steps, num_terms, start=0
+):
     """Parameters of two layouts after `num_steps` Adam steps from the same state at `start`.
 
     Where a gradient is well above its round-off the two runs take the same step up to
@@ -264,18 +305,22 @@ def assert_params_within_adam_bound(a, b, optim_config, steps_per_epoch, num_ste
     the losses, statistics and Adam moments compared beside it can.
     """
     rates = scheduled_learning_rates(optim_config, steps_per_epoch, start, num_steps)
-    adam = 2 * adam_displacement_bound(rates, optim_config.b1, optim_config.b2, first_count=start + 1)
+    adam = 2 * adam_displacement_bound(
+        rates, optim_config.b1, optim_config.b2, first_count=start + 1
+    )
     rtol = reduction_rtol(num_terms)
     for path, x, y in paired_leaves(a, b):
         scale = float(np.max(np.abs(y), initial=0.0))
         error = np.max(np.abs(x - y), initial=0.0)
         assert error <= rtol * scale + adam, (
             f"{jax.tree_util.keystr(path)}: max |a - b| = {error:.3g} > {rtol:.3g} x {scale:.3g} "
-            f"+ Adam bound {adam:.3g}")
+            f"+ Adam bound {adam:.3g}"
+        )
 
 
-def assert_adam_moments_within_bound(opt_a, opt_b, optim_config, steps_per_epoch, num_steps,
-                                     num_terms, start=0):
+def assert_adam_moments_within_bound(
+    opt_a, opt_b, optim_config, steps_per_epoch, num_steps, num_terms, start=0
+):
     """Reference-Adam states of two layouts after `num_steps` steps from the same state.
 
     Step counts are exact. The moments are weighted sums of the steps' ĝ = g + wd θ: with
@@ -293,8 +338,10 @@ def assert_adam_moments_within_bound(opt_a, opt_b, optim_config, steps_per_epoch
     rates = scheduled_learning_rates(optim_config, steps_per_epoch, start, num_steps)
     displacement = adam_displacement_bound(rates, b1, b2, first_count=start + 1)
     rtol = reduction_rtol(num_terms)
-    leaves = zip(jax.tree_util.tree_flatten_with_path(opt_a.leaf_counts)[0],
-                 *(jax.tree.leaves(tree) for tree in (opt_a.mu, opt_b.mu, opt_a.nu, opt_b.nu)))
+    leaves = zip(
+        jax.tree_util.tree_flatten_with_path(opt_a.leaf_counts)[0],
+        *(jax.tree.leaves(tree) for tree in (opt_a.mu, opt_b.mu, opt_a.nu, opt_b.nu)),
+    )
     for (path, count), mu_a, mu_b, nu_a, nu_b in leaves:
         t = int(count)
         if t == 0:  # never active: both untouched
@@ -305,9 +352,13 @@ def assert_adam_moments_within_bound(opt_a, opt_b, optim_config, steps_per_epoch
         delta = rtol * gradient_scale + 2 * wd * displacement
         name = jax.tree_util.keystr(path)
         # The moments' own float32 rounding: reduction_rtol of their scale.
-        assert np.max(np.abs(mu_a - mu_b)) <= (1 - b1**t) * delta + rtol * np.max(np.abs(mu_b)), name
+        assert np.max(np.abs(mu_a - mu_b)) <= (1 - b1**t) * delta + rtol * np.max(np.abs(mu_b)), (
+            name
+        )
         root_a, root_b = np.sqrt(nu_a), np.sqrt(nu_b)
-        assert np.max(np.abs(root_a - root_b)) <= math.sqrt(1 - b2**t) * delta + rtol * root_b.max(), name
+        assert (
+            np.max(np.abs(root_a - root_b)) <= math.sqrt(1 - b2**t) * delta + rtol * root_b.max()
+        ), name
 
 
 def digit_run_config(method_name, data_dir, epochs, **section):
@@ -322,8 +373,9 @@ def digit_run_config(method_name, data_dir, epochs, **section):
 def restore_final_state(config, workdir):
     """The TrainState of the latest checkpoint that train_and_evaluate wrote in `workdir`."""
     _, _, template = train.build_run(config, train.open_data(config), parallel.create_mesh())
-    checkpointer = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep_last=1,
-                                              keep_best=0, async_save=False)
+    checkpointer = checkpointing.Checkpointer(
+        os.path.join(workdir, "checkpoints"), keep_last=1, keep_best=0, async_save=False
+    )
     state, _ = checkpointer.restore(checkpointer.latest_step(), template)
     checkpointer.close()
     return state
@@ -331,9 +383,13 @@ def restore_final_state(config, workdir):
 
 def digit_run_longest_sum(config) -> int:
     """longest_sum_of_loss of a digit-scene run's step, on a batch of its global shape."""
-    data = PartialLabelData(dataset=config.data.name, data_dir=config.data.data_dir,
-                            image_size=config.data.image_size, known_ratio=config.known_ratio,
-                            seed=config.seed)
+    data = PartialLabelData(
+        dataset=config.data.name,
+        data_dir=config.data.data_dir,
+        image_size=config.data.image_size,
+        known_ratio=config.known_ratio,
+        seed=config.seed,
+    )
     method = train.build_method(config, data)
     steps_per_epoch = data.steps_per_epoch(config.batch_size)
     state = create_train_state(method, optim.build_optimizer(config.optim, steps_per_epoch), config)
@@ -352,9 +408,15 @@ def paper_trainable_parameter_count(method_class, num_classes):
     """Trainable parameters of the method's ResNet-101 paper model (shapes only, nothing run)."""
     config = base_config()
     config.method = method_class.name
-    method = method_class(config, synthetic_data_info(num_classes, 4, known_ratio=0.5),
-                          np.zeros((num_classes, 300), np.float32), np.eye(num_classes, dtype=np.float32))
-    shapes = jax.eval_shape(functools.partial(method.init_variables, image_shape=(1, 448, 448, 3)),
-                            jax.random.PRNGKey(0))
+    method = method_class(
+        config,
+        synthetic_data_info(num_classes, 4, known_ratio=0.5),
+        np.zeros((num_classes, 300), np.float32),
+        np.eye(num_classes, dtype=np.float32),
+    )
+    shapes = jax.eval_shape(
+        functools.partial(method.init_variables, image_shape=(1, 448, 448, 3)),
+        jax.random.PRNGKey(0),
+    )
     trainable, _ = split_params(shapes["params"], config.model.freeze_early_stages)
     return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(trainable))

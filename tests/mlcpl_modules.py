@@ -1,6 +1,7 @@
 """Loads parts of mlcpl (PyPI mlcpl==0.1.7, the parity target of docs/methods/partial_losses.md,
 evaluation.md and problem_and_data.md) without running mlcpl/__init__.py, which imports its
 dataset modules and so torchvision's compiled operators (absent beside a CPU-only torch)."""
+
 import functools
 import importlib
 import importlib.util
@@ -31,6 +32,7 @@ def _mlcpl_root() -> pathlib.Path:
 def import_mlcpl(subpackage: str):
     """(torch, mlcpl.<subpackage>); 'losses' needs torch alone, 'metrics' also torchmetrics."""
     import torch
+
     _package("mlcpl", _mlcpl_root())
     return torch, importlib.import_module(f"mlcpl.{subpackage}")
 
@@ -41,11 +43,15 @@ def import_mlcpl_dataset_core():
     pandas and torch's TensorBoard writer (none installed here, none used by those methods) are
     answered by mocks while it loads; only those names are taken out of sys.modules again."""
     import torch  # noqa: F401  (loaded for real before the mocks go in)
+
     root = _mlcpl_root()
     _package("mlcpl", root)
     _package("mlcpl.datasets", root / "datasets")
-    absent = [name for name in ("torchvision", "pandas", "torch.utils.tensorboard")
-              if name not in sys.modules]
+    absent = [
+        name
+        for name in ("torchvision", "pandas", "torch.utils.tensorboard")
+        if name not in sys.modules
+    ]
     sys.modules.update({name: mock.MagicMock() for name in absent})
     try:
         return importlib.import_module("mlcpl.datasets.core")

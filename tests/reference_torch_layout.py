@@ -5,6 +5,7 @@ of the whole model and of the SST/HST co-occurrence head onto our Flax variables
 tests read the reference's trained tensors (tests/data/vectors); the package imports backbone
 weights only (mlrpl_jax.models.torch_layout).
 """
+
 from collections.abc import Mapping
 
 import jax
@@ -60,18 +61,30 @@ def element_wise_key_map() -> KeyMap:
 
 def head_key_map() -> KeyMap:
     """Reference head state-dict names -> variables of models.network.SharedHead."""
-    keys: KeyMap = {"changeChannel.0.weight": ("params", ("reduction_conv", "kernel"), torch_layout.conv_layout)}
+    keys: KeyMap = {
+        "changeChannel.0.weight": ("params", ("reduction_conv", "kernel"), torch_layout.conv_layout)
+    }
     keys.update(torch_layout.batch_norm_keys("changeChannel.1", ("reduction_bn",)))
-    keys.update(torch_layout.nested_key_map(semantic_decoupling_key_map(), "SemanticDecoupling.", ("semantic_decoupling",)))
+    keys.update(
+        torch_layout.nested_key_map(
+            semantic_decoupling_key_map(), "SemanticDecoupling.", ("semantic_decoupling",)
+        )
+    )
     keys.update(torch_layout.nested_key_map(gated_gnn_key_map(), "GraphNeuralNetwork.", ("ggnn",)))
     keys.update(torch_layout.linear_keys("fc", ("output_head", "fc")))
-    keys.update(torch_layout.nested_key_map(element_wise_key_map(), "classifiers.", ("output_head", "classifiers")))
+    keys.update(
+        torch_layout.nested_key_map(
+            element_wise_key_map(), "classifiers.", ("output_head", "classifiers")
+        )
+    )
     return keys
 
 
 def network_key_map(depth: int) -> KeyMap:
     """Whole reference model ('backbone.' + torchvision names, then head names) -> SharedNetwork."""
-    keys = torch_layout.nested_key_map(torch_layout.resnet_key_map(depth), "backbone.", ("backbone",))
+    keys = torch_layout.nested_key_map(
+        torch_layout.resnet_key_map(depth), "backbone.", ("backbone",)
+    )
     keys.update(torch_layout.nested_key_map(head_key_map(), "", ("head",)))
     return keys
 
@@ -82,10 +95,16 @@ def _is_method_specific(key: str) -> bool:
 
 def _is_skipped(key: str) -> bool:
     """Entries that carry nothing for us: BN counters, the backbone's ImageNet fc, the head constants."""
-    return key.endswith(torch_layout.BN_COUNTER) or key in HEAD_CONSTANT_KEYS or key in ("backbone.fc.weight", "backbone.fc.bias")
+    return (
+        key.endswith(torch_layout.BN_COUNTER)
+        or key in HEAD_CONSTANT_KEYS
+        or key in ("backbone.fc.weight", "backbone.fc.bias")
+    )
 
 
-def _split_method_specific(state_dict: StateDict) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _split_method_specific(
+    state_dict: StateDict,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(entries to convert, method-specific entries returned as unused)."""
     unused = {k: np.asarray(v) for k, v in state_dict.items() if _is_method_specific(k)}
     kept = {k: v for k, v in state_dict.items() if k not in unused and not _is_skipped(k)}
@@ -99,16 +118,22 @@ def head_variables_from_torch(state_dict: StateDict) -> tuple[Variables, dict[st
     neither a head key nor method-specific is an error.
     """
     kept, unused = _split_method_specific(state_dict)
-    return torch_layout.variables_from_torch(kept, head_key_map(), "the reference's shared head"), unused
+    return torch_layout.variables_from_torch(
+        kept, head_key_map(), "the reference's shared head"
+    ), unused
 
 
-def network_variables_from_torch(state_dict: StateDict, depth: int) -> tuple[Variables, dict[str, np.ndarray]]:
+def network_variables_from_torch(
+    state_dict: StateDict, depth: int
+) -> tuple[Variables, dict[str, np.ndarray]]:
     """Whole reference model state dict -> (SharedNetwork variables, unused method-specific entries).
 
     Skips 'backbone.fc.*', BN counters and the constant tensors (HEAD_CONSTANT_KEYS).
     """
     kept, unused = _split_method_specific(state_dict)
-    return torch_layout.variables_from_torch(kept, network_key_map(depth), f"the reference model with ResNet-{depth}"), unused
+    return torch_layout.variables_from_torch(
+        kept, network_key_map(depth), f"the reference model with ResNet-{depth}"
+    ), unused
 
 
 def head_constants_from_torch(state_dict: StateDict) -> tuple[np.ndarray, np.ndarray]:
@@ -118,10 +143,14 @@ def head_constants_from_torch(state_dict: StateDict) -> tuple[np.ndarray, np.nda
     """
     for key in ("wordFeatures", "inMatrix", "outMatrix"):
         if key not in state_dict:
-            raise KeyError(f"State dict has no '{key}'; pass the reference model's full state dict.")
+            raise KeyError(
+                f"State dict has no '{key}'; pass the reference model's full state dict."
+            )
     adjacency = np.asarray(state_dict["inMatrix"], dtype=np.float32)
     if not np.array_equal(np.asarray(state_dict["outMatrix"], dtype=np.float32), adjacency.T):
-        raise ValueError("'outMatrix' is not the transpose of 'inMatrix'; the shared network assumes out = in^T.")
+        raise ValueError(
+            "'outMatrix' is not the transpose of 'inMatrix'; the shared network assumes out = in^T."
+        )
     return np.asarray(state_dict["wordFeatures"], dtype=np.float32), adjacency
 
 
@@ -132,13 +161,19 @@ _TORCH_TO_FLAX = {
 }
 
 
-def cooccurrence_variables_from_torch(state_dict: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+def cooccurrence_variables_from_torch(
+    state_dict: Mapping[str, np.ndarray],
+) -> dict[str, dict[str, np.ndarray]]:
     """Reference 'intra_*' state-dict entries -> CooccurrenceHead params (docs/methods/implementation_notes.md, Appendix B).
 
     Linear weights (out, in) become kernels (in, out); the per-pair classifier keeps (P, H).
     Other keys of ``state_dict`` are ignored; the result goes under ``{'params': ...}``.
     """
-    required = [f"{name}.{kind}" for name in (*_TORCH_TO_FLAX, "intra_classifiers") for kind in ("weight", "bias")]
+    required = [
+        f"{name}.{kind}"
+        for name in (*_TORCH_TO_FLAX, "intra_classifiers")
+        for kind in ("weight", "bias")
+    ]
     missing = [key for key in required if key not in state_dict]
     if missing:
         raise KeyError(
@@ -153,9 +188,17 @@ def cooccurrence_variables_from_torch(state_dict: Mapping[str, np.ndarray]) -> d
     for torch_name, flax_name in _TORCH_TO_FLAX.items():
         weight = array(f"{torch_name}.weight")
         if weight.ndim != 2:
-            raise ValueError(f"torch key '{torch_name}.weight': expected a Linear weight (out, in), got {weight.shape}")
-        params[flax_name] = {"kernel": np.ascontiguousarray(weight.T), "bias": array(f"{torch_name}.bias")}
-    params["pair_classifiers"] = {"kernel": array("intra_classifiers.weight"), "bias": array("intra_classifiers.bias")}
+            raise ValueError(
+                f"torch key '{torch_name}.weight': expected a Linear weight (out, in), got {weight.shape}"
+            )
+        params[flax_name] = {
+            "kernel": np.ascontiguousarray(weight.T),
+            "bias": array(f"{torch_name}.bias"),
+        }
+    params["pair_classifiers"] = {
+        "kernel": array("intra_classifiers.weight"),
+        "bias": array("intra_classifiers.bias"),
+    }
     return params
 
 

@@ -1,4 +1,5 @@
 """Pair asymmetric focal loss (docs/methods/losses.md §5.2) and cross-image contrastive loss (§5.3, §13 items 11-12)."""
+
 import functools
 
 import jax
@@ -39,7 +40,9 @@ def test_pair_asymmetric_loss_matches_reference(vectors, gamma_neg):
     elementwise = pair_asymmetric_loss_elementwise(logits, targets, **hyper)
     np.testing.assert_allclose(elementwise, v[f"loss_elem_{suffix}"], rtol=1e-5, atol=1e-6)
 
-    mean, grad_mean = jax.value_and_grad(lambda x: pair_asymmetric_loss(x, targets, **hyper))(logits)
+    mean, grad_mean = jax.value_and_grad(lambda x: pair_asymmetric_loss(x, targets, **hyper))(
+        logits
+    )
     np.testing.assert_allclose(mean, v[f"loss_mean_{suffix}"], rtol=1e-5)
     np.testing.assert_allclose(grad_mean, v[f"grad_mean_{suffix}"], rtol=1e-5, atol=1e-7)
 
@@ -52,7 +55,9 @@ def test_pair_asymmetric_loss_matches_reference(vectors, gamma_neg):
 
 def test_pair_asymmetric_loss_defaults_are_the_training_settings(vectors):
     v = vectors("intra_asymmetric_loss")
-    np.testing.assert_allclose(pair_asymmetric_loss(v["input"], v["target"]), v["loss_mean_gneg2_gpos1"], rtol=1e-5)
+    np.testing.assert_allclose(
+        pair_asymmetric_loss(v["input"], v["target"]), v["loss_mean_gneg2_gpos1"], rtol=1e-5
+    )
     with pytest.raises(ValueError, match="pairs"):
         pair_asymmetric_loss(v["input"][:, :-1], v["target"])
 
@@ -61,7 +66,9 @@ def test_negative_clamp_passes_gradient_at_its_boundary():
     # p = 0.5 and clip 0.5 put 1 - p + clip exactly on the clamp's upper bound 1, where PyTorch
     # passes the gradient: d(-log p⁻)/dx = σ(x)(1 - σ(x)) / p⁻ = 0.25 (jnp.minimum would give half).
     targets = jnp.zeros((1, 2))  # one pair, target 0
-    grad = jax.grad(lambda x: pair_asymmetric_loss(x, targets, clip=0.5, gamma_neg=0.0))(jnp.zeros((1, 1)))
+    grad = jax.grad(lambda x: pair_asymmetric_loss(x, targets, clip=0.5, gamma_neg=0.0))(
+        jnp.zeros((1, 1))
+    )
     np.testing.assert_allclose(grad, [[0.25]], rtol=1e-6)
 
 
@@ -86,7 +93,9 @@ def test_contrastive_loss_matches_reference_in_deterministic_regimes(vectors, re
     np.testing.assert_array_equal(counts, v[f"{regime}/counts_pos2pos_pos2neg_neg2neg"])
     for seed in range(3):  # the selection does not depend on the priorities here
         priorities = jax.random.uniform(jax.random.key(seed), (6, 5))
-        loss, grad = jax.value_and_grad(contrastive_loss_with_priorities)(features, targets, priorities)
+        loss, grad = jax.value_and_grad(contrastive_loss_with_priorities)(
+            features, targets, priorities
+        )
         np.testing.assert_allclose(loss, v[f"{regime}/loss_mean"], rtol=1e-5)
         np.testing.assert_allclose(grad, v[f"{regime}/grad_mean"], rtol=1e-4, atol=1e-6)
 
@@ -104,7 +113,9 @@ def test_contrastive_loss_matches_reference_in_deterministic_regimes(vectors, re
 def _random_problem(seed: int, batch: int = 6, classes: int = 7, dim: int = 4):
     rng = np.random.default_rng(seed)
     features = rng.normal(size=(batch, classes, dim)).astype(np.float32)
-    targets = rng.choice([-1.0, 0.0, 1.0], p=rng.dirichlet(np.ones(3)), size=(batch, classes)).astype(np.float32)
+    targets = rng.choice(
+        [-1.0, 0.0, 1.0], p=rng.dirichlet(np.ones(3)), size=(batch, classes)
+    ).astype(np.float32)
     return jnp.asarray(features), jnp.asarray(targets)
 
 
@@ -141,7 +152,9 @@ def test_kept_count_and_composition_on_random_targets(seed):
 
 def test_random_subset_is_uniform_and_follows_the_key():
     features, _ = _random_problem(0, batch=5, classes=3)
-    targets = jnp.full((5, 3), -1.0).at[0, 0].set(1.0).at[1, 0].set(1.0)  # K = 1: PP at pair (0, 1), class 0
+    targets = (
+        jnp.full((5, 3), -1.0).at[0, 0].set(1.0).at[1, 0].set(1.0)
+    )  # K = 1: PP at pair (0, 1), class 0
     pp, pn, nn = (np.asarray(m) for m in contrastive_categories(targets))
     assert (pp.sum(), pn.sum(), nn.sum()) == (1, 6, 23)
     terms, _ = contrastive_terms_and_weights(features, targets, jnp.zeros((10, 3)))
@@ -174,5 +187,7 @@ def test_no_positive_pair_keeps_everything_and_empty_selection_is_zero():
     np.testing.assert_array_equal(weights, (pn | nn).astype(np.float32))
 
     unknown = jnp.zeros((4, 2)).at[0, 0].set(1.0)
-    loss, grad = jax.value_and_grad(contrastive_loss, argnums=0)(features, unknown, jax.random.key(0))
+    loss, grad = jax.value_and_grad(contrastive_loss, argnums=0)(
+        features, unknown, jax.random.key(0)
+    )
     assert loss == 0.0 and not np.any(np.asarray(grad)) and np.all(np.isfinite(grad))

@@ -1,4 +1,5 @@
 """SARB/DSRB blending blocks: parity with the reference and equality with the map-level DSRB."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,18 +39,26 @@ def test_mix_labels_matches_reference(vectors):
     def objective(alpha):
         return jnp.sum(mix_labels(v["label1"], v["label2"], alpha) * v["cot/mixed"])
 
-    np.testing.assert_allclose(jax.grad(objective)(jnp.float32(v["alpha"])), v["grad/alpha"], rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.grad(objective)(jnp.float32(v["alpha"])), v["grad/alpha"], rtol=1e-6
+    )
 
 
 def test_instance_blend_pairs_with_reversed_batch(vectors):
     v = vectors("sarb_mixup_label")
-    np.testing.assert_array_equal(v["label2"], v["label1"][::-1])  # the file's label2 is the partner
-    np.testing.assert_array_equal(blend.instance_blend_coefficients(v["label1"], v["alpha"]), v["matrix"])
+    np.testing.assert_array_equal(
+        v["label2"], v["label1"][::-1]
+    )  # the file's label2 is the partner
+    np.testing.assert_array_equal(
+        blend.instance_blend_coefficients(v["label1"], v["alpha"]), v["matrix"]
+    )
     semantic = np.random.default_rng(0).normal(size=v["label1"].shape + (5,)).astype(np.float32)
     blended, blended_targets = blend.instance_blend(semantic, v["label1"], v["alpha"])
     np.testing.assert_allclose(blended_targets, v["mixed"], rtol=1e-6, atol=1e-7)
     weights = v["matrix"][..., None]
-    np.testing.assert_allclose(blended, weights * semantic + (1 - weights) * semantic[::-1], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        blended, weights * semantic + (1 - weights) * semantic[::-1], rtol=1e-6, atol=1e-6
+    )
 
 
 def test_head_targets_match_reference(vectors):
@@ -57,12 +66,18 @@ def test_head_targets_match_reference(vectors):
     v = vectors("sarb_head")
     targets, semantic = v["target"], v["train/forward/semantic_feature"]
     _, instance_targets = blend.instance_blend(semantic, targets, v["param/alpha"])
-    np.testing.assert_allclose(instance_targets, v["train/forward/mixed_target_1"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        instance_targets, v["train/forward/mixed_target_1"], rtol=1e-6, atol=1e-7
+    )
     prototypes = blend.sarb_prototypes_for_step(v["prototype"], jax.random.key(3))  # (C, D)
     for key in _keys(4):
         mask = blend.choose_blend_classes(targets, key)
-        _, prototype_targets = blend.prototype_blend(semantic, targets, prototypes, mask, v["param/beta"])
-        np.testing.assert_allclose(prototype_targets, v["train/forward/mixed_target_2"], rtol=1e-6, atol=1e-7)
+        _, prototype_targets = blend.prototype_blend(
+            semantic, targets, prototypes, mask, v["param/beta"]
+        )
+        np.testing.assert_allclose(
+            prototype_targets, v["train/forward/mixed_target_2"], rtol=1e-6, atol=1e-7
+        )
 
 
 def test_instance_blend_on_maps_equals_vector_blend():
@@ -73,7 +88,9 @@ def test_instance_blend_on_maps_equals_vector_blend():
     targets = _partial_targets(rng, (batch, num_classes))
     alpha = np.float32(0.35)
     partner_targets = targets[::-1]
-    coefficient = np.where((targets == 0) & (partner_targets == 1), alpha, np.float32(1.0))  # (B, C)
+    coefficient = np.where(
+        (targets == 0) & (partner_targets == 1), alpha, np.float32(1.0)
+    )  # (B, C)
     weight = coefficient[:, None, None, :, None]
     direct = (weight * maps + (1 - weight) * maps[::-1]).sum(axis=(1, 2))
     blended, blended_targets = blend.instance_blend(maps.sum(axis=(1, 2)), targets, alpha)
@@ -98,7 +115,8 @@ def _blend_objectives(blend):
     return {
         "features": lambda x: jnp.sum(blend(x)[0] * feature_cotangent),
         "targets": lambda x: jnp.sum(blend(x)[1] * target_cotangent),
-        "both": lambda x: jnp.sum(blend(x)[0] * feature_cotangent) + jnp.sum(blend(x)[1] * target_cotangent),
+        "both": lambda x: jnp.sum(blend(x)[0] * feature_cotangent)
+        + jnp.sum(blend(x)[1] * target_cotangent),
     }
 
 
@@ -106,7 +124,9 @@ def _check_gradients(blend, at: float) -> None:
     for name, objective in _blend_objectives(blend).items():
         analytic = float(jax.grad(objective)(jnp.float32(at)))
         assert abs(analytic) > 1e-3, name
-        np.testing.assert_allclose(analytic, _finite_difference(objective, at), rtol=2e-3, err_msg=name)
+        np.testing.assert_allclose(
+            analytic, _finite_difference(objective, at), rtol=2e-3, err_msg=name
+        )
 
 
 def test_alpha_gradient_flows_through_features_and_targets():
@@ -125,7 +145,9 @@ def test_beta_gradient_flows_through_features_and_targets():
     targets = _partial_targets(rng, (4, 5))
     prototypes = rng.normal(size=(4, 5, 3)).astype(np.float32)
     mask = np.eye(4, 5, dtype=np.float32)
-    _check_gradients(lambda beta: blend.prototype_blend(semantic, targets, prototypes, mask, beta), 0.6)
+    _check_gradients(
+        lambda beta: blend.prototype_blend(semantic, targets, prototypes, mask, beta), 0.6
+    )
 
 
 def test_prototypes_receive_no_gradient():
@@ -177,8 +199,12 @@ def test_class_choice_clean_mode_selects_only_unknown_classes():
     targets = np.array([[-1, 1, -1, 1, -1], [1, -1, 0, 1, -1]], np.float32)
     key = jax.random.key(5)
     expected = [[0, 0, 0, 0, 0], [0, 0, 1, 0, 0]]
-    np.testing.assert_array_equal(blend.choose_blend_classes(targets, key, unknown_only=True), expected)
-    np.testing.assert_array_equal(blend.choose_blend_classes(targets, key, top_k=3, unknown_only=True), expected)
+    np.testing.assert_array_equal(
+        blend.choose_blend_classes(targets, key, unknown_only=True), expected
+    )
+    np.testing.assert_array_equal(
+        blend.choose_blend_classes(targets, key, top_k=3, unknown_only=True), expected
+    )
 
 
 def test_class_choice_rejects_bad_top_k():
@@ -218,7 +244,9 @@ def test_peak_quadrant_split_of_the_grid():
     """A single peak at (r, c) of a 7x7 grid maps to 2[r >= 3] + [c >= 3] (3/4 split, §9.1.1)."""
     height = width = 7
     positions = height * width
-    attention = (np.eye(positions, dtype=np.float32) + 0.01)[..., None]  # (B, HW, C = 1): image n peaks at cell n
+    attention = (np.eye(positions, dtype=np.float32) + 0.01)[
+        ..., None
+    ]  # (B, HW, C = 1): image n peaks at cell n
     reduced = np.ones((positions, positions, 3), np.float32)
     quadrants = np.asarray(blend.peak_quadrants(attention, reduced, (height, width)))[:, 0]
     rows, cols = np.divmod(np.arange(positions), width)
@@ -244,7 +272,9 @@ def test_prototype_blend_on_maps_equals_vector_blend(grid):
     logits = rng.normal(size=(batch, height * width, num_classes)).astype(np.float32)
     attention = np.asarray(jax.nn.softmax(logits, axis=1))  # (B, HW, C)
     reduced = rng.normal(size=(batch, height * width, dim)).astype(np.float32)  # (B, HW, D)
-    maps = (attention[..., None] * reduced[:, :, None, :]).reshape(batch, height, width, num_classes, dim)
+    maps = (attention[..., None] * reduced[:, :, None, :]).reshape(
+        batch, height, width, num_classes, dim
+    )
     prototype_maps = rng.normal(size=(num_classes, 4, height, width, dim)).astype(np.float32)  # Ψ
     targets = _partial_targets(rng, (batch, num_classes))
     beta = np.float32(0.3)
@@ -255,9 +285,13 @@ def test_prototype_blend_on_maps_equals_vector_blend(grid):
         peaks = blend.peak_quadrants(attention, reduced, grid)
         others = blend.other_quadrants(peaks, quadrant_key)
         mask = blend.choose_blend_classes(targets, class_key, top_k=top_k)
-        semantic = jnp.einsum("bhc,bhd->bcd", attention, reduced, precision=jax.lax.Precision.HIGHEST)
+        semantic = jnp.einsum(
+            "bhc,bhd->bcd", attention, reduced, precision=jax.lax.Precision.HIGHEST
+        )
         prototypes = blend.dsrb_prototypes_for_entries(table, others)
-        return (peaks, others, mask) + blend.prototype_blend(semantic, targets, prototypes, mask, beta)
+        return (peaks, others, mask) + blend.prototype_blend(
+            semantic, targets, prototypes, mask, beta
+        )
 
     peaks, others, mask, blended, blended_targets = map(
         np.asarray, vector_path(attention, reduced, targets, prototype_maps.sum(axis=(2, 3)), beta)
@@ -269,7 +303,9 @@ def test_prototype_blend_on_maps_equals_vector_blend(grid):
     selected_maps = prototype_maps[np.arange(num_classes)[None, :], others]  # (B, C, h, w, D)
     selected_maps = selected_maps.transpose(0, 2, 3, 1, 4)  # (B, h, w, C, D)
     weight = mask[:, None, None, :, None]
-    direct = (weight * (beta * maps + (1 - beta) * selected_maps) + (1 - weight) * maps).sum(axis=(1, 2))
+    direct = (weight * (beta * maps + (1 - beta) * selected_maps) + (1 - weight) * maps).sum(
+        axis=(1, 2)
+    )
     np.testing.assert_allclose(blended, direct, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(blended_targets, (1 - mask) * targets + mask * (1 - beta), rtol=1e-6)
 

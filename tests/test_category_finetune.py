@@ -1,6 +1,7 @@
 """Category-wise fine-tuning (mlrpl_jax/category_finetune.py, mlrpl_jax/tools/category_finetune.py,
 docs/methods/cft.md): the holdout AP against scikit-learn, the fit on a linear problem, and the
 command on a finished tiny run (results written, checkpoint untouched, errors)."""
+
 import hashlib
 import json
 import pathlib
@@ -49,8 +50,9 @@ def test_fit_keeps_the_best_holdout_head_and_lowers_the_known_label_loss():
     inputs, labels, kernel, bias = linear_problem()
     held = cft.holdout_rows(len(labels), 0.25, seed=0)
     options = cft.FitOptions(steps=400, patience=100, learning_rate=0.05)
-    fit = cft.fit_heads(kernel, bias, inputs[~held], labels[~held], inputs[held], labels[held],
-                        options)
+    fit = cft.fit_heads(
+        kernel, bias, inputs[~held], labels[~held], inputs[held], labels[held], options
+    )
     np.testing.assert_array_equal(fit.fitted, [True, True, False])
     # Class 2 cannot be fitted: its head is the original, bit for bit.
     np.testing.assert_array_equal(fit.kernel[2], kernel[2])
@@ -81,8 +83,11 @@ def test_holdout_fraction_is_checked():
 
 
 def _file_digests(directory):
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(pathlib.Path(directory).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(pathlib.Path(directory).rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_command_on_a_finished_tiny_run(digit_scenes_dir, tmp_path):

@@ -34,15 +34,22 @@ def test_every_config_file_validates_and_documents_its_command(path):
 def test_base_config_has_the_reference_script_defaults():
     config = config_lib.base_config()
     assert (config.optim.lr, config.optim.weight_decay, config.batch_size, config.epochs) == (
-        1e-5, 5e-4, 8, 20)
+        1e-5,
+        5e-4,
+        8,
+        20,
+    )
     assert (config.data.image_size, config.model.depth, config.known_ratio) == (448, 101, 0.5)
 
 
 def test_unknown_key_lists_the_valid_keys():
     config = config_lib.base_config()
     config.optim.learning_rate = 0.1
-    with pytest.raises(config_lib.ConfigError, match=r"unknown config key 'optim.learning_rate'"
-                       r".*optim\.lr"):
+    with pytest.raises(
+        config_lib.ConfigError,
+        match=r"unknown config key 'optim.learning_rate'"
+        r".*optim\.lr",
+    ):
         config_lib.validate_config(config)
 
 
@@ -80,12 +87,15 @@ def test_known_ratio_outside_the_unit_interval(ratio):
         config_lib.validate_config(config)
 
 
-@pytest.mark.parametrize("label_drop, known_ratio, labels_per_category, message", [
-    ("single_positive", 1.0, 0, "data.label_drop must be one of elementwise, one_positive"),
-    ("one_positive", 0.5, 0, "chooses the known labels itself.*known_ratio=1.0"),
-    ("per_category", 1.0, 0, "labels_per_category.*even integer >= 2"),
-    ("elementwise", 0.5, 100, "labels_per_category applies only to label_drop='per_category'"),
-])
+@pytest.mark.parametrize(
+    "label_drop, known_ratio, labels_per_category, message",
+    [
+        ("single_positive", 1.0, 0, "data.label_drop must be one of elementwise, one_positive"),
+        ("one_positive", 0.5, 0, "chooses the known labels itself.*known_ratio=1.0"),
+        ("per_category", 1.0, 0, "labels_per_category.*even integer >= 2"),
+        ("elementwise", 0.5, 100, "labels_per_category applies only to label_drop='per_category'"),
+    ],
+)
 def test_label_drop_settings_are_checked(label_drop, known_ratio, labels_per_category, message):
     config = config_lib.base_config()
     config.data.label_drop, config.known_ratio = label_drop, known_ratio
@@ -106,27 +116,37 @@ def test_unknown_method_lists_the_registered_methods():
 
 
 def run_main(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlrpl_jax.main", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "mlrpl_jax.main", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_command_line_rejects_an_unknown_override(tmp_path):
-    result = run_main("--config=configs/baseline_digits.py", f"--workdir={tmp_path}",
-                      "--config.optim.learning_rate=0.1")
+    result = run_main(
+        "--config=configs/baseline_digits.py",
+        f"--workdir={tmp_path}",
+        "--config.optim.learning_rate=0.1",
+    )
     assert result.returncode != 0
     assert "learning_rate" in result.stderr
 
 
 def test_command_line_rejects_a_mistyped_override(tmp_path):
-    result = run_main("--config=configs/baseline_digits.py", f"--workdir={tmp_path}",
-                      "--config.batch_size=big")
+    result = run_main(
+        "--config=configs/baseline_digits.py", f"--workdir={tmp_path}", "--config.batch_size=big"
+    )
     assert result.returncode != 0
     assert "batch_size" in result.stderr
 
 
 def test_command_line_rejects_a_bad_known_ratio(tmp_path):
-    result = run_main("--config=configs/baseline_digits.py", f"--workdir={tmp_path}",
-                      "--config.known_ratio=1.5")
+    result = run_main(
+        "--config=configs/baseline_digits.py", f"--workdir={tmp_path}", "--config.known_ratio=1.5"
+    )
     assert result.returncode != 0
     assert "known_ratio must be in (0, 1]" in result.stderr
 
@@ -155,8 +175,16 @@ DIGIT_CONFIG_FILES = sorted((ROOT / "configs").glob("*_digits.py"))
 def test_every_digit_config_has_the_large_regime_with_the_papers_proportions(path):
     small, large = load_config_file(path), load_config_file(path, "large")
     config_lib.validate_config(large)
-    assert (small.data.name, small.epochs, small.optim.lr_decay_epochs) == ("digit_scenes/small", 8, 4)
-    assert (large.data.name, large.epochs, large.optim.lr_decay_epochs) == ("digit_scenes/large", 4, 2)
+    assert (small.data.name, small.epochs, small.optim.lr_decay_epochs) == (
+        "digit_scenes/small",
+        8,
+        4,
+    )
+    assert (large.data.name, large.epochs, large.optim.lr_decay_epochs) == (
+        "digit_scenes/large",
+        4,
+        2,
+    )
     # Epoch options are the papers' (out of 20) divided by 20 / epochs, rounded, >= 1 if > 0;
     # per-epoch rates multiplied by it: the same fraction of the run in both regimes.
     method = methods.get_method_class(large.method)
@@ -173,6 +201,7 @@ def test_every_digit_config_has_the_large_regime_with_the_papers_proportions(pat
     assert cached.data.feature_cache and cached.data.train_augmentation == "none"
     cached.data.update(feature_cache=False, train_augmentation=large.data.train_augmentation)
     assert cached.to_dict() == large.to_dict()
-    with pytest.raises(config_lib.ConfigError,
-                       match="unknown digit regime 'huge'; valid: small, large, cached"):
+    with pytest.raises(
+        config_lib.ConfigError, match="unknown digit regime 'huge'; valid: small, large, cached"
+    ):
         load_config_file(path, "huge")

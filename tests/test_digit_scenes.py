@@ -1,4 +1,5 @@
 """Tests of the digit-scenes TFDS builder and the dataset registry."""
+
 import itertools
 import os
 import subprocess
@@ -57,9 +58,16 @@ def test_records_are_in_index_order_and_match_the_generator(digit_scenes_dir):  
 
 def test_cli_build_is_identical_to_fixture_build(digit_scenes_dir, tmp_path):  # noqa: F811
     subprocess.run(
-        [sys.executable, "-m", "mlrpl_jax.data.prepare", f"--dataset={TINY_DATASET}",
-         f"--data_dir={tmp_path}"],
-        cwd=_ROOT, check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "mlrpl_jax.data.prepare",
+            f"--dataset={TINY_DATASET}",
+            f"--data_dir={tmp_path}",
+        ],
+        cwd=_ROOT,
+        check=True,
+        capture_output=True,
     )
     for split in ("train", "test"):
         first = _records_by_index(digit_scenes_dir, split)
@@ -129,5 +137,7 @@ def test_registry():
     assert spec.prepare_command_for("/d") == (
         "python -m mlrpl_jax.data.prepare --dataset=digit_scenes --data_dir=/d"
     )
-    with pytest.raises(ValueError, match="digit_scenes, digit_scenes/large, digit_scenes/small, digit_scenes/tiny"):
+    with pytest.raises(
+        ValueError, match="digit_scenes, digit_scenes/large, digit_scenes/small, digit_scenes/tiny"
+    ):
         get_dataset_spec("coco_2014")

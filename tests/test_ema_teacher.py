@@ -25,8 +25,12 @@ from mlrpl_jax.methods.ema_teacher import (
     with_pseudo_labels,
 )
 
-CTX = StepContext(epoch=jnp.int32(1), step_in_epoch=jnp.int32(0), rng=jax.random.PRNGKey(0),
-                  steps_per_epoch=method_harness.STEPS_PER_EPOCH)
+CTX = StepContext(
+    epoch=jnp.int32(1),
+    step_in_epoch=jnp.int32(0),
+    rng=jax.random.PRNGKey(0),
+    steps_per_epoch=method_harness.STEPS_PER_EPOCH,
+)
 
 
 def test_thresholds_are_strict_and_known_labels_win():
@@ -47,8 +51,10 @@ def test_synthetic_training_pass_pads_the_last_batch():
 
 def teacher_config(**section):
     # Thresholds near 0, so that the barely trained teacher of a test gives pseudo labels.
-    return method_harness.tiny_config("ema_teacher", **{
-        "warmup_epochs": 1, "negative_logit": -0.02, "positive_logit": 0.02, **section})
+    return method_harness.tiny_config(
+        "ema_teacher",
+        **{"warmup_epochs": 1, "negative_logit": -0.02, "positive_logit": 0.02, **section},
+    )
 
 
 def test_the_teacher_scores_every_training_image_with_the_ema_weights():
@@ -65,9 +71,13 @@ def test_the_teacher_scores_every_training_image_with_the_ema_weights():
     # Independent scoring: the EMA variables, every row's image once, on the host.
     host = jax.device_get(state)
     predict = jax.jit(method.predict)
-    rows = [(batch["index"], np.asarray(predict(host.ema_variables(), host.method_state,
-                                                batch["image"])))
-            for batch in data.eval_batches(method_harness.BATCH_SIZE)]
+    rows = [
+        (
+            batch["index"],
+            np.asarray(predict(host.ema_variables(), host.method_state, batch["image"])),
+        )
+        for batch in data.eval_batches(method_harness.BATCH_SIZE)
+    ]
     index = np.concatenate([r[0] for r in rows])
     logits = np.empty(table.shape, np.float32)
     logits[index] = np.concatenate([r[1] for r in rows])
@@ -77,8 +87,10 @@ def test_the_teacher_scores_every_training_image_with_the_ema_weights():
     expected[known] = 0
     # Logits within the layout tolerance of a threshold may fall either side of it.
     num_terms = method_harness.longest_float32_sum(
-        lambda v, images: method.predict(v, {}, images), host.ema_variables(),
-        data.batch(0)["image"])
+        lambda v, images: method.predict(v, {}, images),
+        host.ema_variables(),
+        data.batch(0)["image"],
+    )
     tolerance = method_harness.reduction_rtol(num_terms) * np.max(np.abs(logits))
     undecided = np.minimum(np.abs(logits - 0.02), np.abs(logits + 0.02)) <= tolerance
     assert np.array_equal(table[~undecided], expected[~undecided])
@@ -88,13 +100,15 @@ def test_the_teacher_scores_every_training_image_with_the_ema_weights():
     # The loss is partial BCE on the labels completed by the table.
     batch = data.batch(2)
     value, _ = method.loss(host.variables(), host.method_state, batch, CTX)
-    output, _ = method.model.apply(host.variables(), batch["image"], train=True,
-                                   mutable=["batch_stats"])
+    output, _ = method.model.apply(
+        host.variables(), batch["image"], train=True, mutable=["batch_stats"]
+    )
     targets = np.where(batch["labels"] != 0, batch["labels"], table[batch["index"]])
     reference = losses.partial_bce(output.logits, targets)
     assert float(value) == pytest.approx(float(reference), rel=1e-6)
-    assert float(value) != pytest.approx(float(losses.partial_bce(output.logits, batch["labels"])),
-                                         rel=1e-3)
+    assert float(value) != pytest.approx(
+        float(losses.partial_bce(output.logits, batch["labels"])), rel=1e-3
+    )
 
 
 def test_diagnostics_count_pseudo_labels_of_unknown_entries_against_the_hidden_labels():
@@ -102,24 +116,33 @@ def test_diagnostics_count_pseudo_labels_of_unknown_entries_against_the_hidden_l
     data = method_harness.SyntheticTrainingData()
     method = EMATeacherPseudoLabels(config, data.info, None, None)
     table = jnp.array([[1, 1, -1, -1], [1, -1, 0, 1]], jnp.int8)
-    batch = {"labels": jnp.array([[0, 0, 0, 1], [0, 0, 0, -1]], jnp.float32),
-             "index": jnp.array([0, 1])}
+    batch = {
+        "labels": jnp.array([[0, 0, 0, 1], [0, 0, 0, -1]], jnp.float32),
+        "index": jnp.array([0, 1]),
+    }
     complete = jnp.array([[1, -1, -1, 1], [-1, -1, 1, -1]], jnp.float32)
     scalars, _ = method.diagnostics({}, {"pseudo_labels": table}, batch, complete, CTX)
     # Unknown entries: row 0 columns 0-2, row 1 columns 0-2. Pseudo positives (0,0) true,
     # (0,1) false, (1,0) false; negatives (0,2) true, (1,1) true; (1,2) has none.
     assert {k: float(v) for k, v in scalars.items()} == {
-        "pseudo_positives": 3.0, "pseudo_positives_true": 1.0, "pseudo_negatives": 2.0,
-        "pseudo_negatives_true": 2.0, "unknown_hidden_positives": 2.0,
-        "unknown_hidden_negatives": 4.0}
+        "pseudo_positives": 3.0,
+        "pseudo_positives_true": 1.0,
+        "pseudo_negatives": 2.0,
+        "pseudo_negatives_true": 2.0,
+        "unknown_hidden_positives": 2.0,
+        "unknown_hidden_negatives": 4.0,
+    }
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"decay": 0.0}, "set config.ema.decay > 0"),
-    ({"positive_logit": -1.0}, "negative_logit <= 0 <= positive_logit"),
-    ({"negative_logit": 0.5}, "negative_logit <= 0 <= positive_logit"),
-    ({"warmup_epochs": -1}, "warmup_epochs must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"decay": 0.0}, "set config.ema.decay > 0"),
+        ({"positive_logit": -1.0}, "negative_logit <= 0 <= positive_logit"),
+        ({"negative_logit": 0.5}, "negative_logit <= 0 <= positive_logit"),
+        ({"warmup_epochs": -1}, "warmup_epochs must be >= 0"),
+    ],
+)
 def test_option_errors(change, message):
     section = {k: v for k, v in change.items() if k != "decay"}
     config = teacher_config(**section)
@@ -138,8 +161,14 @@ def test_dry_run_runs_the_teacher_pass(tmp_path):
 
 
 def test_a_real_run_evaluates_the_ema_and_keeps_the_pseudo_labels(digit_scenes_dir, tmp_path):
-    config = digit_run_config("ema_teacher", digit_scenes_dir, epochs=2, warmup_epochs=1,
-                              negative_logit=-0.5, positive_logit=0.5)
+    config = digit_run_config(
+        "ema_teacher",
+        digit_scenes_dir,
+        epochs=2,
+        warmup_epochs=1,
+        negative_logit=-0.5,
+        positive_logit=0.5,
+    )
     config.ema.decay = 0.9
     results = train.train_and_evaluate(config, str(tmp_path))
     written = json.loads((tmp_path / "results.json").read_text())

@@ -28,8 +28,9 @@ def test_a_run_opens_its_data_with_the_configured_label_drop(digit_scenes_dir):
     config = tiny_run_config(digit_scenes_dir, 1)
     config.known_ratio, config.data.label_drop, config.seed = 1.0, "one_positive", 3
     info = train.open_data(config).info
-    np.testing.assert_array_equal(info.train_partial_labels,
-                                  one_positive_labels(info.train_complete_labels, seed=3))
+    np.testing.assert_array_equal(
+        info.train_partial_labels, one_positive_labels(info.train_complete_labels, seed=3)
+    )
 
 
 def test_train_evaluate_and_resume_exactly(digit_scenes_dir, tmp_path):
@@ -42,8 +43,9 @@ def test_train_evaluate_and_resume_exactly(digit_scenes_dir, tmp_path):
     assert any("test/mAP" in entry for entry in logged)
     assert any("train/loss" in entry for entry in logged)
     # the calibration errors and precision at recall (evaluation.md §11.4-11.5) beside them
-    assert any({"test/ECE", "test/ACE", "test/MCE", "test/P_at_R90"} <= entry.keys()
-               for entry in logged)
+    assert any(
+        {"test/ECE", "test/ACE", "test/MCE", "test/P_at_R90"} <= entry.keys() for entry in logged
+    )
     saved = json.loads((workdir / "results.json").read_text())
     assert {"ECE", "ACE", "MCE", "P_at_R50", "P_at_R70", "P_at_R90"} <= saved["last"].keys()
 

@@ -41,12 +41,18 @@ def test_cached_maps_are_the_inference_backbone_of_every_image_in_reference_orde
     plain = train.open_data(_uncached(config))
     for split, num in (("train", data.info.num_train), ("test", data.info.num_test)):
         # The cache's own program (same batch size, same inputs): equal to the last bit.
-        expected = np.concatenate([
-            np.asarray(forward(variables, batch["image"]))[:int(batch["mask"].sum())]
-            for batch in plain.eval_batches(feature_cache.BATCH_SIZE, split=split)])
-        served = np.concatenate([
-            batch["image"][:int(batch["mask"].sum())]
-            for batch in data.eval_batches(8, split=split)])
+        expected = np.concatenate(
+            [
+                np.asarray(forward(variables, batch["image"]))[: int(batch["mask"].sum())]
+                for batch in plain.eval_batches(feature_cache.BATCH_SIZE, split=split)
+            ]
+        )
+        served = np.concatenate(
+            [
+                batch["image"][: int(batch["mask"].sum())]
+                for batch in data.eval_batches(8, split=split)
+            ]
+        )
         assert expected.shape == served.shape == (num, *MAP_SHAPE)
         np.testing.assert_array_equal(served, expected)
 
@@ -59,13 +65,16 @@ def _uncached(config):
 
 def test_training_batches_serve_the_maps_of_their_indices(data_dir):
     data = train.open_data(cached_config(data_dir))
-    maps = feature_cache.feature_maps(cached_config(data_dir), data.builder_dir, None,
-                                      {"train": data.info.num_train, "test": data.info.num_test})
+    maps = feature_cache.feature_maps(
+        cached_config(data_dir),
+        data.builder_dir,
+        None,
+        {"train": data.info.num_train, "test": data.info.num_test},
+    )
     batch = next(iter(data.train_batches(0, 8)))
     assert batch["image"].shape == (8, *MAP_SHAPE)
     np.testing.assert_array_equal(batch["image"], maps["train"][batch["index"]])
-    np.testing.assert_array_equal(batch["labels"],
-                                  data.info.train_partial_labels[batch["index"]])
+    np.testing.assert_array_equal(batch["labels"], data.info.train_partial_labels[batch["index"]])
 
 
 def test_a_cached_run_trains_resumes_and_reuses_the_stored_maps(data_dir, tmp_path, monkeypatch):
@@ -78,13 +87,15 @@ def test_a_cached_run_trains_resumes_and_reuses_the_stored_maps(data_dir, tmp_pa
     full = train.train_and_evaluate(cached_config(data_dir, "sarb", epochs=2), str(tmp_path / "a"))
     assert full["last"]["epoch"] == 1 and 0.0 < full["last"]["mAP"] <= 100.0
     train.train_and_evaluate(cached_config(data_dir, "sarb", epochs=1), str(tmp_path / "b"))
-    resumed = train.train_and_evaluate(cached_config(data_dir, "sarb", epochs=2),
-                                       str(tmp_path / "b"))
+    resumed = train.train_and_evaluate(
+        cached_config(data_dir, "sarb", epochs=2), str(tmp_path / "b")
+    )
     assert resumed == full
     # A checkpoint of the head alone never restores into a run with a backbone.
     with pytest.raises(checkpointing.CheckpointMismatchError, match="'feature_cache': True"):
-        train.train_and_evaluate(_uncached(cached_config(data_dir, "sarb", epochs=3)),
-                                 str(tmp_path / "b"))
+        train.train_and_evaluate(
+            _uncached(cached_config(data_dir, "sarb", epochs=3)), str(tmp_path / "b")
+        )
 
 
 def test_maps_of_another_build_of_the_dataset_are_refused(data_dir, tmp_path):
@@ -93,26 +104,38 @@ def test_maps_of_another_build_of_the_dataset_are_refused(data_dir, tmp_path):
     directory = tmp_path / "builder"
     (directory / feature_cache.CACHE_FOLDER / feature_cache.cache_key(config)).mkdir(parents=True)
     for split in feature_cache.SPLITS:
-        np.save(directory / feature_cache.CACHE_FOLDER / feature_cache.cache_key(config)
-                / f"{split}.npy", np.zeros((3, *MAP_SHAPE), np.float32))
+        np.save(
+            directory
+            / feature_cache.CACHE_FOLDER
+            / feature_cache.cache_key(config)
+            / f"{split}.npy",
+            np.zeros((3, *MAP_SHAPE), np.float32),
+        )
     with pytest.raises(feature_cache.FeatureCacheError, match="prepared again"):
-        feature_cache.feature_maps(config, directory, None,
-                                   {"train": data.info.num_train, "test": data.info.num_test})
+        feature_cache.feature_maps(
+            config, directory, None, {"train": data.info.num_train, "test": data.info.num_test}
+        )
 
 
 def test_the_cache_key_follows_the_weights_and_the_image_size(data_dir):
     config = cached_config(data_dir)
-    other_size, other_weights = config.copy_and_resolve_references(), config.copy_and_resolve_references()
+    other_size, other_weights = (
+        config.copy_and_resolve_references(),
+        config.copy_and_resolve_references(),
+    )
     other_size.data.image_size = 64
     other_weights.model.pretrained = "pypi"
     keys = {feature_cache.cache_key(c) for c in (config, other_size, other_weights)}
     assert len(keys) == 3
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"train_augmentation": "colour"}, "train_augmentation='none'"),
-    ({"allow_random_frozen_backbone": False}, "random weights"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"train_augmentation": "colour"}, "train_augmentation='none'"),
+        ({"allow_random_frozen_backbone": False}, "random weights"),
+    ],
+)
 def test_configs_the_cache_cannot_serve_stop_with_one_error(data_dir, change, message):
     config = cached_config(data_dir)
     if "train_augmentation" in change:

@@ -8,6 +8,7 @@ chain of operations from it, so following every operation (a nested program's ou
 counted as depending on any of its inputs, which can only over-count) proves independence for
 every value of the hidden labels at once, at the cost of a trace (no initialisation, no
 compilation)."""
+
 import functools
 
 import jax
@@ -26,8 +27,10 @@ from mlrpl_jax.methods.semantic_transfer.loss_terms import pseudo_label_diagnost
 # Every registered method, SATL around SST (its hook passes the labels on to its base's) and
 # SATL's threshold designs that read more of its state.
 CASES = [(name, {}) for name in sorted(registered_methods())] + [
-    ("satl", {"base_method": "sst"}), ("satl", {"threshold_rule": "prior"}),
-    ("satl", {"threshold_rule": "asymmetric", "pseudo_label_weighting": "precision"})]
+    ("satl", {"base_method": "sst"}),
+    ("satl", {"threshold_rule": "prior"}),
+    ("satl", {"threshold_rule": "asymmetric", "pseudo_label_weighting": "precision"}),
+]
 # Methods whose diagnostics count pseudo labels against the hidden labels (so the trace must
 # find outputs that depend on them: the dependence check can fail).
 WITH_HIDDEN_LABEL_DIAGNOSTICS = {"sst", "hst", "satl", "ema_teacher"}
@@ -36,15 +39,21 @@ WITH_HIDDEN_LABEL_DIAGNOSTICS = {"sst", "hst", "satl", "ema_teacher"}
 def abstract_train_state(method, optimizer, config):
     """create_train_state's TrainState as shapes only."""
     shape = (1, config.data.image_size, config.data.image_size, 3)
-    variables = jax.eval_shape(functools.partial(method.init_variables, image_shape=shape),
-                               jax.random.PRNGKey(0))
-    params, frozen = split_params(variables["params"], config.model.freeze_early_stages,
-                                  config.model.backbone)
-    return TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params,
-                      frozen_params=frozen, batch_stats=variables["batch_stats"],
-                      opt_state=jax.eval_shape(optimizer.init, params),
-                      method_state=jax.eval_shape(method.init_method_state),
-                      rng=jax.eval_shape(jax.random.PRNGKey, 0))
+    variables = jax.eval_shape(
+        functools.partial(method.init_variables, image_shape=shape), jax.random.PRNGKey(0)
+    )
+    params, frozen = split_params(
+        variables["params"], config.model.freeze_early_stages, config.model.backbone
+    )
+    return TrainState(
+        step=jax.ShapeDtypeStruct((), jnp.int32),
+        params=params,
+        frozen_params=frozen,
+        batch_stats=variables["batch_stats"],
+        opt_state=jax.eval_shape(optimizer.init, params),
+        method_state=jax.eval_shape(method.init_method_state),
+        rng=jax.eval_shape(jax.random.PRNGKey, 0),
+    )
 
 
 def dependent_outputs(closed_jaxpr, input_index):
@@ -61,8 +70,12 @@ def dependent_outputs(closed_jaxpr, input_index):
 def test_loss_and_gradients_do_not_depend_on_the_hidden_labels(name, section):
     config = method_harness.tiny_config(name, **section)
     data = method_harness.SyntheticTrainingData()
-    method = get_method_class(name)(config, data.info, np.zeros((method_harness.NUM_CLASSES, 12)),
-                                    np.eye(method_harness.NUM_CLASSES, dtype=np.float32))
+    method = get_method_class(name)(
+        config,
+        data.info,
+        np.zeros((method_harness.NUM_CLASSES, 12)),
+        np.eye(method_harness.NUM_CLASSES, dtype=np.float32),
+    )
     state = abstract_train_state(method, optim.build_optimizer(config.optim, 2), config)
     batch_keys = []
     loss = method.loss
@@ -73,8 +86,12 @@ def test_loss_and_gradients_do_not_depend_on_the_hidden_labels(name, section):
 
     method.loss = recording_loss  # the step calls the instance's loss
     # An epoch where every loss term, pseudo labels included, is on.
-    ctx = StepContext(epoch=jnp.int32(method.first_full_epoch()), step_in_epoch=jnp.int32(1),
-                      rng=jax.random.PRNGKey(0), steps_per_epoch=method_harness.STEPS_PER_EPOCH)
+    ctx = StepContext(
+        epoch=jnp.int32(method.first_full_epoch()),
+        step_in_epoch=jnp.int32(1),
+        rng=jax.random.PRNGKey(0),
+        steps_per_epoch=method_harness.STEPS_PER_EPOCH,
+    )
     step = functools.partial(train.loss_gradients_and_diagnostics, method, ctx=ctx)
     batch = data.batch(0)
     closed_jaxpr, out_shape = jax.make_jaxpr(step, return_shape=True)(state, batch)
@@ -82,14 +99,16 @@ def test_loss_and_gradients_do_not_depend_on_the_hidden_labels(name, section):
     assert batch_keys and all(train.HIDDEN_LABELS not in keys for keys in batch_keys)
     assert all({"image", "labels"} <= keys for keys in batch_keys)
     inputs = jax.tree_util.tree_flatten_with_path((state, batch))[0]
-    hidden_index, = [i for i, (path, _) in enumerate(inputs)
-                     if path[-1] == jax.tree_util.DictKey(train.HIDDEN_LABELS)]
+    (hidden_index,) = [
+        i
+        for i, (path, _) in enumerate(inputs)
+        if path[-1] == jax.tree_util.DictKey(train.HIDDEN_LABELS)
+    ]
     outputs = jax.tree_util.tree_flatten_with_path(out_shape)[0]
     dependent = dependent_outputs(closed_jaxpr, hidden_index)
     assert len(dependent) == len(outputs)
     names = {jax.tree_util.keystr(path): depends for (path, _), depends in zip(outputs, dependent)}
-    loss_and_gradients = [key for key in names
-                          if key.startswith(("[0]", "[2]", "[1].batch_stats"))]
+    loss_and_gradients = [key for key in names if key.startswith(("[0]", "[2]", "[1].batch_stats"))]
     assert names["[0]"] is False and len(loss_and_gradients) > 2
     assert not [key for key in loss_and_gradients if names[key]]
     # Only the diagnostics' scalars and counts read them.
@@ -104,11 +123,16 @@ def test_transfer_diagnostics_count_pseudo_labels_against_the_hidden_labels():
     intra = np.array([[1, 1, 1, -1], [0, 1, 1, 0]], np.float32)  # new positives: 3, 1 true
     inter = np.array([[1, 0, 0, -1], [1, 0, 1, 1]], np.float32)  # new positives: 2, 2 true
     for pseudo_on in (1.0, 0.0):
-        counts = pseudo_label_diagnostics({"intra_targets": intra, "inter_targets": inter,
-                                           "pseudo_on": np.float32(pseudo_on)}, targets, complete)
+        counts = pseudo_label_diagnostics(
+            {"intra_targets": intra, "inter_targets": inter, "pseudo_on": np.float32(pseudo_on)},
+            targets,
+            complete,
+        )
         assert {key: float(value) for key, value in counts.items()} == {
-            "intra_pseudo_true_positives": pseudo_on * 1, "inter_pseudo_true_positives": pseudo_on * 2,
-            "hidden_positives": 3.0}
+            "intra_pseudo_true_positives": pseudo_on * 1,
+            "inter_pseudo_true_positives": pseudo_on * 2,
+            "hidden_positives": 3.0,
+        }
 
 
 @pytest.mark.parametrize("name", ["baseline", "hst"])
@@ -119,21 +143,33 @@ def test_logicmix_batches_keep_the_hidden_labels_out_of_the_loss(name):
     config = method_harness.tiny_config(name)
     config.logicmix.probability = 1.0
     data = method_harness.SyntheticTrainingData()
-    method = get_method_class(name)(config, data.info, np.zeros((method_harness.NUM_CLASSES, 12)),
-                                    np.eye(method_harness.NUM_CLASSES, dtype=np.float32))
+    method = get_method_class(name)(
+        config,
+        data.info,
+        np.zeros((method_harness.NUM_CLASSES, 12)),
+        np.eye(method_harness.NUM_CLASSES, dtype=np.float32),
+    )
     optimizer = optim.build_optimizer(config.optim, 2)
     state = abstract_train_state(method, optimizer, config)
     step = train.make_train_step(method, optimizer, method_harness.STEPS_PER_EPOCH)
     closed_jaxpr, out_shape = jax.make_jaxpr(step, return_shape=True)(state, data.batch(0))
     inputs = jax.tree_util.tree_flatten_with_path((state, data.batch(0)))[0]
-    hidden_index, = [i for i, (path, _) in enumerate(inputs)
-                     if path[-1] == jax.tree_util.DictKey(train.HIDDEN_LABELS)]
+    (hidden_index,) = [
+        i
+        for i, (path, _) in enumerate(inputs)
+        if path[-1] == jax.tree_util.DictKey(train.HIDDEN_LABELS)
+    ]
     outputs = jax.tree_util.tree_flatten_with_path(out_shape)[0]
-    names = {jax.tree_util.keystr(path): depends for (path, _), depends
-             in zip(outputs, dependent_outputs(closed_jaxpr, hidden_index))}
+    names = {
+        jax.tree_util.keystr(path): depends
+        for (path, _), depends in zip(outputs, dependent_outputs(closed_jaxpr, hidden_index))
+    }
     assert "[1]['logicmix_fraction']" in names
-    trained = [key for key in names if key.startswith(("[0].params", "[0].opt_state",
-                                                       "[0].batch_stats", "[0].step"))]
+    trained = [
+        key
+        for key in names
+        if key.startswith(("[0].params", "[0].opt_state", "[0].batch_stats", "[0].step"))
+    ]
     assert len(trained) > 3 and not [key for key in trained if names[key]]
     assert names["[1]['loss']"] is False
     diagnostic = {key for key, depends in names.items() if depends}

@@ -16,7 +16,9 @@ def resident_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "malloc_trim"), reason="needs glibc's malloc_trim")
+@pytest.mark.skipif(
+    not hasattr(ctypes.CDLL(None), "malloc_trim"), reason="needs glibc's malloc_trim"
+)
 def test_freed_heap_below_a_live_allocation_goes_back_to_the_system():
     """Freed chunks under a live one cannot shrink the heap from its top, so glibc keeps them
     resident until malloc_trim hands their pages back."""
@@ -28,4 +30,3 @@ def test_freed_heap_below_a_live_allocation_goes_back_to_the_system():
     released = before - resident_bytes()
     assert released > CHUNK * CHUNKS // 2, f"released only {released / 2**20:.0f} MiB of 256"
     del pinned_on_top
-

@@ -1,5 +1,6 @@
 """HST as a method plug-in (docs/methods/hst.md §7, §10.2, §13 item 16): one reference training step,
 lazy margins, prototypes across devices and checkpoints, and a short end-to-end run."""
+
 import head_parity
 import jax
 import method_harness
@@ -17,9 +18,12 @@ def hst_section(v):
         intra_bce_weight=float(v["hp/intraBCEWeight"]),
         cooccurrence_weight=float(v["hp/intraCooccurrenceWeight"]),
         inter_bce_weight=float(v["hp/interBCEWeight"]),
-        contrastive_weight=float(v["hp/interInstanceDistanceWeight"]),  # 0: the recorded term is random
+        contrastive_weight=float(
+            v["hp/interInstanceDistanceWeight"]
+        ),  # 0: the recorded term is random
         prototype_weight=float(v["hp/interPrototypeDistanceWeight"]),
-        num_prototypes=v["prototype"].shape[1])
+        num_prototypes=v["prototype"].shape[1],
+    )
     return section
 
 
@@ -31,23 +35,40 @@ def test_one_training_step_matches_the_reference(vectors):
     v = vectors("hst_head")
     config = head_parity.head_config("hst", hst_section(v))
     # Tolerances: float32 round-off measured against a float64 run of the same step (head_parity).
-    runs = head_parity.reference_step_float32_and_float64(HeterogeneousSemanticTransfer, config,
-                                                         v, hst_method_state)
+    runs = head_parity.reference_step_float32_and_float64(
+        HeterogeneousSemanticTransfer, config, v, hst_method_state
+    )
 
     head_parity.check_forward_grads_and_update(v, runs)
-    criteria = {"bce": "BCELoss/0", "intra_bce": "BCELoss/1", "inter_bce": "BCELoss/2",
-                "intra_score_bce": "BCELoss/3", "cooccurrence": "IntraCooccurrenceLoss/0",
-                "inter_score_bce": "BCELoss/4", "prototype": "InterPrototypeDistanceLoss/0"}
+    criteria = {
+        "bce": "BCELoss/0",
+        "intra_bce": "BCELoss/1",
+        "inter_bce": "BCELoss/2",
+        "intra_score_bce": "BCELoss/3",
+        "cooccurrence": "IntraCooccurrenceLoss/0",
+        "inter_score_bce": "BCELoss/4",
+        "prototype": "InterPrototypeDistanceLoss/0",
+    }
     for metric, criterion in criteria.items():
-        head_parity.assert_float32_close(runs, lambda result, metric=metric: result.metrics[metric],
-                                         v[f"train/crit/{criterion}/out"], metric)
+        head_parity.assert_float32_close(
+            runs,
+            lambda result, metric=metric: result.metrics[metric],
+            v[f"train/crit/{criterion}/out"],
+            metric,
+        )
     target = v["target"]
-    for metric, criterion in (("intra_pseudo_positives", "BCELoss/1"),
-                              ("inter_pseudo_positives", "BCELoss/2")):
+    for metric, criterion in (
+        ("intra_pseudo_positives", "BCELoss/1"),
+        ("inter_pseudo_positives", "BCELoss/2"),
+    ):
         recorded = v[f"train/crit/{criterion}/arg1"]
         np.testing.assert_array_equal(recorded[target != 0], target[target != 0])
-        assert float(runs.ours.metrics[metric]) == float(runs.exact.metrics[metric]) == np.sum(
-            recorded[target == 0] == 1) > 0
+        assert (
+            float(runs.ours.metrics[metric])
+            == float(runs.exact.metrics[metric])
+            == np.sum(recorded[target == 0] == 1)
+            > 0
+        )
     # The margins in force are the params; their Adam step is in the parameter check above.
     for which in ("intra", "inter"):
         assert float(runs.ours.metrics[f"{which}_margin"]) == float(v[f"param/{which}Margin"])
@@ -56,28 +77,36 @@ def test_one_training_step_matches_the_reference(vectors):
 
 def test_learnable_margins_start_at_one_and_fixed_margins_are_constants():
     data = method_harness.SyntheticTrainingData()
-    config = method_harness.tiny_config("hst", intra_margin=0.4, inter_margin=0.6,
-                                        inter_margin_learnable=False)
+    config = method_harness.tiny_config(
+        "hst", intra_margin=0.4, inter_margin=0.6, inter_margin_learnable=False
+    )
     method, _, state = method_harness.build(HeterogeneousSemanticTransfer, config, data)
     assert float(state.params["intra_margin"]) == 1.0  # the configured 0.4 is ignored (§7.1)
     assert "inter_margin" not in state.params
     assert {k: float(v) for k, v in method.margins(state.params).items()} == {
-        "intra": 1.0, "inter": np.float32(0.6)}
+        "intra": 1.0,
+        "inter": np.float32(0.6),
+    }
 
 
 @pytest.fixture(scope="module")
 def hst_setup():
-    config = method_harness.tiny_config("hst", generate_label_epoch=1, prototype_interval=1,
-                                        num_prototypes=2)
+    config = method_harness.tiny_config(
+        "hst", generate_label_epoch=1, prototype_interval=1, num_prototypes=2
+    )
     data = method_harness.SyntheticTrainingData()
-    method, optimizer, host_state = method_harness.build(HeterogeneousSemanticTransfer, config, data)
+    method, optimizer, host_state = method_harness.build(
+        HeterogeneousSemanticTransfer, config, data
+    )
     return method, optimizer, host_state, data
 
 
 def _margin_adam_state(state):
     opt = jax.device_get(state.opt_state)
-    return {name: (int(opt.leaf_counts[name]), float(opt.mu[name]), float(opt.nu[name]))
-            for name in ("intra_margin", "inter_margin")}
+    return {
+        name: (int(opt.leaf_counts[name]), float(opt.mu[name]), float(opt.nu[name]))
+        for name in ("intra_margin", "inter_margin")
+    }
 
 
 def test_prototypes_margins_and_training_agree_on_one_and_eight_devices(hst_setup):
@@ -88,14 +117,21 @@ def test_prototypes_margins_and_training_agree_on_one_and_eight_devices(hst_setu
         state = runner.replicate(host_state)
         state, _ = runner.run(state, 2)  # epoch 0: margins outside the graph, no prototypes
         assert float(state.params["intra_margin"]) == float(state.params["inter_margin"]) == 1.0
-        assert _margin_adam_state(state) == {"intra_margin": (0, 0.0, 0.0),
-                                             "inter_margin": (0, 0.0, 0.0)}
+        assert _margin_adam_state(state) == {
+            "intra_margin": (0, 0.0, 0.0),
+            "inter_margin": (0, 0.0, 0.0),
+        }
         assert not np.any(np.asarray(state.method_state["prototypes"]))
-        assert int(jax.device_get(state.opt_state.leaf_counts["head"]["ggnn"]["state_reset"]["bias"])) == 2
+        assert (
+            int(jax.device_get(state.opt_state.leaf_counts["head"]["ggnn"]["state_reset"]["bias"]))
+            == 2
+        )
         state, history = runner.run(state, 2)  # epoch 1: K-means at its start, margins move
         assert np.all(np.any(np.asarray(state.method_state["prototypes"]) != 0, axis=-1))
         assert all(count == 2 for count, _, _ in _margin_adam_state(state).values())
-        assert float(state.params["intra_margin"]) < 1.0 and float(state.params["inter_margin"]) < 1.0
+        assert (
+            float(state.params["intra_margin"]) < 1.0 and float(state.params["inter_margin"]) < 1.0
+        )
         results.append((state, history))
     (state_1, history_1), (state_8, history_8) = results
     # Layouts differ in the order of float32 sums only (method_harness): prototypes (K-means of
@@ -104,8 +140,14 @@ def test_prototypes_margins_and_training_agree_on_one_and_eight_devices(hst_setu
     num_terms = method_harness.longest_sum_of_loss(method, host_state, data.batch(0))
     method_harness.assert_layout_close(state_1.method_state, state_8.method_state, num_terms)
     method_harness.assert_layout_close(history_1, history_8, num_terms)
-    method_harness.assert_params_within_adam_bound(state_1.params, state_8.params, method.config.optim,
-                                                   method_harness.STEPS_PER_EPOCH, 4, num_terms)
+    method_harness.assert_params_within_adam_bound(
+        state_1.params,
+        state_8.params,
+        method.config.optim,
+        method_harness.STEPS_PER_EPOCH,
+        4,
+        num_terms,
+    )
 
 
 def test_prototypes_and_margins_survive_checkpoint_and_resume(hst_setup, tmp_path):
@@ -138,8 +180,14 @@ def test_prototype_epochs_and_loss_sign_option():
 
 
 def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
-    config = method_harness.digit_run_config("hst", digit_scenes_dir, epochs=2, generate_label_epoch=1,
-                                             prototype_interval=1, num_prototypes=3)
+    config = method_harness.digit_run_config(
+        "hst",
+        digit_scenes_dir,
+        epochs=2,
+        generate_label_epoch=1,
+        prototype_interval=1,
+        num_prototypes=3,
+    )
     results = train.train_and_evaluate(config, str(tmp_path))
     assert results["last"]["epoch"] == 1 and 0.0 < results["last"]["mAP"] <= 100.0
     windows = method_harness.logged_train_metrics(str(tmp_path))
@@ -153,4 +201,7 @@ def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
 
 def test_paper_model_has_the_reference_parameter_count():
     # docs/methods/network.md §4.9, VOC (C = 20): SST's model plus the two margins.
-    assert method_harness.paper_trainable_parameter_count(HeterogeneousSemanticTransfer, 20) == 32_385_749
+    assert (
+        method_harness.paper_trainable_parameter_count(HeterogeneousSemanticTransfer, 20)
+        == 32_385_749
+    )

@@ -1,4 +1,5 @@
 """Label embeddings: GloVe parsing and averaging, .npy, random fallback (docs/methods/problem_and_data.md §3.2)."""
+
 import numpy as np
 import pytest
 
@@ -48,13 +49,15 @@ def test_glove_averages_multiword_names_with_lowercase_lookup(glove_file):
     emb = load_glove_embeddings(glove_file, names)
     assert emb.dtype == np.float32 and emb.shape == (5, 3)
     g = {w: np.array(v) for w, v in GLOVE_WORDS.items()}
-    expected = np.stack([
-        (g["dining"] + g["table"]) / 2,
-        (g["potted"] + g["plant"]) / 2,
-        g["tv"],
-        g["cat"],  # first occurrence wins over the later duplicate line
-        (g["potted"] + g["tv"]) / 2,
-    ])
+    expected = np.stack(
+        [
+            (g["dining"] + g["table"]) / 2,
+            (g["potted"] + g["plant"]) / 2,
+            g["tv"],
+            g["cat"],  # first occurrence wins over the later duplicate line
+            (g["potted"] + g["tv"]) / 2,
+        ]
+    )
     np.testing.assert_array_equal(emb, expected.astype(np.float32))
 
 

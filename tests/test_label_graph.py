@@ -1,4 +1,5 @@
 """Label adjacency against the reference's graph file and the VOC fixtures of docs/methods/problem_and_data.md §3.1."""
+
 import pathlib
 
 import numpy as np

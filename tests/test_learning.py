@@ -10,6 +10,7 @@ Random scores give 25.3 mAP on digit scenes (class prevalence 24 %). The bound b
 above twice chance and 15 points below what the run reaches (70.5), so it does not depend on
 round-off or thread scheduling, yet a model that learnt nothing cannot pass it.
 """
+
 import importlib.util
 import pathlib
 
@@ -56,11 +57,17 @@ def test_baseline_learns_far_above_chance(small_digit_scenes_dir, tmp_path):
     # 69.9, test 70.5 mAP).
     gap = load_script("label_fit_gap").label_fit_gap(str(tmp_path), batch_size=32)
     assert gap["test"]["mAP"] == pytest.approx(results["last"]["mAP"], abs=1e-6)
-    data = PartialLabelData(dataset=SMALL_DATASET, data_dir=small_digit_scenes_dir, image_size=64,
-                            known_ratio=0.5, seed=0)
+    data = PartialLabelData(
+        dataset=SMALL_DATASET,
+        data_dir=small_digit_scenes_dir,
+        image_size=64,
+        known_ratio=0.5,
+        seed=0,
+    )
     assert gap["known"]["positives"] == np.sum(data.info.train_partial_labels == 1)
     assert gap["hidden"]["positives"] == np.sum(
-        (data.info.train_partial_labels == 0) & (data.info.train_complete_labels == 1))
+        (data.info.train_partial_labels == 0) & (data.info.train_complete_labels == 1)
+    )
     assert gap["known"]["mAP"] > gap["hidden"]["mAP"]
 
 
@@ -71,4 +78,3 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-

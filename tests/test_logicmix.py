@@ -1,6 +1,7 @@
 """LogicMix (mlrpl_jax/logicmix.py, docs/methods/logicmix.md): the OR rule on hand cases and
 against mlcpl, the image weights, the random plan, the config checks and the train step
 (mixing reaches the loss, is deterministic and resumes exactly)."""
+
 import itertools
 
 import jax
@@ -13,15 +14,26 @@ from tiny_config import get_config
 
 from mlrpl_jax import logicmix
 from mlrpl_jax.config import ConfigError, base_config, validate_config
-from mlrpl_jax.core import checkpointing, optim
+from mlrpl_jax.core import checkpointing
 from mlrpl_jax.methods import get_method_class
 
 POS, UNK, NEG = 1.0, 0.0, -1.0
 
 
-@pytest.mark.parametrize("a,b,expected", [
-    (POS, POS, POS), (POS, UNK, POS), (POS, NEG, POS), (UNK, POS, POS), (NEG, POS, POS),
-    (NEG, NEG, NEG), (NEG, UNK, UNK), (UNK, NEG, UNK), (UNK, UNK, UNK)])
+@pytest.mark.parametrize(
+    "a,b,expected",
+    [
+        (POS, POS, POS),
+        (POS, UNK, POS),
+        (POS, NEG, POS),
+        (UNK, POS, POS),
+        (NEG, POS, POS),
+        (NEG, NEG, NEG),
+        (NEG, UNK, UNK),
+        (UNK, NEG, UNK),
+        (UNK, UNK, UNK),
+    ],
+)
 def test_two_images_or_rule(a, b, expected):
     labels = jnp.array([[[a], [b]]])  # (B=1, K=2, C=1)
     assert float(logicmix.logical_or_labels(labels, jnp.array([[True, True]]))[0, 0]) == expected
@@ -29,11 +41,13 @@ def test_two_images_or_rule(a, b, expected):
 
 def test_unused_columns_do_not_count():
     # Row 0 mixes 2 of 3 columns: the unused positive / unknown in column 2 are ignored.
-    labels = jnp.array([[[NEG, NEG], [NEG, UNK], [POS, UNK]],
-                        [[NEG, NEG], [NEG, NEG], [NEG, POS]]])  # (2, 3, 2)
+    labels = jnp.array(
+        [[[NEG, NEG], [NEG, UNK], [POS, UNK]], [[NEG, NEG], [NEG, NEG], [NEG, POS]]]
+    )  # (2, 3, 2)
     used = jnp.array([[True, True, False], [True, True, True]])
-    np.testing.assert_array_equal(logicmix.logical_or_labels(labels, used),
-                                  [[NEG, UNK], [NEG, POS]])
+    np.testing.assert_array_equal(
+        logicmix.logical_or_labels(labels, used), [[NEG, UNK], [NEG, POS]]
+    )
 
 
 def test_or_rule_matches_mlcpl():
@@ -42,8 +56,9 @@ def test_or_rule_matches_mlcpl():
     torch, augs = import_mlcpl("augs.logic_mix")
     combos = np.array(list(itertools.product([POS, UNK, NEG], repeat=3)), np.float32)  # (27, 3)
     ours = logicmix.logical_or_labels(jnp.asarray(combos.T[None]), jnp.ones((1, 3), bool))[0]
-    theirs = augs.logic_mix_target(torch.tensor(np.where(combos.T == UNK, np.nan,
-                                                         (combos.T > 0).astype(np.float32))))
+    theirs = augs.logic_mix_target(
+        torch.tensor(np.where(combos.T == UNK, np.nan, (combos.T > 0).astype(np.float32)))
+    )
     theirs = theirs.numpy()
     expected = np.where(np.isnan(theirs), UNK, np.where(theirs > 0, POS, NEG))
     np.testing.assert_array_equal(ours, expected)
@@ -58,22 +73,31 @@ def test_mixed_rows_are_the_mean_of_their_images(image_shape):
     images = rng.standard_normal((4,) + image_shape).astype(np.float32)
     labels = np.array([[POS, NEG, NEG], [NEG, NEG, UNK], [UNK, NEG, NEG], [NEG, POS, NEG]])
     complete = np.array([[1, -1, -1], [-1, -1, 1], [1, -1, -1], [-1, 1, -1]], np.float32)
-    batch = {"image": images, "labels": labels, "complete_labels": complete,
-             "index": np.arange(4, dtype=np.int32) + 10, "mask": np.ones(4, np.float32)}
+    batch = {
+        "image": images,
+        "labels": labels,
+        "complete_labels": complete,
+        "index": np.arange(4, dtype=np.int32) + 10,
+        "mask": np.ones(4, np.float32),
+    }
     partners = jnp.array([[0, 3, 1], [1, 0, 0], [2, 2, 2], [3, 1, 2]])
-    used = jnp.array([[True, True, True], [True, False, False], [True, True, False],
-                      [True, True, False]])
+    used = jnp.array(
+        [[True, True, True], [True, False, False], [True, True, False], [True, True, False]]
+    )
     out = jax.device_get(logicmix.mix_batch(batch, partners, used))
     bound = 2 * 3 * np.finfo(np.float32).eps * np.abs(images).max()
     for row, rows in ((0, [0, 3, 1]), (3, [3, 1])):
-        np.testing.assert_allclose(out["image"][row], images[rows].mean(0, dtype=np.float64),
-                                   atol=bound)
+        np.testing.assert_allclose(
+            out["image"][row], images[rows].mean(0, dtype=np.float64), atol=bound
+        )
     np.testing.assert_array_equal(out["image"][1], images[1])  # unmixed: untouched
     np.testing.assert_array_equal(out["image"][2], images[2])  # mixed with itself only
-    np.testing.assert_array_equal(out["labels"],
-                                  [[POS, POS, UNK], labels[1], labels[2], [NEG, POS, UNK]])
-    np.testing.assert_array_equal(out["complete_labels"],
-                                  [[1, 1, 1], complete[1], complete[2], [-1, 1, 1]])
+    np.testing.assert_array_equal(
+        out["labels"], [[POS, POS, UNK], labels[1], labels[2], [NEG, POS, UNK]]
+    )
+    np.testing.assert_array_equal(
+        out["complete_labels"], [[1, 1, 1], complete[1], complete[2], [-1, 1, 1]]
+    )
     np.testing.assert_array_equal(out["index"], batch["index"])
     np.testing.assert_array_equal(out["mask"], batch["mask"])
 
@@ -102,13 +126,16 @@ def test_off_by_default_and_passes_the_batch_through():
     assert mixed is batch and scalars == {}
 
 
-@pytest.mark.parametrize("method,options,message", [
-    ("sst", {"probability": 0.5}, "method 'sst' cannot train on LogicMix"),
-    ("satl", {"probability": 0.5}, "method 'satl' cannot train on LogicMix"),
-    ("baseline", {"probability": 1.5}, "logicmix.probability must be in"),
-    ("baseline", {"probability": 0.5, "min_images": 1}, "2 <= min_images <= max_images"),
-    ("baseline", {"probability": 0.5, "min_images": 4, "max_images": 3}, "2 <= min_images"),
-])
+@pytest.mark.parametrize(
+    "method,options,message",
+    [
+        ("sst", {"probability": 0.5}, "method 'sst' cannot train on LogicMix"),
+        ("satl", {"probability": 0.5}, "method 'satl' cannot train on LogicMix"),
+        ("baseline", {"probability": 1.5}, "logicmix.probability must be in"),
+        ("baseline", {"probability": 0.5, "min_images": 1}, "2 <= min_images <= max_images"),
+        ("baseline", {"probability": 0.5, "min_images": 4, "max_images": 3}, "2 <= min_images"),
+    ],
+)
 def test_config_errors(method, options, message):
     config = get_config(method)
     config.logicmix.update(options)
@@ -127,8 +154,7 @@ def _runner(probability):
     config = method_harness.tiny_config("baseline")
     config.logicmix.update(probability=probability, min_images=2, max_images=3)
     data = method_harness.SyntheticTrainingData()
-    method, optimizer, state = method_harness.build(
-        get_method_class("baseline"), config, data)
+    method, optimizer, state = method_harness.build(get_method_class("baseline"), config, data)
     runner = method_harness.Runner(method, optimizer, data, jax.devices())
     return runner, runner.replicate(state), state  # (runner, on the mesh, on the host)
 
@@ -151,4 +177,3 @@ def test_train_step_mixes_deterministically_and_resumes_exactly(tmp_path):
     resumed, resumed_history = runner.run(restored, 2)
     assert [h["loss"] for h in resumed_history] == [h["loss"] for h in history[2:]]
     method_harness.assert_trees_close(resumed, uninterrupted, rtol=0, atol=0)
-

@@ -1,5 +1,6 @@
 """Shared loss blocks against the reference's parity vectors and independent oracles, and the
 cosine oracle (tests/cosine_oracle.py) against the reference's vectors."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

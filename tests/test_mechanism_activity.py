@@ -15,11 +15,13 @@ spec.loader.exec_module(mechanism_activity)
 def test_epoch_means_weight_windows_by_their_steps():
     # 10 steps per epoch, windows of 4, 4, 2 steps (the last one cut at the epoch's end).
     keys = mechanism_activity.PSEUDO_LABEL_KEYS
-    records = [{"step": 4, **dict(zip(keys, (0.0, 1.0, 1.0, 4.0)))},
-               {"step": 8, **dict(zip(keys, (0.0, 3.0, 2.0, 4.0)))},
-               {"step": 10, **dict(zip(keys, (1.0, 6.0, 3.0, 4.0)))},
-               {"step": 10, "test/mAP": 50.0},  # an evaluation record: no mechanism key
-               {"step": 20, **dict(zip(keys, (2.0, 0.0, 0.0, 8.0)))}]
+    records = [
+        {"step": 4, **dict(zip(keys, (0.0, 1.0, 1.0, 4.0)))},
+        {"step": 8, **dict(zip(keys, (0.0, 3.0, 2.0, 4.0)))},
+        {"step": 10, **dict(zip(keys, (1.0, 6.0, 3.0, 4.0)))},
+        {"step": 10, "test/mAP": 50.0},  # an evaluation record: no mechanism key
+        {"step": 20, **dict(zip(keys, (2.0, 0.0, 0.0, 8.0)))},
+    ]
     rows = mechanism_activity.epoch_means(records, keys, epoch_steps=10)
     assert [r["epoch"] for r in rows] == [0, 1]
     # Epoch 0: inter (4·1 + 4·3 + 2·6) / 10 = 2.8, true (4 + 8 + 6) / 10 = 1.8, intra 0.2.

@@ -31,8 +31,9 @@ class ShiftedLogitsNetwork(nn.Module):
 
     def setup(self):
         nn.share_scope(self, self.base)
-        self.class_shift = self.param("class_shift", nn.initializers.zeros, (self.base.num_classes,),
-                                      jnp.float32)
+        self.class_shift = self.param(
+            "class_shift", nn.initializers.zeros, (self.base.num_classes,), jnp.float32
+        )
 
     def __call__(self, images, train):
         output = self.base(images, train)
@@ -53,7 +54,9 @@ class ToyLogitShift(Method):
 
     def check_options(self):
         if self.options.shift_weight < 0:
-            raise ValueError(f"toy_logit_shift.shift_weight must be >= 0, got {self.options.shift_weight}")
+            raise ValueError(
+                f"toy_logit_shift.shift_weight must be >= 0, got {self.options.shift_weight}"
+            )
 
     def network(self, base):
         return ShiftedLogitsNetwork(base=base)
@@ -64,12 +67,16 @@ class ToyLogitShift(Method):
         return flags
 
     def loss(self, variables, method_state, batch, ctx):
-        output, updates = self.model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
+        output, updates = self.model.apply(
+            variables, batch["image"], train=True, mutable=["batch_stats"]
+        )
         bce = losses.partial_bce(output.logits, batch["labels"])
         shift_norm = jnp.mean(variables["params"]["class_shift"] ** 2)
         return bce + self.options.shift_weight * shift_norm, LossAux(
-            batch_stats=updates["batch_stats"], method_state=method_state,
-            metrics={"bce": bce, "shift_norm": shift_norm})
+            batch_stats=updates["batch_stats"],
+            method_state=method_state,
+            metrics={"bce": bce, "shift_norm": shift_norm},
+        )
 
 
 def test_a_subclass_with_a_name_is_selectable_and_a_clash_is_refused():
@@ -83,7 +90,10 @@ def test_a_subclass_with_a_name_is_selectable_and_a_clash_is_refused():
 def test_the_config_factories_use_what_the_method_declares():
     digits = digit_scenes_config("toy_logit_shift", shift_weight=0.5)
     validate_config(digits)
-    assert digits.toy_logit_shift.to_dict() == {"start_epoch": 2, "shift_weight": 0.5}  # 5 of 20 -> 2 of 8
+    assert digits.toy_logit_shift.to_dict() == {
+        "start_epoch": 2,
+        "shift_weight": 0.5,
+    }  # 5 of 20 -> 2 of 8
     paper = paper_config("toy_logit_shift", "coco2014")
     validate_config(paper)
     assert paper.batch_size == 16 and paper.toy_logit_shift.start_epoch == 5
@@ -99,16 +109,23 @@ def test_the_option_hook_and_satl_refusal():
     satl = digit_scenes_config("satl", base_method="toy_logit_shift")
     validate_config(satl)
     assert satl.toy_logit_shift.start_epoch == 2
-    with pytest.raises(ValueError, match="cannot replace the pseudo labels of base method 'toy_logit_shift'"):
+    with pytest.raises(
+        ValueError, match="cannot replace the pseudo labels of base method 'toy_logit_shift'"
+    ):
         SemanticAwareThresholdLearning(satl, None, None, None)
     satl.satl.replace_base_pseudo_labels = False
-    check_satl_options(SemanticAwareThresholdLearning.method_options(satl),
-                       SemanticAwareThresholdLearning.threshold_rules)
+    check_satl_options(
+        SemanticAwareThresholdLearning.method_options(satl),
+        SemanticAwareThresholdLearning.threshold_rules,
+    )
 
 
 def test_the_core_trains_evaluates_and_checkpoints_it(digit_scenes_dir, tmp_path):
-    config = with_method_sections(digit_run_config("toy_logit_shift", digit_scenes_dir, epochs=2,
-                                                   start_epoch=1, shift_weight=0.1))
+    config = with_method_sections(
+        digit_run_config(
+            "toy_logit_shift", digit_scenes_dir, epochs=2, start_epoch=1, shift_weight=0.1
+        )
+    )
     results = train.train_and_evaluate(config, str(tmp_path))
     assert results["last"]["epoch"] == 1 and 0.0 < results["last"]["mAP"] <= 100.0
     per_class = results["last"]["per_class_AP"]  # also in results.json

@@ -1,5 +1,6 @@
 """Tests for mlrpl_jax.core.metrics: reference parity (metrics.npz), scikit-learn, mlcpl,
 hand-computed cases."""
+
 import numpy as np
 import pytest
 from mlcpl_modules import import_mlcpl
@@ -32,34 +33,47 @@ def test_parity_with_reference(vectors, tag, target_kind):
     scores = v[f"{tag}/scores"]
     targets = v[f"{tag}/target_{target_kind}"]
     # The reference mAP is a fraction; its per-class AP is float32.
-    np.testing.assert_allclose(np.mean(interpolated_average_precision(scores, targets)),
-                               v[f"{tag}/mAP_voc2012"], rtol=1e-12)
-    np.testing.assert_allclose(average_precision(scores, targets),
-                               v[f"{tag}/{target_kind}/ap_per_class"], rtol=1e-6)
-    np.testing.assert_allclose(_as_array(threshold_metrics(scores, targets)),
-                               v[f"{tag}/{target_kind}/overall"], rtol=1e-12)
-    np.testing.assert_allclose(_as_array(threshold_metrics(scores, targets, top_k=3)),
-                               v[f"{tag}/{target_kind}/overall_top3"], rtol=1e-12)
+    np.testing.assert_allclose(
+        np.mean(interpolated_average_precision(scores, targets)),
+        v[f"{tag}/mAP_voc2012"],
+        rtol=1e-12,
+    )
+    np.testing.assert_allclose(
+        average_precision(scores, targets), v[f"{tag}/{target_kind}/ap_per_class"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        _as_array(threshold_metrics(scores, targets)), v[f"{tag}/{target_kind}/overall"], rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        _as_array(threshold_metrics(scores, targets, top_k=3)),
+        v[f"{tag}/{target_kind}/overall_top3"],
+        rtol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("tag", ["small", "medium"])
 def test_evaluate_scores_reports_reference_values_in_percent(vectors, tag):
     v = vectors("metrics")
     result = evaluate_scores(v[f"{tag}/scores"], v[f"{tag}/target_raw"])
-    expected_names = {"mAP", "mAP_plain", PER_CLASS_AP, *CALIBRATION_METRIC_NAMES} | {
-        n + s for n in THRESHOLD_METRIC_NAMES for s in ("", "_top3")} | {
-        precision_at_recall_name(r) for r in FIXED_RECALLS}
+    expected_names = (
+        {"mAP", "mAP_plain", PER_CLASS_AP, *CALIBRATION_METRIC_NAMES}
+        | {n + s for n in THRESHOLD_METRIC_NAMES for s in ("", "_top3")}
+        | {precision_at_recall_name(r) for r in FIXED_RECALLS}
+    )
     assert set(result) == expected_names
     np.testing.assert_allclose(result["mAP"], 100 * v[f"{tag}/mAP_voc2012"], rtol=1e-12)
     # the same float64 APs as the mAP's, each times 100: their mean is the mAP to round-off
     assert result[PER_CLASS_AP] == list(
-        100 * interpolated_average_precision(v[f"{tag}/scores"], v[f"{tag}/target_raw"]))
+        100 * interpolated_average_precision(v[f"{tag}/scores"], v[f"{tag}/target_raw"])
+    )
     assert np.mean(result[PER_CLASS_AP]) == pytest.approx(result["mAP"], rel=1e-12)
-    np.testing.assert_allclose(result["mAP_plain"], 100 * np.mean(v[f"{tag}/validate/ap_per_class"]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        result["mAP_plain"], 100 * np.mean(v[f"{tag}/validate/ap_per_class"]), rtol=1e-6
+    )
     np.testing.assert_allclose(_as_array(result), 100 * v[f"{tag}/validate/overall"], rtol=1e-12)
-    np.testing.assert_allclose(_as_array(result, "_top3"), 100 * v[f"{tag}/validate/overall_top3"],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        _as_array(result, "_top3"), 100 * v[f"{tag}/validate/overall_top3"], rtol=1e-12
+    )
 
 
 def test_per_class_ap_without_zero_targets_is_each_class_ap_without_those_images():
@@ -69,7 +83,7 @@ def test_per_class_ap_without_zero_targets_is_each_class_ap_without_those_images
     per_class = evaluate_scores(scores, targets, ignore_zero_targets=True)[PER_CLASS_AP]
     for c in range(4):
         kept = targets[:, c] != 0
-        expected = interpolated_average_precision(scores[kept, c:c + 1], targets[kept, c:c + 1])
+        expected = interpolated_average_precision(scores[kept, c : c + 1], targets[kept, c : c + 1])
         assert per_class[c] == pytest.approx(100 * expected[0], rel=1e-12)
 
 
@@ -116,14 +130,18 @@ def test_interpolated_average_precision_matches_recall_step_definition_with_ties
     scores = np.round(rng.normal(size=(60, 5)), 1)  # many ties
     targets = rng.choice([-1.0, 1.0], size=(60, 5), p=[0.7, 0.3])
     expected = [_interpolated_ap_by_recall_steps(scores[:, c], targets[:, c] > 0) for c in range(5)]
-    np.testing.assert_allclose(interpolated_average_precision(scores, targets), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        interpolated_average_precision(scores, targets), expected, rtol=1e-12
+    )
 
 
 def test_worked_example():
     scores = np.array([[0.9], [0.8], [0.7], [0.6]])
     targets = np.array([[0], [1], [1], [0]])
     np.testing.assert_allclose(interpolated_average_precision(scores, targets), [2 / 3], rtol=1e-12)
-    np.testing.assert_allclose(average_precision(scores, targets), [(1 / 2 + 2 / 3) / 2], rtol=1e-12)
+    np.testing.assert_allclose(
+        average_precision(scores, targets), [(1 / 2 + 2 / 3) / 2], rtol=1e-12
+    )
 
 
 def test_ranking_ties_take_the_lower_index_first():
@@ -134,30 +152,38 @@ def test_ranking_ties_take_the_lower_index_first():
 
 # Hand-computed case. Class 4 is never predicted (N_p = 0 -> 1). Top-3: row 0 drops class 3
 # (logit >= 0 but 4th highest); row 1 drops class 2 (in the top 3 but logit < 0).
-_SCORES = np.array([
-    [2.0, 1.0, 0.5, 0.2, -3.0],
-    [-1.0, 0.3, -0.2, 0.1, -3.0],
-    [-0.5, -0.4, -0.3, -0.1, -3.0],
-])
-_TARGETS = np.array([
-    [1, 0, -1, 1, 0],
-    [-1, 1, 1, 0, 1],
-    [1, -1, 0, 0, -1],
-])
+_SCORES = np.array(
+    [
+        [2.0, 1.0, 0.5, 0.2, -3.0],
+        [-1.0, 0.3, -0.2, 0.1, -3.0],
+        [-0.5, -0.4, -0.3, -0.1, -3.0],
+    ]
+)
+_TARGETS = np.array(
+    [
+        [1, 0, -1, 1, 0],
+        [-1, 1, 1, 0, 1],
+        [1, -1, 0, 0, -1],
+    ]
+)
 
 
 def test_threshold_metrics_hand_computed():
     # N_g = (2,1,1,1,1), N_p = (1,2,1,2,0->1), N_c = (1,1,0,1,0).
     op, orec, cp, cr = 3 / 7, 3 / 6, (1 + 1 / 2 + 1 / 2) / 5, (1 / 2 + 1 + 1) / 5
     expected = [op, orec, 2 * op * orec / (op + orec), cp, cr, 2 * cp * cr / (cp + cr)]
-    np.testing.assert_allclose(_as_array(threshold_metrics(_SCORES, _TARGETS)), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        _as_array(threshold_metrics(_SCORES, _TARGETS)), expected, rtol=1e-12
+    )
 
 
 def test_threshold_metrics_top3_hand_computed():
     # N_p = (1,2,1,1,0->1), N_c = (1,1,0,0,0).
     op, orec, cp, cr = 2 / 6, 2 / 6, (1 + 1 / 2) / 5, (1 / 2 + 1) / 5
     expected = [op, orec, 2 * op * orec / (op + orec), cp, cr, 2 * cp * cr / (cp + cr)]
-    np.testing.assert_allclose(_as_array(threshold_metrics(_SCORES, _TARGETS, top_k=3)), expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        _as_array(threshold_metrics(_SCORES, _TARGETS, top_k=3)), expected, rtol=1e-12
+    )
 
 
 def test_top_k_ties_take_the_lower_class_first():
@@ -178,8 +204,14 @@ def test_top_k_ties_take_the_lower_class_first():
     ],
 )
 def test_invalid_inputs_raise(scores, targets, message):
-    for fn in (interpolated_average_precision, average_precision, threshold_metrics,
-               evaluate_scores, calibration_errors, lambda s, t: precision_at_recall(s, t, 0.5)):
+    for fn in (
+        interpolated_average_precision,
+        average_precision,
+        threshold_metrics,
+        evaluate_scores,
+        calibration_errors,
+        lambda s, t: precision_at_recall(s, t, 0.5),
+    ):
         with pytest.raises(ValueError, match=message):
             fn(scores, targets)
 
@@ -196,8 +228,12 @@ def test_ignored_zero_targets_equal_removing_those_entries():
     targets = np.where(rng.random((40, 4)) < 0.3, 1, -1)
     targets[rng.random((40, 4)) < 0.2] = 0  # "difficult": ignored at test (ML-GCN)
     targets[0] = 1  # every class keeps a positive
-    removed = [average_precision(scores[targets[:, c] != 0, c:c + 1],
-                                 targets[targets[:, c] != 0, c:c + 1])[0] for c in range(4)]
+    removed = [
+        average_precision(
+            scores[targets[:, c] != 0, c : c + 1], targets[targets[:, c] != 0, c : c + 1]
+        )[0]
+        for c in range(4)
+    ]
     ignored = evaluate_scores(scores, targets, ignore_zero_targets=True)
     np.testing.assert_allclose(ignored["mAP_plain"], 100 * np.mean(removed))
     as_negatives = evaluate_scores(scores, np.where(targets == 0, -1, targets))
@@ -217,17 +253,20 @@ def test_calibration_errors_by_hand():
     # {.9}: gap .1. ECE = 3/4 * 2/15 + 1/4 * .1 = .125, MCE = 2/15.
     # Equal mass {.1, .2}: mean .15, rate .5, gap .35; {.3, .9}: mean .6, rate .5, gap .1;
     # ACE = (.35 + .1) / 2 = .225. Tolerance: the logit -> sigmoid round trip, a few ulps.
-    result = calibration_errors(_logits([0.1, 0.2, 0.3, 0.9]), np.array([[0], [1], [0], [1]]),
-                                num_bins=2)
-    np.testing.assert_allclose([result[n] for n in CALIBRATION_METRIC_NAMES],
-                               [0.125, 0.225, 2 / 15], rtol=1e-12)
+    result = calibration_errors(
+        _logits([0.1, 0.2, 0.3, 0.9]), np.array([[0], [1], [0], [1]]), num_bins=2
+    )
+    np.testing.assert_allclose(
+        [result[n] for n in CALIBRATION_METRIC_NAMES], [0.125, 0.225, 2 / 15], rtol=1e-12
+    )
 
 
 def test_equal_mass_bins_of_an_uneven_count_differ_by_at_most_one():
     # 5 entries, 2 bins: the lowest 3 and the highest 2 (bin = ascending position * M // N).
     # {.1, .2, .3} labels 1, 0, 0: gap |1/3 - .2|; {.6, .7} labels 1, 1: gap .35.
-    result = calibration_errors(_logits([0.3, 0.7, 0.1, 0.6, 0.2]),
-                                np.array([[0], [1], [1], [1], [0]]), num_bins=2)
+    result = calibration_errors(
+        _logits([0.3, 0.7, 0.1, 0.6, 0.2]), np.array([[0], [1], [1], [1], [0]]), num_bins=2
+    )
     np.testing.assert_allclose(result["ACE"], (2 / 15 + 0.35) / 2, rtol=1e-12)
 
 
@@ -235,7 +274,7 @@ def test_calibration_errors_are_class_means_and_evaluate_scores_reports_them_in_
     rng = np.random.default_rng(4)
     targets = np.where(rng.random((60, 3)) < 0.4, 1, -1)
     scores = rng.normal(size=(60, 3)) + 1.5 * targets
-    per_class = [calibration_errors(scores[:, c:c + 1], targets[:, c:c + 1]) for c in range(3)]
+    per_class = [calibration_errors(scores[:, c : c + 1], targets[:, c : c + 1]) for c in range(3)]
     together = calibration_errors(scores, targets)
     reported = evaluate_scores(scores, targets)
     for name in CALIBRATION_METRIC_NAMES:
@@ -295,7 +334,7 @@ def test_ignored_zero_targets_leave_calibration_and_precision_at_recall():
     targets[0] = 1
     ignored = evaluate_scores(scores, targets, ignore_zero_targets=True)
     kept = [targets[:, c] != 0 for c in range(3)]
-    columns = [(scores[k, c:c + 1], targets[k, c:c + 1]) for c, k in enumerate(kept)]
+    columns = [(scores[k, c : c + 1], targets[k, c : c + 1]) for c, k in enumerate(kept)]
     for name in CALIBRATION_METRIC_NAMES:
         expected = 100 * np.mean([calibration_errors(s, t)[name] for s, t in columns])
         assert ignored[name] == pytest.approx(expected, rel=1e-12)
@@ -315,11 +354,14 @@ def test_calibration_and_precision_at_recall_match_mlcpl():
     # mlcpl takes the sigmoid in float32 (~6e-8 relative per entry), we in float64; no
     # probability lies within that of a bin edge here, so the bins agree and the errors differ
     # by float32 rounding of means of values <= 1.
-    for name, fn in (("ECE", mlcpl.partial_multilabel_expected_calibration_error),
-                     ("MCE", mlcpl.partial_multilabel_maximum_calibration_error)):
+    for name, fn in (
+        ("ECE", mlcpl.partial_multilabel_expected_calibration_error),
+        ("MCE", mlcpl.partial_multilabel_maximum_calibration_error),
+    ):
         theirs = float(fn(preds, target, n_bins=CALIBRATION_BINS, average="macro"))
         assert ours[name] == pytest.approx(theirs, abs=1e-6)
     for recall in FIXED_RECALLS:
         theirs, _ = mlcpl.partial_multilabel_precision_at_fixed_recall(preds, target, recall)
-        np.testing.assert_allclose(precision_at_recall(logits, targets, recall), theirs.numpy(),
-                                   rtol=1e-6)  # float32 precision values
+        np.testing.assert_allclose(
+            precision_at_recall(logits, targets, recall), theirs.numpy(), rtol=1e-6
+        )  # float32 precision values

@@ -17,7 +17,7 @@ from mlrpl_jax.methods.baseline import PartialBCEBaseline
 
 DECAY = 0.75  # far from 1, so that every step moves the EMA visibly
 NUM_STEPS = 4
-U = 2.0 ** -24  # unit round-off of float32
+U = 2.0**-24  # unit round-off of float32
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +25,18 @@ def setup():
     config = method_harness.tiny_config("baseline")
     config.ema.decay = DECAY
     info = synthetic_data_info(method_harness.NUM_CLASSES, 64, known_ratio=0.5)
-    method = PartialBCEBaseline(config, info, random_embeddings(method_harness.NUM_CLASSES, 12),
-                                label_adjacency(info.train_partial_labels))
+    method = PartialBCEBaseline(
+        config,
+        info,
+        random_embeddings(method_harness.NUM_CLASSES, 12),
+        label_adjacency(info.train_partial_labels),
+    )
     optimizer = optim.build_optimizer(config.optim, method_harness.STEPS_PER_EPOCH)
     host_state = create_train_state(method, optimizer, config)
-    batches = [synthetic_batch(info, method_harness.BATCH_SIZE, method_harness.IMAGE_SIZE, seed=k)
-               for k in range(NUM_STEPS)]
+    batches = [
+        synthetic_batch(info, method_harness.BATCH_SIZE, method_harness.IMAGE_SIZE, seed=k)
+        for k in range(NUM_STEPS)
+    ]
     return method, optimizer, host_state, batches
 
 
@@ -55,26 +61,37 @@ def test_the_step_moves_the_ema_as_the_hand_computed_average(setup):
     |float32 - exact| <= 3 k u m."""
     _, _, host_state, _ = setup
     _, after = run_steps(setup, NUM_STEPS)
-    expected = jax.tree.map(lambda x: np.asarray(x, np.float64),
-                            {"params": host_state.params, "batch_stats": host_state.batch_stats})
+    expected = jax.tree.map(
+        lambda x: np.asarray(x, np.float64),
+        {"params": host_state.params, "batch_stats": host_state.batch_stats},
+    )
     scale = jax.tree.map(lambda e: np.max(np.abs(e), initial=0.0), expected)  # m so far, per leaf
     for k, state in enumerate(after, start=1):
         trained = {"params": state.params, "batch_stats": state.batch_stats}
-        expected = jax.tree.map(lambda e, w: DECAY * e + (1 - DECAY) * np.asarray(w, np.float64),
-                                expected, trained)
-        scale = jax.tree.map(lambda m, e, w: max(m, np.max(np.abs(e), initial=0.0),
-                                                 np.max(np.abs(w), initial=0.0)),
-                             scale, expected, trained)
-        for (path, got, want), m in zip(method_harness.paired_leaves(state.ema, expected),
-                                        jax.tree.leaves(scale)):
+        expected = jax.tree.map(
+            lambda e, w: DECAY * e + (1 - DECAY) * np.asarray(w, np.float64), expected, trained
+        )
+        scale = jax.tree.map(
+            lambda m, e, w: max(m, np.max(np.abs(e), initial=0.0), np.max(np.abs(w), initial=0.0)),
+            scale,
+            expected,
+            trained,
+        )
+        for (path, got, want), m in zip(
+            method_harness.paired_leaves(state.ema, expected), jax.tree.leaves(scale)
+        ):
             error = np.max(np.abs(got - want), initial=0.0)
             assert error <= 3 * k * U * m, (jax.tree_util.keystr(path), k, error, m)
     last = after[-1]
     # The EMA lags the trained weights, and frozen stages' statistics stay bit-identical.
     lagging = jax.tree.map(lambda e, w: not np.array_equal(e, w), last.ema["params"], last.params)
     assert all(jax.tree.leaves(lagging))
-    assert_trees_close(last.ema["batch_stats"]["backbone"]["layer3"],
-                       host_state.batch_stats["backbone"]["layer3"], rtol=0, atol=0)
+    assert_trees_close(
+        last.ema["batch_stats"]["backbone"]["layer3"],
+        host_state.batch_stats["backbone"]["layer3"],
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_resume_with_the_ema_is_bit_exact(setup, tmp_path):
@@ -86,8 +103,9 @@ def test_resume_with_the_ema_is_bit_exact(setup, tmp_path):
     saver.close()
     _, _, host_state, _ = setup
     restorer = checkpointing.Checkpointer(str(tmp_path), keep_last=1, keep_best=0, async_save=False)
-    restored, _ = restorer.restore(NUM_STEPS // 2,
-                                   parallel.replicate(host_state, parallel.create_mesh()))
+    restored, _ = restorer.restore(
+        NUM_STEPS // 2, parallel.replicate(host_state, parallel.create_mesh())
+    )
     restorer.close()
     resumed, _ = run_steps(setup, NUM_STEPS - NUM_STEPS // 2, state=restored)
     assert_trees_close(resumed.ema, uninterrupted.ema, rtol=0, atol=0)
@@ -107,10 +125,13 @@ def test_evaluation_runs_the_ema_weights(setup):
     # Same weights, another device layout: only the blocking of the sums may differ.
     num_terms = method_harness.longest_float32_sum(
         lambda variables, images: method.predict(variables, {}, images),
-        host.ema_variables(), batches[0]["image"])
+        host.ema_variables(),
+        batches[0]["image"],
+    )
     method_harness.assert_layout_close(evaluated, ema_logits, num_terms)
     assert np.max(np.abs(evaluated - trained_logits)) > 100 * method_harness.reduction_rtol(
-        num_terms) * np.max(np.abs(trained_logits))
+        num_terms
+    ) * np.max(np.abs(trained_logits))
     assert model_ema.evaluated_weights(method.config) == model_ema.EMA_WEIGHTS
 
 

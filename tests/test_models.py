@@ -1,4 +1,5 @@
 """Parity and behaviour tests of the shared network (docs/methods/network.md §4)."""
+
 import math
 
 import flax
@@ -41,13 +42,17 @@ def flax_grads_as_torch(grads: dict, key_map: torch_layout.KeyMap) -> dict[str, 
         value = np.asarray(flat[path])
         if value.ndim == 4:  # conv (kh, kw, I, O) -> (O, I, kh, kw)
             value = value.transpose(3, 2, 0, 1)
-        elif value.ndim == 2 and not (torch_key == "weight" or torch_key.endswith("classifiers.weight")):
+        elif value.ndim == 2 and not (
+            torch_key == "weight" or torch_key.endswith("classifiers.weight")
+        ):
             value = value.T  # linear (in, out) -> (out, in)
         out[torch_key] = value
     return out
 
 
-def assert_grads_match(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], rtol: float, atol: float) -> None:
+def assert_grads_match(
+    ours: dict[str, np.ndarray], ref: dict[str, np.ndarray], rtol: float, atol: float
+) -> None:
     for key, value in ours.items():
         np.testing.assert_allclose(value, ref[f"grad/{key}"], rtol=rtol, atol=atol, err_msg=key)
 
@@ -69,9 +74,13 @@ def test_semantic_decoupling_matches_reference(vectors):
     np.testing.assert_allclose(semantic, v["semantic_feature"], rtol=RTOL, atol=ATOL)
     coefficient = np.asarray(attention).reshape(batch, h, w, classes)
     np.testing.assert_allclose(coefficient, v["coefficient"], rtol=RTOL, atol=ATOL)
-    weighted_map = coefficient[..., None] * np.asarray(features).reshape(batch, h, w, 1, dim)  # (B, H, W, C, D)
+    weighted_map = coefficient[..., None] * np.asarray(features).reshape(
+        batch, h, w, 1, dim
+    )  # (B, H, W, C, D)
     np.testing.assert_allclose(weighted_map, v["featuremap_with_coef"], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(np.abs(weighted_map).sum(-1), v["visualize_abs_sum"], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        np.abs(weighted_map).sum(-1), v["visualize_abs_sum"], rtol=RTOL, atol=ATOL
+    )
 
     cot_semantic = jnp.asarray(v["cot/semantic_feature"])
     cot_attention = jnp.asarray(v["cot/coefficient"].reshape(batch, h * w, classes))
@@ -84,7 +93,10 @@ def test_semantic_decoupling_matches_reference(vectors):
     ours = flax_grads_as_torch(param_grads, key_map)
     for key in ("fc1.weight", "fc2.weight", "fc3.weight", "fc4.weight"):
         np.testing.assert_allclose(ours[key], v[f"grad/{key}"], rtol=RTOL, atol=ATOL, err_msg=key)
-    for key in ("fc3.bias", "fc4.bias"):  # dead biases (docs/methods/network.md §4.8.1): zero up to rounding
+    for key in (
+        "fc3.bias",
+        "fc4.bias",
+    ):  # dead biases (docs/methods/network.md §4.8.1): zero up to rounding
         assert np.max(np.abs(ours[key])) < 1e-6, key
         assert np.max(np.abs(v[f"grad/{key}"])) < 1e-6, key
     input_grad = np.asarray(input_grad).reshape(batch, h, w, dim).transpose(0, 3, 1, 2)
@@ -149,7 +161,9 @@ def test_gated_gnn_equals_naive_per_node_loop():
     params = module.init(jax.random.key(1), jnp.asarray(nodes), jnp.asarray(adjacency))["params"]
     ours = module.apply({"params": params}, jnp.asarray(nodes), jnp.asarray(adjacency))
     params64 = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
-    np.testing.assert_allclose(ours, naive_ggnn(nodes, adjacency, params64, steps=2), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        ours, naive_ggnn(nodes, adjacency, params64, steps=2), rtol=1e-5, atol=1e-6
+    )
 
 
 # ----------------------------------------------------------------------------- element-wise classifier
@@ -186,7 +200,12 @@ def sst_head(vectors):
     state = torch_params(v)
     words, adjacency = reference_torch_layout.head_constants_from_torch(state)
     head = SharedHead(
-        num_classes=80, word_embeddings=words, adjacency=adjacency, feature_dim=32, attention_dim=16, output_dim=32
+        num_classes=80,
+        word_embeddings=words,
+        adjacency=adjacency,
+        feature_dim=32,
+        attention_dim=16,
+        output_dim=32,
     )
     variables, unused = reference_torch_layout.head_variables_from_torch(state)
     feature_map = jnp.asarray(v["input_featuremap"].transpose(0, 2, 3, 1))  # NCHW -> NHWC
@@ -195,25 +214,35 @@ def sst_head(vectors):
 
 def test_shared_head_inference_matches_reference(sst_head):
     v, head, variables, unused, feature_map = sst_head
-    assert sorted(unused) == sorted(k.removeprefix("param/") for k in v if k.startswith("param/intra_"))
+    assert sorted(unused) == sorted(
+        k.removeprefix("param/") for k in v if k.startswith("param/intra_")
+    )
     out = head.apply(variables, feature_map, False)
     assert isinstance(out, NetworkOutput) and isinstance(out.features, Features)
     assert out.features.grid == (4, 4)
     assert out.features.reduced.shape == (3, 16, 32) and out.features.attention.shape == (3, 16, 80)
     np.testing.assert_allclose(out.logits, v["eval/result"], rtol=HEAD_RTOL, atol=HEAD_ATOL)
-    np.testing.assert_allclose(out.features.semantic, v["eval/semantic_feature"], rtol=HEAD_RTOL, atol=HEAD_ATOL)
+    np.testing.assert_allclose(
+        out.features.semantic, v["eval/semantic_feature"], rtol=HEAD_RTOL, atol=HEAD_ATOL
+    )
 
 
 def test_shared_head_training_forward_matches_reference(sst_head):
     v, head, variables, _, feature_map = sst_head
     out, updated = head.apply(variables, feature_map, True, mutable=["batch_stats"])
-    np.testing.assert_allclose(out.logits, v["train/forward/result"], rtol=HEAD_RTOL, atol=HEAD_ATOL)
+    np.testing.assert_allclose(
+        out.logits, v["train/forward/result"], rtol=HEAD_RTOL, atol=HEAD_ATOL
+    )
     np.testing.assert_allclose(
         out.features.semantic, v["train/forward/semantic_feature"], rtol=HEAD_RTOL, atol=HEAD_ATOL
     )
     stats = updated["batch_stats"]["reduction_bn"]
-    np.testing.assert_allclose(stats["mean"], v["buffer_after/changeChannel.1.running_mean"], rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(stats["var"], v["buffer_after/changeChannel.1.running_var"], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(
+        stats["mean"], v["buffer_after/changeChannel.1.running_mean"], rtol=RTOL, atol=ATOL
+    )
+    np.testing.assert_allclose(
+        stats["var"], v["buffer_after/changeChannel.1.running_var"], rtol=RTOL, atol=ATOL
+    )
 
 
 def test_shared_head_methods_compose_under_jit(sst_head):
@@ -221,7 +250,9 @@ def test_shared_head_methods_compose_under_jit(sst_head):
     apply = jax.jit(head.apply, static_argnames=("train", "method"))
     features = apply(variables, feature_map, train=False, method=SharedHead.extract)
     logits = apply(variables, features.semantic, method=SharedHead.classify)
-    np.testing.assert_allclose(logits, head.apply(variables, feature_map, False).logits, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        logits, head.apply(variables, feature_map, False).logits, rtol=1e-6, atol=1e-6
+    )
 
 
 # ----------------------------------------------------------------------------- batch norm
@@ -248,15 +279,25 @@ def test_torch_batch_norm_matches_numpy(train):
     x = (rng.normal(size=(4, 3, 3, 5)) * 2 + 1).astype(np.float32)
     bn = TorchBatchNorm()
     init = bn.init(jax.random.key(0), jnp.asarray(x), use_running_average=False)
-    np.testing.assert_array_equal(init["batch_stats"]["mean"], 0)  # init does not update the statistics
+    np.testing.assert_array_equal(
+        init["batch_stats"]["mean"], 0
+    )  # init does not update the statistics
     np.testing.assert_array_equal(init["batch_stats"]["var"], 1)
     np.testing.assert_array_equal(init["params"]["scale"], 1)
     np.testing.assert_array_equal(init["params"]["bias"], 0)
     scale, bias = rng.normal(size=5).astype(np.float32), rng.normal(size=5).astype(np.float32)
-    mean, var = rng.normal(size=5).astype(np.float32), rng.uniform(0.5, 2, size=5).astype(np.float32)
-    variables = {"params": {"scale": scale, "bias": bias}, "batch_stats": {"mean": mean, "var": var}}
+    mean, var = (
+        rng.normal(size=5).astype(np.float32),
+        rng.uniform(0.5, 2, size=5).astype(np.float32),
+    )
+    variables = {
+        "params": {"scale": scale, "bias": bias},
+        "batch_stats": {"mean": mean, "var": var},
+    }
 
-    y, updated = bn.apply(variables, jnp.asarray(x), use_running_average=not train, mutable=["batch_stats"])
+    y, updated = bn.apply(
+        variables, jnp.asarray(x), use_running_average=not train, mutable=["batch_stats"]
+    )
     ref_y, ref_mean, ref_var = numpy_torch_batch_norm(
         x.astype(np.float64), scale, bias, mean.astype(np.float64), var.astype(np.float64), train
     )
@@ -278,7 +319,8 @@ def _count(tree) -> int:
 
 
 @pytest.mark.parametrize(
-    ("depth", "size", "expected"), [(18, 448, (7, 7, 512)), (50, 256, (4, 4, 2048)), (101, 448, (7, 7, 2048))]
+    ("depth", "size", "expected"),
+    [(18, 448, (7, 7, 512)), (50, 256, (4, 4, 2048)), (101, 448, (7, 7, 2048))],
 )
 def test_resnet_output_shapes(depth, size, expected):
     model = ResNet(depth=depth)
@@ -311,19 +353,30 @@ def test_resnet_frozen_stages_ignore_train_flag():
     variables = _randomised_stats(model.init(jax.random.key(0), x, train=False))
 
     out_train, state_train = model.apply(
-        variables, x, train=True, mutable=["batch_stats", "intermediates"], capture_intermediates=True
+        variables,
+        x,
+        train=True,
+        mutable=["batch_stats", "intermediates"],
+        capture_intermediates=True,
     )
-    out_eval, state_eval = model.apply(variables, x, train=False, mutable=["intermediates"], capture_intermediates=True)
+    out_eval, state_eval = model.apply(
+        variables, x, train=False, mutable=["intermediates"], capture_intermediates=True
+    )
     for stage in ("layer1", "layer2", "layer3"):
         np.testing.assert_array_equal(
-            state_train["intermediates"][stage]["__call__"][0], state_eval["intermediates"][stage]["__call__"][0]
+            state_train["intermediates"][stage]["__call__"][0],
+            state_eval["intermediates"][stage]["__call__"][0],
         )
-    assert np.max(np.abs(np.asarray(out_train) - np.asarray(out_eval))) > 1e-3  # layer4 BN uses batch stats
+    assert (
+        np.max(np.abs(np.asarray(out_train) - np.asarray(out_eval))) > 1e-3
+    )  # layer4 BN uses batch stats
     new_stats = state_train["batch_stats"]
     assert set(new_stats) == {"bn1", "layer1", "layer2", "layer3", "layer4"}
     for name in set(FROZEN_BACKBONE_MODULES) & set(new_stats):
         jax.tree.map(np.testing.assert_array_equal, new_stats[name], variables["batch_stats"][name])
-    changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), new_stats["layer4"], variables["batch_stats"]["layer4"])
+    changed = jax.tree.map(
+        lambda a, b: bool(np.any(a != b)), new_stats["layer4"], variables["batch_stats"]["layer4"]
+    )
     assert all(jax.tree.leaves(changed))
 
 
@@ -349,7 +402,10 @@ def test_no_gradient_reaches_frozen_params():
 
     def loss(params):
         out, _ = model.apply(
-            {"params": params, "batch_stats": variables["batch_stats"]}, x, True, mutable=["batch_stats"]
+            {"params": params, "batch_stats": variables["batch_stats"]},
+            x,
+            True,
+            mutable=["batch_stats"],
         )
         return jnp.sum(out.logits * cot)
 
@@ -390,7 +446,9 @@ def test_network_methods_and_jit():
     variables = model.init(jax.random.key(0), x, train=False)
     apply = jax.jit(model.apply, static_argnames=("train", "method", "mutable"))
     full, _ = apply(variables, x, train=True, mutable=("batch_stats",))
-    features, _ = apply(variables, x, train=True, method=SharedNetwork.extract, mutable=("batch_stats",))
+    features, _ = apply(
+        variables, x, train=True, method=SharedNetwork.extract, mutable=("batch_stats",)
+    )
     logits = apply(variables, features.semantic, method=SharedNetwork.classify)
     np.testing.assert_allclose(logits, full.logits, rtol=1e-6, atol=1e-6)
     assert features.grid == (1, 1) and features.semantic.shape == (2, 5, 8)
@@ -399,7 +457,9 @@ def test_network_methods_and_jit():
 def test_pytorch_default_initialisation():
     model = _tiny_network(num_classes=50)
     x = jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32)
-    params = jax.jit(lambda x: model.init(jax.random.key(0), jnp.zeros(x.shape), train=False))(x)["params"]
+    params = jax.jit(lambda x: model.init(jax.random.key(0), jnp.zeros(x.shape), train=False))(x)[
+        "params"
+    ]
     head = params["head"]
     fc = head["output_head"]["fc"]
     bound = 1 / math.sqrt(16)  # fan_in 2 D
@@ -407,7 +467,9 @@ def test_pytorch_default_initialisation():
         assert np.max(np.abs(leaf)) <= bound and np.max(np.abs(leaf)) > 0.8 * bound
     classifier = head["output_head"]["classifiers"]
     for leaf in (classifier["kernel"], classifier["bias"]):
-        assert np.max(np.abs(leaf)) <= 1 / math.sqrt(10) and np.max(np.abs(leaf)) > 0.8 / math.sqrt(10)
+        assert np.max(np.abs(leaf)) <= 1 / math.sqrt(10) and np.max(np.abs(leaf)) > 0.8 / math.sqrt(
+            10
+        )
     np.testing.assert_array_equal(head["reduction_bn"]["scale"], 1)
     conv = np.asarray(params["backbone"]["layer4"]["0"]["conv1"]["kernel"])  # (3, 3, 16, 32)
     np.testing.assert_allclose(conv.std(), math.sqrt(2 / (3 * 3 * 32)), rtol=0.1)
@@ -430,13 +492,19 @@ def bfloat16_rounding_sigma(head, variables, feature_shape):
     def output_shapes(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         if context.method_name == "__call__":
-            shapes.extend(leaf.shape for leaf in jax.tree.leaves(out) if jnp.issubdtype(leaf.dtype, jnp.floating))
+            shapes.extend(
+                leaf.shape
+                for leaf in jax.tree.leaves(out)
+                if jnp.issubdtype(leaf.dtype, jnp.floating)
+            )
         return out
 
     shapes = []
     with flax.linen.intercept_methods(output_shapes):
-        jax.eval_shape(lambda x: float_head.apply(variables, x, False).logits,
-                       jax.ShapeDtypeStruct(feature_shape, jnp.float32))
+        jax.eval_shape(
+            lambda x: float_head.apply(variables, x, False).logits,
+            jax.ShapeDtypeStruct(feature_shape, jnp.float32),
+        )
 
     def logits(x, variables, relative_errors):
         pending = list(relative_errors)
@@ -445,8 +513,12 @@ def bfloat16_rounding_sigma(head, variables, feature_shape):
             out = next_fun(*args, **kwargs)
             if context.method_name != "__call__":
                 return out
-            return jax.tree.map(lambda leaf: leaf * (1 + pending.pop(0))
-                                if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf, out)
+            return jax.tree.map(
+                lambda leaf: leaf * (1 + pending.pop(0))
+                if jnp.issubdtype(leaf.dtype, jnp.floating)
+                else leaf,
+                out,
+            )
 
         with flax.linen.intercept_methods(perturb):
             return float_head.apply(variables, x, False).logits
@@ -457,10 +529,14 @@ def bfloat16_rounding_sigma(head, variables, feature_shape):
     @jax.jit
     def sigma(feature_map):
         zeros = [jnp.zeros(shape) for shape in shapes]
-        d_input, d_params, d_outputs = jax.jacrev(logits, argnums=(0, 1, 2))(feature_map, variables, zeros)
+        d_input, d_params, d_outputs = jax.jacrev(logits, argnums=(0, 1, 2))(
+            feature_map, variables, zeros
+        )
         variance = sum_of_squares(d_input, feature_map)
-        variance += sum(sum_of_squares(j, p) for j, p in zip(jax.tree.leaves(d_params),
-                                                             jax.tree.leaves(variables)))
+        variance += sum(
+            sum_of_squares(j, p)
+            for j, p in zip(jax.tree.leaves(d_params), jax.tree.leaves(variables))
+        )
         variance += sum(sum_of_squares(j) for j in d_outputs)  # d logit / d ε = (∂logit/∂z) z
         return BF16_U / math.sqrt(3) * jnp.sqrt(variance)
 
@@ -482,17 +558,28 @@ def test_shared_head_bfloat16_compute_keeps_float32_params(sst_head):
     low_apply = jax.jit(lambda x: low.apply(variables, x, False).logits.astype(jnp.float32))
     float_apply = jax.jit(lambda x: head.apply(variables, x, False).logits)
     rounding_sigma = bfloat16_rounding_sigma(head, variables, feature_map.shape)
-    fresh = [np.random.default_rng(seed).standard_normal(feature_map.shape).astype(np.float32) for seed in (1, 2)]
+    fresh = [
+        np.random.default_rng(seed).standard_normal(feature_map.shape).astype(np.float32)
+        for seed in (1, 2)
+    ]
     for x in (feature_map, *fresh):
-        error = np.max(np.abs(np.asarray(low_apply(x), np.float64) - np.asarray(float_apply(x), np.float64)))
+        error = np.max(
+            np.abs(np.asarray(low_apply(x), np.float64) - np.asarray(float_apply(x), np.float64))
+        )
         sigma = float(np.max(rounding_sigma(x)))
         assert error <= 5 * sigma, (error, sigma)
 
 
 def test_shared_head_rejects_inconsistent_constants():
-    head = SharedHead(num_classes=4, word_embeddings=np.zeros((4, 3)), adjacency=np.zeros((4, 5)), feature_dim=8)
-    with pytest.raises(ValueError, match=r"adjacency must have shape \(num_classes, num_classes\) = \(4, 4\)"):
+    head = SharedHead(
+        num_classes=4, word_embeddings=np.zeros((4, 3)), adjacency=np.zeros((4, 5)), feature_dim=8
+    )
+    with pytest.raises(
+        ValueError, match=r"adjacency must have shape \(num_classes, num_classes\) = \(4, 4\)"
+    ):
         head.init(jax.random.key(0), jnp.zeros((2, 2, 2, 6)), False)
-    head = SharedHead(num_classes=4, word_embeddings=np.zeros((5, 3)), adjacency=np.zeros((4, 4)), feature_dim=8)
+    head = SharedHead(
+        num_classes=4, word_embeddings=np.zeros((5, 3)), adjacency=np.zeros((4, 4)), feature_dim=8
+    )
     with pytest.raises(ValueError, match=r"word_embeddings must have shape \(num_classes=4, D_w\)"):
         head.init(jax.random.key(0), jnp.zeros((2, 2, 2, 6)), False)

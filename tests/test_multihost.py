@@ -32,8 +32,15 @@ TIMEOUT_S = 600
 
 
 def main_command(method, data_dir, workdir, *extra):
-    return [sys.executable, "-m", "mlrpl_jax.main", f"--config={CONFIG_FILE}:{method}",
-            f"--config.data.data_dir={data_dir}", f"--workdir={workdir}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "mlrpl_jax.main",
+        f"--config={CONFIG_FILE}:{method}",
+        f"--config.data.data_dir={data_dir}",
+        f"--workdir={workdir}",
+        *extra,
+    ]
 
 
 def environment(local_devices, cluster):
@@ -51,16 +58,34 @@ def environment(local_devices, cluster):
 def run_both(method, data_dir, root):
     """Runs the 2-process cluster and the 1-process run side by side; returns process 1's log."""
     port = portpicker.pick_unused_port()
-    runs = [(main_command(method, data_dir, root / "cluster", f"--coordinator_address=localhost:{port}",
-                          "--num_processes=2", f"--process_id={pid}"), 2, root / f"process_{pid}.log")
-            for pid in (0, 1)]
+    runs = [
+        (
+            main_command(
+                method,
+                data_dir,
+                root / "cluster",
+                f"--coordinator_address=localhost:{port}",
+                "--num_processes=2",
+                f"--process_id={pid}",
+            ),
+            2,
+            root / f"process_{pid}.log",
+        )
+        for pid in (0, 1)
+    ]
     runs.append((main_command(method, data_dir, root / "single"), 4, root / "single.log"))
     processes = []
     for command, local_devices, log in runs:
         with open(log, "w", encoding="utf-8") as output:
-            processes.append(subprocess.Popen(
-                command, cwd=ROOT, env=environment(local_devices, cluster=local_devices == 2),
-                stdout=output, stderr=subprocess.STDOUT))
+            processes.append(
+                subprocess.Popen(
+                    command,
+                    cwd=ROOT,
+                    env=environment(local_devices, cluster=local_devices == 2),
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     try:
         for process, (_, _, log) in zip(processes, runs):
             process.wait(timeout=TIMEOUT_S)
@@ -107,22 +132,36 @@ def test_two_processes_equal_one_process(method, digit_scenes_dir, layout_runs):
     method_harness.assert_layout_close(losses, train_losses(single), num_terms)
     results = [json.loads((workdir / "results.json").read_text()) for workdir in (cluster, single)]
     assert results[0]["last"].keys() == results[1]["last"].keys()
-    method_harness.assert_layout_close(*({key: np.asarray(value, np.float64)  # per_class_AP: (C,)
-                                          for key, value in result["last"].items()}
-                                         for result in results), num_terms)
+    method_harness.assert_layout_close(
+        *(
+            {
+                key: np.asarray(value, np.float64)  # per_class_AP: (C,)
+                for key, value in result["last"].items()
+            }
+            for result in results
+        ),
+        num_terms,
+    )
 
-    states = [method_harness.restore_final_state(config, str(workdir)) for workdir in (cluster, single)]
+    states = [
+        method_harness.restore_final_state(config, str(workdir)) for workdir in (cluster, single)
+    ]
     assert int(states[0].step) == int(states[1].step) == 6
-    method_harness.assert_params_within_adam_bound(states[0].params, states[1].params, config.optim,
-                                                   len(losses), 6, num_terms)  # one epoch of 6 steps
+    method_harness.assert_params_within_adam_bound(
+        states[0].params, states[1].params, config.optim, len(losses), 6, num_terms
+    )  # one epoch of 6 steps
     method_harness.assert_layout_close(states[0].batch_stats, states[1].batch_stats, num_terms)
     method_harness.assert_layout_close(states[0].method_state, states[1].method_state, num_terms)
     if method == "sarb":  # the prototype pass ran in the cluster (mixup_epoch = 0)
         assert np.any(np.asarray(states[0].method_state["prototypes"]))
 
     # Process 0 alone writes: one metrics file, one results file, no INFO logs from process 1.
-    assert sorted(p.name for p in cluster.iterdir()) == ["checkpoints", "metrics.jsonl",
-                                                         "results.json", "tensorboard"]
+    assert sorted(p.name for p in cluster.iterdir()) == [
+        "checkpoints",
+        "metrics.jsonl",
+        "results.json",
+        "tensorboard",
+    ]
     assert "metric_writer.py" not in process_1_log and "checkpoint_manager.py" not in process_1_log
 
 
@@ -133,12 +172,23 @@ def start_cluster(data_dir, workdir, faults):
     processes = []
     for pid, fault in enumerate(faults):
         log = open(workdir.parent / f"{workdir.name}_process_{pid}.log", "a", encoding="utf-8")
-        processes.append(subprocess.Popen(
-            main_command("baseline", data_dir, workdir, "--config.checkpoint.every_steps=2",
-                         f"--coordinator_address=localhost:{port}", "--num_processes=2",
-                         f"--process_id={pid}"),
-            cwd=ROOT, env={**environment(2, cluster=True), FAULT_ENV_VAR: fault}, stdout=log,
-            stderr=subprocess.STDOUT))
+        processes.append(
+            subprocess.Popen(
+                main_command(
+                    "baseline",
+                    data_dir,
+                    workdir,
+                    "--config.checkpoint.every_steps=2",
+                    f"--coordinator_address=localhost:{port}",
+                    "--num_processes=2",
+                    f"--process_id={pid}",
+                ),
+                cwd=ROOT,
+                env={**environment(2, cluster=True), FAULT_ENV_VAR: fault},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         log.close()
     return processes
 
@@ -153,8 +203,9 @@ def finish(processes):
                 process.kill()
 
 
-def test_cluster_killed_and_preempted_finishes_as_if_uninterrupted(digit_scenes_dir, layout_runs,
-                                                                  tmp_path):
+def test_cluster_killed_and_preempted_finishes_as_if_uninterrupted(
+    digit_scenes_dir, layout_runs, tmp_path
+):
     reference = layout_runs("baseline")[0] / "cluster"
     workdir = tmp_path / "cluster"
 
@@ -178,14 +229,17 @@ def test_cluster_killed_and_preempted_finishes_as_if_uninterrupted(digit_scenes_
 
     assert finish(start_cluster(digit_scenes_dir, workdir, ("", ""))) == [0, 0], log(0) + log(1)
     # Same program, same batches, same gloo reduction order: equal to the bit.
-    assert (json.loads((workdir / "results.json").read_text())
-            == json.loads((reference / "results.json").read_text()))
+    assert json.loads((workdir / "results.json").read_text()) == json.loads(
+        (reference / "results.json").read_text()
+    )
     config = tiny_config.get_config("baseline")
     config.data.data_dir = digit_scenes_dir
-    resumed, uninterrupted = (method_harness.restore_final_state(config, str(w))
-                              for w in (workdir, reference))
-    for got, want in zip(*(jax.tree.leaves((s.params, s.batch_stats, s.opt_state))
-                           for s in (resumed, uninterrupted))):
+    resumed, uninterrupted = (
+        method_harness.restore_final_state(config, str(w)) for w in (workdir, reference)
+    )
+    for got, want in zip(
+        *(jax.tree.leaves((s.params, s.batch_stats, s.opt_state)) for s in (resumed, uninterrupted))
+    ):
         np.testing.assert_array_equal(got, want)
 
 
@@ -199,9 +253,17 @@ def test_cluster_detection_from_the_environment():
     assert detect({}, mode="on") == ("auto_detected", {})
     assert detect({"SLURM_STEP_NUM_TASKS": "4"}, mode="off") == ("single", {})
     explicit = {"coordinator_address": "h:1234", "num_processes": 2, "process_id": 1}
-    assert detect({"JAX_COORDINATOR_ADDRESS": "h:1234", "JAX_NUM_PROCESSES": "2",
-                   "JAX_PROCESS_ID": "1", "SLURM_STEP_NUM_TASKS": "4"}) == ("explicit", explicit)
-    assert detect({"JAX_COORDINATOR_ADDRESS": "h:1234"}, num_processes=2,
-                  process_id=1) == ("explicit", explicit)
+    assert detect(
+        {
+            "JAX_COORDINATOR_ADDRESS": "h:1234",
+            "JAX_NUM_PROCESSES": "2",
+            "JAX_PROCESS_ID": "1",
+            "SLURM_STEP_NUM_TASKS": "4",
+        }
+    ) == ("explicit", explicit)
+    assert detect({"JAX_COORDINATOR_ADDRESS": "h:1234"}, num_processes=2, process_id=1) == (
+        "explicit",
+        explicit,
+    )
     with pytest.raises(ValueError, match="process_id"):
         detect({}, coordinator_address="h:1234", num_processes=2)

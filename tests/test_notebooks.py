@@ -5,6 +5,7 @@ default), the session's prepared 'tiny' digit-scenes build and figure export to 
 directory. The kernel runs on one CPU device with cheaper XLA code generation: the notebooks'
 time goes almost entirely into compiling tiny models, and they check behaviour, not speed.
 """
+
 import os
 import pathlib
 
@@ -15,18 +16,22 @@ from nbclient import NotebookClient
 NOTEBOOK_DIR = pathlib.Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 TIMEOUT_PER_CELL_S = 600
-FAST_COMPILE_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+FAST_COMPILE_XLA_FLAGS = (
+    "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+)
 
 
 def kernel_env(data_dir: str, figures_dir: pathlib.Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": FAST_COMPILE_XLA_FLAGS,  # replaces the suite's 8 simulated devices
-        "MLRPL_NOTEBOOK_SMALL": "1",
-        "MLRPL_NOTEBOOK_DATA_DIR": data_dir,
-        "MLRPL_NOTEBOOK_FIGURES": str(figures_dir),
-    })
+    env.update(
+        {
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": FAST_COMPILE_XLA_FLAGS,  # replaces the suite's 8 simulated devices
+            "MLRPL_NOTEBOOK_SMALL": "1",
+            "MLRPL_NOTEBOOK_DATA_DIR": data_dir,
+            "MLRPL_NOTEBOOK_FIGURES": str(figures_dir),
+        }
+    )
     return env
 
 
@@ -41,15 +46,20 @@ def test_notebook_is_stored_without_outputs(path):
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, (
-                f"{path.name} is stored with outputs; clear them before committing")
+                f"{path.name} is stored with outputs; clear them before committing"
+            )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_notebook_runs_and_renders_figures(path, digit_scenes_dir, tmp_path):
     notebook = nbformat.read(path, as_version=4)
     figures_dir = tmp_path / "figures"
-    client = NotebookClient(notebook, timeout=TIMEOUT_PER_CELL_S, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        notebook,
+        timeout=TIMEOUT_PER_CELL_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
     client.execute(env=kernel_env(digit_scenes_dir, figures_dir))  # raises CellExecutionError
     figures = sorted(figures_dir.glob(f"{path.name[:2]}_*.png"))
     assert figures, f"{path.name} saved no figure to MLRPL_NOTEBOOK_FIGURES"

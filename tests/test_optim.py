@@ -1,4 +1,5 @@
 """The reference Adam against PyTorch's recorded steps and a NumPy PyTorch-Adam loop."""
+
 import functools
 
 import jax
@@ -10,7 +11,12 @@ import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from mlrpl_jax.core.optim import ReferenceAdamState, build_optimizer, reference_adam, step_learning_rate
+from mlrpl_jax.core.optim import (
+    ReferenceAdamState,
+    build_optimizer,
+    reference_adam,
+    step_learning_rate,
+)
 
 HEAD_FILES = ("sst_head", "hst_head", "sarb_head")
 LAZY_SCALARS = {"hst_head": ("intraMargin", "interMargin"), "sarb_head": ("alpha", "beta")}
@@ -26,7 +32,10 @@ def _recorded_step(v: dict[str, np.ndarray]) -> tuple[dict, dict, dict]:
 def _adam_from_vectors(v: dict[str, np.ndarray]) -> optax.GradientTransformationExtraArgs:
     b1, b2 = (float(beta) for beta in v["adam_betas"])
     return reference_adam(
-        float(v["adam_lr"]), b1=b1, b2=b2, eps=float(v["adam_eps"]),
+        float(v["adam_lr"]),
+        b1=b1,
+        b2=b2,
+        eps=float(v["adam_eps"]),
         weight_decay=float(v["adam_weight_decay"]),
     )
 
@@ -77,8 +86,10 @@ def _run_reference_adam(tx, params, grad_steps):
     step = jax.jit(tx.update)
     for grads in grad_steps:
         active = {name: grad is not None for name, grad in grads.items()}
-        dense = {name: jnp.zeros_like(params[name]) if grad is None else grad
-                 for name, grad in grads.items()}
+        dense = {
+            name: jnp.zeros_like(params[name]) if grad is None else grad
+            for name, grad in grads.items()
+        }
         updates, state = step(dense, state, params, active=active)
         params = optax.apply_updates(params, updates)
     return params, state
@@ -88,8 +99,10 @@ def test_leaf_activated_late_starts_its_bias_correction_at_one():
     rng = np.random.default_rng(0)
     params = {"weights": rng.normal(size=(3, 4)).astype(np.float32), "alpha": np.float32(0.5)}
     grad_steps = [
-        {"weights": rng.normal(size=(3, 4)).astype(np.float32),
-         "alpha": None if step < 3 else np.float32(rng.normal())}
+        {
+            "weights": rng.normal(size=(3, 4)).astype(np.float32),
+            "alpha": None if step < 3 else np.float32(rng.normal()),
+        }
         for step in range(6)
     ]
     hyper = dict(lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=5e-4)
@@ -122,8 +135,9 @@ def test_inactive_leaf_is_untouched_even_with_weight_decay():
 def test_active_leaf_with_zero_gradient_still_decays_and_moves():
     params = {"w": np.array([0.5, -2.0], np.float32)}
     grad_steps = [{"w": np.array([0.3, 0.1], np.float32)}] + [{"w": np.zeros(2, np.float32)}] * 3
-    expected = _torch_adam_numpy(params, grad_steps, lr=1e-2, b1=0.9, b2=0.999, eps=1e-8,
-                                 weight_decay=5e-4)
+    expected = _torch_adam_numpy(
+        params, grad_steps, lr=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=5e-4
+    )
     tx = reference_adam(1e-2)
     got, state = _run_reference_adam(tx, params, grad_steps)
     np.testing.assert_allclose(got["w"], expected["w"], rtol=1e-6)
@@ -148,8 +162,9 @@ def test_step_learning_rate_at_epoch_boundaries():
 def test_schedule_follows_the_global_call_count():
     """The LR decays with every call, including calls where the leaf was inactive."""
     params = {"a": jnp.float32(1.0)}
-    tx = reference_adam(step_learning_rate(1e-2, 1, decay_epochs=1, decay_factor=0.5),
-                        weight_decay=0.0)
+    tx = reference_adam(
+        step_learning_rate(1e-2, 1, decay_epochs=1, decay_factor=0.5), weight_decay=0.0
+    )
     state = tx.init(params)
     _, state = tx.update({"a": jnp.float32(0.0)}, state, params, active={"a": False})
     updates, state = tx.update({"a": jnp.float32(2.0)}, state, params)
@@ -197,8 +212,16 @@ def test_update_rejects_bad_arguments():
 
 
 def _optim_config(**overrides) -> ml_collections.ConfigDict:
-    fields = dict(name="adam", lr=1e-5, b1=0.9, b2=0.999, eps=1e-8, weight_decay=5e-4,
-                  lr_decay_epochs=10, lr_decay_factor=0.1)
+    fields = dict(
+        name="adam",
+        lr=1e-5,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-8,
+        weight_decay=5e-4,
+        lr_decay_epochs=10,
+        lr_decay_factor=0.1,
+    )
     fields.update(overrides)
     return ml_collections.ConfigDict(fields)
 

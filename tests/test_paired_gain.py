@@ -1,4 +1,5 @@
 """The verdict rule (mlrpl_jax/paired_gain.py): paired gains over seeds, Student-t intervals."""
+
 import math
 
 import numpy as np
@@ -62,6 +63,8 @@ def test_coverage_of_the_interval_is_nominal():
     # binomial std is √(0.95 · 0.05 / 4000) ≈ 0.0034; 4 std ≈ 0.014 bounds a correct rule.
     rng = np.random.default_rng(0)
     draws = rng.normal(0.7, 1.3, size=(4000, 8))
-    covered = [paired_gain.mean_interval(row).low <= 0.7 <= paired_gain.mean_interval(row).high
-               for row in draws]
+    covered = [
+        paired_gain.mean_interval(row).low <= 0.7 <= paired_gain.mean_interval(row).high
+        for row in draws
+    ]
     assert abs(np.mean(covered) - 0.95) < 0.014

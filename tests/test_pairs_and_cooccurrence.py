@@ -1,4 +1,5 @@
 """Pair indexing Π_n and the co-occurrence head (docs/methods/problem_and_data.md §0, §4.6, §4.8.3, §13 item 9)."""
+
 import math
 
 import jax
@@ -34,8 +35,12 @@ def test_pair_position_inverts_pair_indices(n):
     first, second = pair_indices(n)
     positions = np.arange(num_pairs(n))
     np.testing.assert_array_equal(pair_position(first, second, n), positions)
-    np.testing.assert_array_equal(np.asarray(pair_position(jnp.asarray(first), jnp.asarray(second), n)), positions)
-    assert [pair_position(int(i), int(j), n) for i, j in zip(first[:5], second[:5])] == list(range(min(5, len(first))))
+    np.testing.assert_array_equal(
+        np.asarray(pair_position(jnp.asarray(first), jnp.asarray(second), n)), positions
+    )
+    assert [pair_position(int(i), int(j), n) for i, j in zip(first[:5], second[:5])] == list(
+        range(min(5, len(first)))
+    )
 
 
 def test_pairs_to_symmetric_against_a_loop_and_its_gradient():
@@ -50,17 +55,23 @@ def test_pairs_to_symmetric_against_a_loop_and_its_gradient():
 
     cotangent = np.random.default_rng(1).normal(size=(3, n, n)).astype(np.float32)
     grad = jax.grad(lambda x: jnp.sum(pairs_to_symmetric(x, n) * cotangent))(jnp.asarray(values))
-    np.testing.assert_allclose(grad, cotangent[:, first, second] + cotangent[:, second, first], rtol=1e-6)
+    np.testing.assert_allclose(
+        grad, cotangent[:, first, second] + cotangent[:, second, first], rtol=1e-6
+    )
     with pytest.raises(ValueError, match="pair values"):
         pairs_to_symmetric(values[:, :-1], n)
 
 
 def _naive_cooccurrence(params: dict, semantic: jax.Array) -> jax.Array:
     """The reference's computation: concatenate [q_i ; q_j] per pair, then two full linear layers."""
-    q = semantic @ params["class_projection"]["kernel"] + params["class_projection"]["bias"]  # (B, C, D_a)
+    q = (
+        semantic @ params["class_projection"]["kernel"] + params["class_projection"]["bias"]
+    )  # (B, C, D_a)
     first, second = pair_indices(semantic.shape[1])
     concatenated = jnp.concatenate([q[:, first], q[:, second]], axis=-1)  # (B, P, 2 D_a)
-    rho = jax.nn.relu(concatenated @ params["pair_hidden"]["kernel"] + params["pair_hidden"]["bias"])
+    rho = jax.nn.relu(
+        concatenated @ params["pair_hidden"]["kernel"] + params["pair_hidden"]["bias"]
+    )
     v = rho @ params["pair_output"]["kernel"] + params["pair_output"]["bias"]  # (B, P, H)
     classifier = params["pair_classifiers"]
     return jnp.einsum("bph,ph->bp", v, classifier["kernel"]) + classifier["bias"]
@@ -79,11 +90,16 @@ def test_reassociated_head_equals_the_naive_one_in_value_and_gradients():
     ours = objective(lambda p, s: head.apply({"params": p}, s))
     naive = objective(_naive_cooccurrence)
     np.testing.assert_allclose(
-        head.apply({"params": params}, semantic), _naive_cooccurrence(params, semantic), rtol=1e-5, atol=1e-6
+        head.apply({"params": params}, semantic),
+        _naive_cooccurrence(params, semantic),
+        rtol=1e-5,
+        atol=1e-6,
     )
     grads_ours = jax.grad(ours, argnums=(0, 1))(params, semantic)
     grads_naive = jax.grad(naive, argnums=(0, 1))(params, semantic)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads_ours, grads_naive)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads_ours, grads_naive
+    )
 
 
 def test_head_uses_pytorch_default_initialisation():
@@ -107,16 +123,26 @@ def test_head_uses_pytorch_default_initialisation():
 
 
 def _torch_state_dict(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {key.removeprefix("param/"): value for key, value in arrays.items() if key.startswith("param/")}
+    return {
+        key.removeprefix("param/"): value
+        for key, value in arrays.items()
+        if key.startswith("param/")
+    }
 
 
 def test_converter_transposes_linear_weights_and_keeps_the_pair_classifier(vectors):
     state_dict = _torch_state_dict(vectors("sst_head"))
     params = cooccurrence_variables_from_torch(state_dict)
-    np.testing.assert_array_equal(params["class_projection"]["kernel"], state_dict["intra_fc_1.weight"].T)
-    np.testing.assert_array_equal(params["pair_hidden"]["kernel"], state_dict["intra_fc_2.weight"].T)
+    np.testing.assert_array_equal(
+        params["class_projection"]["kernel"], state_dict["intra_fc_1.weight"].T
+    )
+    np.testing.assert_array_equal(
+        params["pair_hidden"]["kernel"], state_dict["intra_fc_2.weight"].T
+    )
     np.testing.assert_array_equal(params["pair_output"]["bias"], state_dict["intra_fc_3.bias"])
-    np.testing.assert_array_equal(params["pair_classifiers"]["kernel"], state_dict["intra_classifiers.weight"])
+    np.testing.assert_array_equal(
+        params["pair_classifiers"]["kernel"], state_dict["intra_classifiers.weight"]
+    )
     head = CooccurrenceHead(80, pair_dim=16, hidden_dim=32)
     initialised = head.init(jax.random.key(0), jnp.zeros((1, 80, 32)))["params"]
     assert jax.tree.map(np.shape, initialised) == jax.tree.map(np.shape, params)
@@ -133,4 +159,6 @@ def test_head_matches_the_reference_forward(vectors, file, mode):
     head = CooccurrenceHead(80, pair_dim=16, hidden_dim=32)
     pair_logits = jax.jit(head.apply)({"params": params}, arrays[f"{mode}/semantic_feature"])
     assert pair_logits.shape == (3, 3160)
-    np.testing.assert_allclose(pair_logits, arrays[f"{mode}/intra_cooccurrence"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        pair_logits, arrays[f"{mode}/intra_cooccurrence"], rtol=1e-4, atol=1e-5
+    )

@@ -3,6 +3,7 @@
 Every tree is generated here (a few 1x1..8x8 JPEGs); nothing is downloaded. Expected labels are
 written down independently of the builders' parsing code.
 """
+
 import io
 import json
 import pathlib
@@ -43,7 +44,10 @@ def labels_of(records: list[dict]) -> np.ndarray:
 
 
 def ids_of(records: list[dict]) -> list[str]:
-    return [r["image_id"].decode() if isinstance(r["image_id"], bytes) else r["image_id"] for r in records]
+    return [
+        r["image_id"].decode() if isinstance(r["image_id"], bytes) else r["image_id"]
+        for r in records
+    ]
 
 
 # ----------------------------------------------------------------------------- VOC 2007
@@ -59,7 +63,9 @@ def voc_xml(objects: list[tuple[str, int]]) -> str:
     return f"<annotation><folder>VOC2007</folder><filename>x.jpg</filename>{body}</annotation>"
 
 
-def write_voc_tree(root: pathlib.Path, splits: dict[str, list[tuple[str, list[tuple[str, int]]]]]) -> None:
+def write_voc_tree(
+    root: pathlib.Path, splits: dict[str, list[tuple[str, list[tuple[str, int]]]]]
+) -> None:
     """VOCdevkit/VOC2007 with ImageSets/Main/<split>.txt, Annotations, JPEGImages."""
     voc = root / "VOCdevkit" / "VOC2007"
     for sub in ("ImageSets/Main", "Annotations", "JPEGImages"):
@@ -112,23 +118,31 @@ def voc_data(tmp_path_factory):
 def test_voc_labels_order_and_keys(voc_data):
     train = read_split(voc_data, "voc2007/default", "trainval")
     assert ids_of(train) == ["000012", "000005", "000009"]
-    expected = np.stack([_voc_row(["car", "person"]), _voc_row(["chair"]), _voc_row(["horse", "person"])])
+    expected = np.stack(
+        [_voc_row(["car", "person"]), _voc_row(["chair"]), _voc_row(["horse", "person"])]
+    )
     np.testing.assert_array_equal(labels_of(train), expected)  # difficult objects skipped (§2.3)
     assert all(r["image"] == jpeg_bytes(7) for r in train)  # stored as read
     test = read_split(voc_data, "voc2007/default", "test")
     assert ids_of(test) == ["000001", "000002"]
-    np.testing.assert_array_equal(labels_of(test), np.stack([_voc_row(["dog", "person"]), _voc_row(["train"])]))
+    np.testing.assert_array_equal(
+        labels_of(test), np.stack([_voc_row(["dog", "person"]), _voc_row(["train"])])
+    )
 
 
 def test_voc_difficult_ignored_only_changes_test(voc_data):
     default = labels_of(read_split(voc_data, "voc2007/default", "trainval"))
-    np.testing.assert_array_equal(labels_of(read_split(voc_data, "voc2007/difficult_ignored", "trainval")), default)
+    np.testing.assert_array_equal(
+        labels_of(read_split(voc_data, "voc2007/difficult_ignored", "trainval")), default
+    )
     test = labels_of(read_split(voc_data, "voc2007/difficult_ignored", "test"))
     np.testing.assert_array_equal(test[1], _voc_row(["train"], ignored=["tvmonitor"]))
 
 
 def test_voc_pipeline_loads_the_builder_unchanged(voc_data):
-    data = PartialLabelData(dataset="voc2007", data_dir=str(voc_data), image_size=16, known_ratio=0.5, seed=0)
+    data = PartialLabelData(
+        dataset="voc2007", data_dir=str(voc_data), image_size=16, known_ratio=0.5, seed=0
+    )
     expected = labels_of(read_split(voc_data, "voc2007/default", "trainval"))
     np.testing.assert_array_equal(data.info.train_complete_labels, expected)
     mask = np.random.RandomState(0).random_sample(expected.shape) < 0.5  # independent recomputation
@@ -153,8 +167,12 @@ def test_voc_golden_partial_labels_from_voc_layout(tmp_path):
     labels = labels_of(read_split(tmp_path / "data", "voc2007/default", "trainval"))
     np.testing.assert_array_equal(labels, golden)
     for p in range(1, 10):
-        expected = np.loadtxt(VOC_GOLDEN / f"partial-labels_train_proportion_0.{p}.txt", delimiter=",", dtype=np.int8)
-        np.testing.assert_array_equal(make_partial_labels(labels, p / 10), expected, err_msg=f"p=0.{p}")
+        expected = np.loadtxt(
+            VOC_GOLDEN / f"partial-labels_train_proportion_0.{p}.txt", delimiter=",", dtype=np.int8
+        )
+        np.testing.assert_array_equal(
+            make_partial_labels(labels, p / 10), expected, err_msg=f"p=0.{p}"
+        )
 
 
 def test_voc_missing_raw_data_names_the_layout(tmp_path):
@@ -171,31 +189,55 @@ def test_voc_missing_raw_data_names_the_layout(tmp_path):
 
 def coco_instances(images: list[tuple[int, str]], annotations: list[tuple[int, int, int]]) -> dict:
     """An instances_*.json with the 80 categories in a shuffled order (the class order must not follow it)."""
-    categories = [{"id": cid, "name": name, "supercategory": "x"} for cid, name in zip(coco2014.CATEGORY_IDS, coco2014.CLASS_NAMES)]
+    categories = [
+        {"id": cid, "name": name, "supercategory": "x"}
+        for cid, name in zip(coco2014.CATEGORY_IDS, coco2014.CLASS_NAMES)
+    ]
     categories = [categories[i] for i in np.random.default_rng(1).permutation(80)]
     return {
-        "info": {}, "licenses": [],
+        "info": {},
+        "licenses": [],
         "images": [{"id": i, "file_name": f, "width": 1, "height": 1} for i, f in images],
         "annotations": [
-            {"id": k, "image_id": i, "category_id": c, "iscrowd": crowd, "bbox": [0, 0, 1, 1], "area": 1.0}
+            {
+                "id": k,
+                "image_id": i,
+                "category_id": c,
+                "iscrowd": crowd,
+                "bbox": [0, 0, 1, 1],
+                "area": 1.0,
+            }
             for k, (i, c, crowd) in enumerate(annotations)
         ],
         "categories": categories,
     }
 
 
-COCO_TRAIN_IMAGES = [(42, "COCO_train2014_000000000042.jpg"), (7, "COCO_train2014_000000000007.jpg"),
-                     (99, "COCO_train2014_000000000099.jpg")]
-COCO_TRAIN_ANNOTATIONS = [(42, 1, 0), (42, 1, 0), (42, 90, 1), (99, 18, 0), (99, 10, 1)]  # 7: no annotation
+COCO_TRAIN_IMAGES = [
+    (42, "COCO_train2014_000000000042.jpg"),
+    (7, "COCO_train2014_000000000007.jpg"),
+    (99, "COCO_train2014_000000000099.jpg"),
+]
+COCO_TRAIN_ANNOTATIONS = [
+    (42, 1, 0),
+    (42, 1, 0),
+    (42, 90, 1),
+    (99, 18, 0),
+    (99, 10, 1),
+]  # 7: no annotation
 COCO_VAL_IMAGES = [(5, "COCO_val2014_000000000005.jpg"), (3, "COCO_val2014_000000000003.jpg")]
 COCO_VAL_ANNOTATIONS = [(3, 13, 0), (5, 89, 0)]
 
 
 def write_coco_tree(root: pathlib.Path) -> None:
     (root / "annotations").mkdir(parents=True)
-    for split, images, annotations in (("train2014", COCO_TRAIN_IMAGES, COCO_TRAIN_ANNOTATIONS),
-                                       ("val2014", COCO_VAL_IMAGES, COCO_VAL_ANNOTATIONS)):
-        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco_instances(images, annotations)))
+    for split, images, annotations in (
+        ("train2014", COCO_TRAIN_IMAGES, COCO_TRAIN_ANNOTATIONS),
+        ("val2014", COCO_VAL_IMAGES, COCO_VAL_ANNOTATIONS),
+    ):
+        (root / "annotations" / f"instances_{split}.json").write_text(
+            json.dumps(coco_instances(images, annotations))
+        )
         (root / split).mkdir()
         for image_id, file_name in images:
             (root / split / file_name).write_bytes(jpeg_bytes(image_id, size=4))
@@ -212,23 +254,33 @@ def test_coco_builder(tmp_path):
     datasets.prepare_dataset("coco2014", str(tmp_path / "data"), str(tmp_path / "raw"))
     train = read_split(tmp_path / "data", "coco2014", "train")
     assert ids_of(train) == ["42", "7", "99"]  # the annotation file's image order
-    expected = np.stack([_coco_row("person", "toothbrush"), _coco_row(), _coco_row("dog", "traffic light")])
+    expected = np.stack(
+        [_coco_row("person", "toothbrush"), _coco_row(), _coco_row("dog", "traffic light")]
+    )
     np.testing.assert_array_equal(labels_of(train), expected)  # crowd counts; unannotated kept
     assert train[2]["image"] == jpeg_bytes(99, size=4)
     test = read_split(tmp_path / "data", "coco2014", "test")
     assert ids_of(test) == ["5", "3"]
-    np.testing.assert_array_equal(labels_of(test), np.stack([_coco_row("hair drier"), _coco_row("stop sign")]))
-    assert coco2014.CLASS_NAMES.index("traffic light") == 9 and len(set(coco2014.CATEGORY_IDS)) == 80
+    np.testing.assert_array_equal(
+        labels_of(test), np.stack([_coco_row("hair drier"), _coco_row("stop sign")])
+    )
+    assert (
+        coco2014.CLASS_NAMES.index("traffic light") == 9 and len(set(coco2014.CATEGORY_IDS)) == 80
+    )
 
 
 def test_coco_category_json_overrides_class_order(tmp_path):
     write_coco_tree(tmp_path / "raw")
     order = list(coco2014.CATEGORY_IDS[::-1])  # class index = reversed id order
-    (tmp_path / "raw" / "category.json").write_text(json.dumps({str(cid): k + 1 for k, cid in enumerate(order)}))
+    (tmp_path / "raw" / "category.json").write_text(
+        json.dumps({str(cid): k + 1 for k, cid in enumerate(order)})
+    )
     datasets.prepare_dataset("coco2014", str(tmp_path / "data"), str(tmp_path / "raw"))
     test = read_split(tmp_path / "data", "coco2014", "test")
     np.testing.assert_array_equal(labels_of(test)[0], _coco_row("hair drier")[::-1])
-    data = PartialLabelData(dataset="coco2014", data_dir=str(tmp_path / "data"), image_size=8, known_ratio=1.0, seed=0)
+    data = PartialLabelData(
+        dataset="coco2014", data_dir=str(tmp_path / "data"), image_size=8, known_ratio=1.0, seed=0
+    )
     assert data.info.spec.class_names == coco2014.CLASS_NAMES[::-1]
 
 
@@ -249,7 +301,9 @@ def test_vg_reference_lists(tmp_path):
         (raw / "VG_100K" / f"{image_id}.jpg").write_bytes(jpeg_bytes(image_id))
     (raw / "train_list_500.txt").write_text("12.jpg\n10.jpg")  # last line without newline (§12.1)
     (raw / "test_list_500.txt").write_text("11.jpg\n")
-    (raw / "vg_category_200_labels_index.json").write_text(json.dumps({"10.jpg": [0, 199], "11.jpg": [5], "12.jpg": []}))
+    (raw / "vg_category_200_labels_index.json").write_text(
+        json.dumps({"10.jpg": [0, 199], "11.jpg": [5], "12.jpg": []})
+    )
     datasets.prepare_dataset("vg200", str(tmp_path / "data"), str(raw))
     train = read_split(tmp_path / "data", "vg200/reference", "train")
     assert ids_of(train) == ["12.jpg", "10.jpg"]
@@ -261,21 +315,26 @@ def test_vg_reference_lists(tmp_path):
 
 
 def test_vg_ours_categories_and_split(tmp_path):
-    """objects.json with 205 categories over 30 images: category k is in the images i with i % (k + 1) == 0 ... """
+    """objects.json with 205 categories over 30 images: category k is in the images i with i % (k + 1) == 0 ..."""
     raw = tmp_path / "raw"
     (raw / "VG_100K").mkdir(parents=True)
     (raw / "VG_100K_2").mkdir()
     num_images, num_categories = 30, 205
     presence = np.zeros((num_images, num_categories), bool)
     rng = np.random.default_rng(3)
-    frequency = rng.permutation(np.arange(num_categories) % 25 + 1)  # images per category, many ties
+    frequency = rng.permutation(
+        np.arange(num_categories) % 25 + 1
+    )  # images per category, many ties
     for k in range(num_categories):
         presence[rng.choice(num_images, frequency[k], replace=False), k] = True
     names = [f"Thing  {k:03d}" for k in range(num_categories)]  # normalised to "thing 000" ...
     entries = []
     for i in range(num_images):
         image_id = 1000 + 7 * i
-        objects = [{"object_id": int(k), "names": [names[k]], "synsets": []} for k in np.flatnonzero(presence[i])]
+        objects = [
+            {"object_id": int(k), "names": [names[k]], "synsets": []}
+            for k in np.flatnonzero(presence[i])
+        ]
         entries.append({"image_id": image_id, "objects": objects})
         folder = "VG_100K" if i % 2 else "VG_100K_2"
         (raw / folder / f"{image_id}.jpg").write_bytes(jpeg_bytes(i))
@@ -294,7 +353,9 @@ def test_vg_ours_categories_and_split(tmp_path):
         assert ids_of(records) == [f"{i}.jpg" for i in ids]
         rows = presence[[(i - 1000) // 7 for i in ids]][:, chosen]
         np.testing.assert_array_equal(labels_of(records), np.where(rows, 1, -1))
-    data = PartialLabelData(dataset="vg200/ours", data_dir=str(tmp_path / "data"), image_size=8, known_ratio=0.5, seed=0)
+    data = PartialLabelData(
+        dataset="vg200/ours", data_dir=str(tmp_path / "data"), image_size=8, known_ratio=0.5, seed=0
+    )
     assert data.info.spec.class_names == tuple(f"thing {k:03d}" for k in chosen)
     assert data.info.num_train == len(splits["train"])
 
@@ -318,9 +379,14 @@ def test_registry_and_prepare_commands():
 @pytest.mark.parametrize("name", ["coco2014", "voc2007", "vg200"])
 def test_missing_dataset_message_names_command_and_layout(tmp_path, name):
     with pytest.raises(DatasetNotPreparedError) as error:
-        PartialLabelData(dataset=name, data_dir=str(tmp_path), image_size=8, known_ratio=0.5, seed=0)
+        PartialLabelData(
+            dataset=name, data_dir=str(tmp_path), image_size=8, known_ratio=0.5, seed=0
+        )
     message = str(error.value)
-    assert f"python -m mlrpl_jax.data.prepare --dataset={name} --data_dir={tmp_path} --manual_dir=" in message
+    assert (
+        f"python -m mlrpl_jax.data.prepare --dataset={name} --data_dir={tmp_path} --manual_dir="
+        in message
+    )
     assert datasets.get_dataset_spec(name).raw_layout in message
 
 
@@ -336,29 +402,42 @@ class _StockVoc(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _info(self):
         label = tfds.features.ClassLabel(names=list(voc2007.CLASS_NAMES))
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-            "image/filename": tfds.features.Text(),
-            "labels": tfds.features.Sequence(label),
-            "labels_no_difficult": tfds.features.Sequence(label),
-            "objects": tfds.features.Sequence({"label": label, "is_difficult": np.bool_}),
-        }))
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                    "image/filename": tfds.features.Text(),
+                    "labels": tfds.features.Sequence(label),
+                    "labels_no_difficult": tfds.features.Sequence(label),
+                    "objects": tfds.features.Sequence({"label": label, "is_difficult": np.bool_}),
+                }
+            ),
+        )
 
     def _split_generators(self, dl_manager):
         del dl_manager
-        return {"train": self._generate_examples(VOC_TRAINVAL[:2]), "validation": self._generate_examples(VOC_TRAINVAL[2:]),
-                "test": self._generate_examples(VOC_TEST)}
+        return {
+            "train": self._generate_examples(VOC_TRAINVAL[:2]),
+            "validation": self._generate_examples(VOC_TRAINVAL[2:]),
+            "test": self._generate_examples(VOC_TEST),
+        }
 
     def _generate_examples(self, rows):
         for image_id, objects in rows:
             names = [voc2007.CLASS_NAMES.index(n) for n, _ in objects]
-            yield image_id, {
-                "image": jpeg_bytes(int(image_id)),
-                "image/filename": f"{image_id}.jpg",
-                "labels": sorted(set(names)),
-                "labels_no_difficult": sorted({c for c, (_, d) in zip(names, objects) if not d}),
-                "objects": {"label": names, "is_difficult": [bool(d) for _, d in objects]},
-            }
+            yield (
+                image_id,
+                {
+                    "image": jpeg_bytes(int(image_id)),
+                    "image/filename": f"{image_id}.jpg",
+                    "labels": sorted(set(names)),
+                    "labels_no_difficult": sorted(
+                        {c for c, (_, d) in zip(names, objects) if not d}
+                    ),
+                    "objects": {"label": names, "is_difficult": [bool(d) for _, d in objects]},
+                },
+            )
 
 
 def test_stock_tfds_voc_directory_is_converted(tmp_path):
@@ -369,11 +448,15 @@ def test_stock_tfds_voc_directory_is_converted(tmp_path):
     datasets.prepare_dataset("voc2007/difficult_ignored", str(tmp_path / "data"), str(stock_dir))
     train = read_split(tmp_path / "data", "voc2007/difficult_ignored", "trainval")
     assert ids_of(train) == ["000005", "000009", "000012"]  # sorted file names (VOC list order)
-    expected = np.stack([_voc_row(["chair"]), _voc_row(["horse", "person"]), _voc_row(["car", "person"])])
+    expected = np.stack(
+        [_voc_row(["chair"]), _voc_row(["horse", "person"]), _voc_row(["car", "person"])]
+    )
     np.testing.assert_array_equal(labels_of(train), expected)
     assert train[2]["image"] == jpeg_bytes(12)
     test = labels_of(read_split(tmp_path / "data", "voc2007/difficult_ignored", "test"))
-    np.testing.assert_array_equal(test, np.stack([_voc_row(["dog", "person"]), _voc_row(["train"], ignored=["tvmonitor"])]))
+    np.testing.assert_array_equal(
+        test, np.stack([_voc_row(["dog", "person"]), _voc_row(["train"], ignored=["tvmonitor"])])
+    )
 
 
 # ----------------------------------------------------------------------------- label embeddings
@@ -386,7 +469,9 @@ def test_paper_class_names_split_into_glove_words():
     assert class_name_words("pottedplant") == ["potted", "plant"]
     assert class_name_words("tvmonitor") == ["tv", "monitor"]
     assert class_name_words("traffic light") == ["traffic", "light"]
-    words = {w for name in voc2007.CLASS_NAMES + coco2014.CLASS_NAMES for w in class_name_words(name)}
+    words = {
+        w for name in voc2007.CLASS_NAMES + coco2014.CLASS_NAMES for w in class_name_words(name)
+    }
     assert all(w.isalpha() for w in words)  # plain words a GloVe vocabulary has
 
 
@@ -396,31 +481,50 @@ class _StockCoco(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.1.0")
     BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="2014")]
     name = "coco"
-    NAMES = [coco2014.CLASS_NAMES[i].replace(" ", "_") for i in np.random.default_rng(2).permutation(80)]
+    NAMES = [
+        coco2014.CLASS_NAMES[i].replace(" ", "_") for i in np.random.default_rng(2).permutation(80)
+    ]
 
     def _info(self):
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-            "image/filename": tfds.features.Text(),
-            "image/id": np.int64,
-            "objects": tfds.features.Sequence({"label": tfds.features.ClassLabel(names=self.NAMES),
-                                               "is_crowd": np.bool_}),
-        }))
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                    "image/filename": tfds.features.Text(),
+                    "image/id": np.int64,
+                    "objects": tfds.features.Sequence(
+                        {"label": tfds.features.ClassLabel(names=self.NAMES), "is_crowd": np.bool_}
+                    ),
+                }
+            ),
+        )
 
     def _split_generators(self, dl_manager):
         del dl_manager
-        return {"train": self._generate_examples(COCO_TRAIN_IMAGES, COCO_TRAIN_ANNOTATIONS),
-                "validation": self._generate_examples(COCO_VAL_IMAGES, COCO_VAL_ANNOTATIONS)}
+        return {
+            "train": self._generate_examples(COCO_TRAIN_IMAGES, COCO_TRAIN_ANNOTATIONS),
+            "validation": self._generate_examples(COCO_VAL_IMAGES, COCO_VAL_ANNOTATIONS),
+        }
 
     def _generate_examples(self, images, annotations):
         name_of_id = dict(zip(coco2014.CATEGORY_IDS, coco2014.CLASS_NAMES))
         for image_id, file_name in images:
             mine = [(c, crowd) for i, c, crowd in annotations if i == image_id]
-            yield image_id, {
-                "image": jpeg_bytes(image_id), "image/filename": file_name, "image/id": image_id,
-                "objects": {"label": [self.NAMES.index(name_of_id[c].replace(" ", "_")) for c, _ in mine],
-                            "is_crowd": [bool(crowd) for _, crowd in mine]},
-            }
+            yield (
+                image_id,
+                {
+                    "image": jpeg_bytes(image_id),
+                    "image/filename": file_name,
+                    "image/id": image_id,
+                    "objects": {
+                        "label": [
+                            self.NAMES.index(name_of_id[c].replace(" ", "_")) for c, _ in mine
+                        ],
+                        "is_crowd": [bool(crowd) for _, crowd in mine],
+                    },
+                },
+            )
 
 
 def test_stock_tfds_coco_directory_is_converted(tmp_path):
@@ -429,7 +533,11 @@ def test_stock_tfds_coco_directory_is_converted(tmp_path):
     datasets.prepare_dataset("coco2014", str(tmp_path / "data"), str(stock_dir))
     train = read_split(tmp_path / "data", "coco2014", "train")
     assert ids_of(train) == ["7", "42", "99"]  # image-id order (stock records lose the JSON order)
-    expected = np.stack([_coco_row(), _coco_row("person", "toothbrush"), _coco_row("dog", "traffic light")])
+    expected = np.stack(
+        [_coco_row(), _coco_row("person", "toothbrush"), _coco_row("dog", "traffic light")]
+    )
     np.testing.assert_array_equal(labels_of(train), expected)
     test = read_split(tmp_path / "data", "coco2014", "test")
-    np.testing.assert_array_equal(labels_of(test), np.stack([_coco_row("stop sign"), _coco_row("hair drier")]))
+    np.testing.assert_array_equal(
+        labels_of(test), np.stack([_coco_row("stop sign"), _coco_row("hair drier")])
+    )

@@ -1,5 +1,6 @@
 """Partial-label generation against the authors' released VOC 2007 files and reference vectors;
 the single-positive and per-category protocols by their counts and against mlcpl 0.1.7."""
+
 import hashlib
 import pathlib
 import types
@@ -34,7 +35,15 @@ VOC_PARTIAL_TABLE = {
 VOC_KNOWN_COUNTS = (10108, 20200, 30163, 40067, 50163, 60284, 70128, 80132, 90174)
 COCO_SHAPE = (82783, 80)
 COCO_KNOWN_COUNTS = (
-    662191, 1324207, 1986704, 2648135, 3310164, 3973592, 4635408, 5299597, 5960741,
+    662191,
+    1324207,
+    1986704,
+    2648135,
+    3310164,
+    3973592,
+    4635408,
+    5299597,
+    5960741,
 )
 FIRST_DRAWS = (0.5488135, 0.71518937, 0.60276338, 0.54488318, 0.4236548)
 
@@ -202,7 +211,8 @@ def test_one_positive_draws_each_positive_of_an_image_uniformly():
 
 @pytest.mark.parametrize("labels_per_category", [40, 200])
 def test_per_category_keeps_the_same_number_of_positives_and_negatives_per_class(
-        labels_per_category):
+    labels_per_category,
+):
     complete = _random_complete_labels(1)
     partial = per_category_labels(complete, labels_per_category, seed=5)
     num_positive = np.count_nonzero(complete > 0, axis=0)  # about 75 per class
@@ -219,24 +229,30 @@ def test_per_category_keeps_the_same_number_of_positives_and_negatives_per_class
 @pytest.mark.parametrize("protocol, parameter", [("one_positive", 0), ("per_category", 40)])
 def test_seeded_protocols_are_deterministic_and_follow_the_seed(protocol, parameter):
     complete = _random_complete_labels(2)
+
     def draw(seed):
-        return drop_labels(complete, protocol, known_ratio=1.0, labels_per_category=parameter,
-                           seed=seed)
+        return drop_labels(
+            complete, protocol, known_ratio=1.0, labels_per_category=parameter, seed=seed
+        )
+
     np.testing.assert_array_equal(draw(7), draw(7))
     assert not np.array_equal(draw(7), draw(8))
 
 
 def test_elementwise_protocol_is_the_authors_mask_whatever_the_seed(voc_train_labels):
     for seed in (0, 9):
-        partial = drop_labels(voc_train_labels, "elementwise", known_ratio=0.3,
-                              labels_per_category=0, seed=seed)
+        partial = drop_labels(
+            voc_train_labels, "elementwise", known_ratio=0.3, labels_per_category=0, seed=seed
+        )
         assert _sha256(partial) == VOC_PARTIAL_TABLE[0.3][2]
 
 
 def _as_records(labels: np.ndarray) -> list[tuple]:
     """mlcpl's records: (id, path, positive classes, negative classes) per image."""
-    return [(i, "", np.flatnonzero(row > 0).tolist(), np.flatnonzero(row < 0).tolist())
-            for i, row in enumerate(labels)]
+    return [
+        (i, "", np.flatnonzero(row > 0).tolist(), np.flatnonzero(row < 0).tolist())
+        for i, row in enumerate(labels)
+    ]
 
 
 def _from_records(records: list[tuple], shape: tuple[int, int]) -> np.ndarray:
@@ -251,27 +267,38 @@ def _from_records(records: list[tuple], shape: tuple[int, int]) -> np.ndarray:
 def test_protocols_equal_mlcpl_label_drops(seed):
     core = import_mlcpl_dataset_core()
     complete = _random_complete_labels(3)
-    dataset = types.SimpleNamespace(records=_as_records(complete),
-                                    num_categories=complete.shape[1])
+    dataset = types.SimpleNamespace(records=_as_records(complete), num_categories=complete.shape[1])
     core.MLCPLDataset.drop_labels_single_positive(dataset, seed=seed)
-    np.testing.assert_array_equal(one_positive_labels(complete, seed),
-                                  _from_records(dataset.records, complete.shape))
+    np.testing.assert_array_equal(
+        one_positive_labels(complete, seed), _from_records(dataset.records, complete.shape)
+    )
     for labels_per_category in (40, 200):
         dataset.records = _as_records(complete)
         core.MLCPLDataset.drop_labels_fix_per_category(dataset, labels_per_category, seed=seed)
-        np.testing.assert_array_equal(per_category_labels(complete, labels_per_category, seed),
-                                      _from_records(dataset.records, complete.shape))
+        np.testing.assert_array_equal(
+            per_category_labels(complete, labels_per_category, seed),
+            _from_records(dataset.records, complete.shape),
+        )
 
 
-@pytest.mark.parametrize("protocol, known_ratio, parameter, message", [
-    ("random", 1.0, 0, "label_drop must be one of elementwise, one_positive, per_category"),
-    ("one_positive", 0.5, 0, "set known_ratio=1.0"),
-    ("per_category", 1.0, 0, "even integer >= 2"),
-    ("per_category", 1.0, 5, "even integer >= 2"),
-    ("elementwise", 0.5, 10, "applies only to label_drop='per_category'"),
-])
-def test_label_drop_rejects_parameters_that_do_not_fit_the_protocol(protocol, known_ratio,
-                                                                    parameter, message):
+@pytest.mark.parametrize(
+    "protocol, known_ratio, parameter, message",
+    [
+        ("random", 1.0, 0, "label_drop must be one of elementwise, one_positive, per_category"),
+        ("one_positive", 0.5, 0, "set known_ratio=1.0"),
+        ("per_category", 1.0, 0, "even integer >= 2"),
+        ("per_category", 1.0, 5, "even integer >= 2"),
+        ("elementwise", 0.5, 10, "applies only to label_drop='per_category'"),
+    ],
+)
+def test_label_drop_rejects_parameters_that_do_not_fit_the_protocol(
+    protocol, known_ratio, parameter, message
+):
     with pytest.raises(ValueError, match=message):
-        drop_labels(_random_complete_labels(4), protocol, known_ratio=known_ratio,
-                    labels_per_category=parameter, seed=0)
+        drop_labels(
+            _random_complete_labels(4),
+            protocol,
+            known_ratio=known_ratio,
+            labels_per_category=parameter,
+            seed=0,
+        )

@@ -15,9 +15,9 @@ gradients, where each entry is one term divided by the count, TERM_ATOL / n.
 import jax
 import jax.numpy as jnp
 import method_harness
-from mlcpl_modules import import_mlcpl
 import numpy as np
 import pytest
+from mlcpl_modules import import_mlcpl
 
 from mlrpl_jax.methods import get_method_class
 from mlrpl_jax.methods.partial_losses import loss_functions as lf
@@ -65,18 +65,31 @@ def test_assume_negative_bce_matches_mlcpl(seed):
 
 
 @pytest.mark.parametrize("assume_negative", [False, True])
-@pytest.mark.parametrize("gamma_pos, gamma_neg, clip", [(0.0, 4.0, 0.05), (1.0, 2.0, 0.2),
-                                                         (0.0, 0.0, 0.0)])
+@pytest.mark.parametrize(
+    "gamma_pos, gamma_neg, clip", [(0.0, 4.0, 0.05), (1.0, 2.0, 0.2), (0.0, 0.0, 0.0)]
+)
 def test_asymmetric_losses_match_mlcpl(assume_negative, gamma_pos, gamma_neg, clip):
     torch, losses = import_mlcpl("losses")
     logits, labels = random_inputs(2)
-    factory = (losses.PartialNegativeAsymmetricWithLogitLoss if assume_negative
-               else losses.PartialAsymmetricWithLogitLoss)
+    factory = (
+        losses.PartialNegativeAsymmetricWithLogitLoss
+        if assume_negative
+        else losses.PartialAsymmetricWithLogitLoss
+    )
     loss = factory(clip=clip, gamma_pos=gamma_pos, gamma_neg=gamma_neg)
     theirs = torch_value_and_grad(torch, lambda z: loss(z, mlcpl_targets(torch, labels)), logits)
-    assert_parity(lambda z: lf.partial_asymmetric_loss(
-        z, labels, gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip,
-        assume_negative=assume_negative), theirs, logits)
+    assert_parity(
+        lambda z: lf.partial_asymmetric_loss(
+            z,
+            labels,
+            gamma_pos=gamma_pos,
+            gamma_neg=gamma_neg,
+            clip=clip,
+            assume_negative=assume_negative,
+        ),
+        theirs,
+        logits,
+    )
 
 
 @pytest.mark.parametrize("likelihood_topk", [0, 1, 2])
@@ -85,12 +98,28 @@ def test_selective_loss_matches_mlcpl(likelihood_topk):
     logits, labels = random_inputs(3)
     prior = np.linspace(0.0, 0.3, CLASSES).astype(np.float32)  # 3 of 7 classes above 0.12
     loss = losses.PartialSelectiveAsymmetricWithLogitLoss(
-        clip=0.05, gamma_pos=0.0, gamma_neg=4.0, label_priors=torch.tensor(prior),
-        likelihood_topk=likelihood_topk, prior_threshold=0.12)
+        clip=0.05,
+        gamma_pos=0.0,
+        gamma_neg=4.0,
+        label_priors=torch.tensor(prior),
+        likelihood_topk=likelihood_topk,
+        prior_threshold=0.12,
+    )
     theirs = torch_value_and_grad(torch, lambda z: loss(z, mlcpl_targets(torch, labels)), logits)
-    assert_parity(lambda z: lf.selective_asymmetric_loss(
-        z, labels, prior, gamma_pos=0.0, gamma_neg=4.0, clip=0.05, prior_threshold=0.12,
-        likelihood_topk=likelihood_topk), theirs, logits)
+    assert_parity(
+        lambda z: lf.selective_asymmetric_loss(
+            z,
+            labels,
+            prior,
+            gamma_pos=0.0,
+            gamma_neg=4.0,
+            clip=0.05,
+            prior_threshold=0.12,
+            likelihood_topk=likelihood_topk,
+        ),
+        theirs,
+        logits,
+    )
 
 
 @pytest.mark.parametrize("correct", [False, True])
@@ -105,9 +134,13 @@ def test_large_loss_rejection_and_correction_match_mlcpl(correct, num_modified):
     loss_class = losses.LargeLossCorrectionTemporary if correct else losses.LargeLossRejection
     loss = loss_class(delta_rel=100.0 * (num_modified + 1) / num_unknown)  # percent, at epoch 1
     theirs = torch_value_and_grad(
-        torch, lambda z: loss(z, mlcpl_targets(torch, labels), epoch=1), logits)
-    assert_parity(lambda z: lf.large_loss_modified(z, labels, num_modified / num_unknown,
-                                                   correct=correct), theirs, logits)
+        torch, lambda z: loss(z, mlcpl_targets(torch, labels), epoch=1), logits
+    )
+    assert_parity(
+        lambda z: lf.large_loss_modified(z, labels, num_modified / num_unknown, correct=correct),
+        theirs,
+        logits,
+    )
 
 
 def test_weak_assume_negative_matches_numpy():
@@ -117,15 +150,19 @@ def test_weak_assume_negative_matches_numpy():
     positive, negative = np.logaddexp(0.0, -z), np.logaddexp(0.0, z)  # -log p, -log(1 - p)
     weight = np.where(labels == 0, gamma, 1.0)
     expected = np.mean(np.where(labels > 0, positive, weight * negative))
-    expected_grad = np.where(labels > 0, -1.0 / (1.0 + np.exp(z)),
-                             weight / (1.0 + np.exp(-z))) / z.size
+    expected_grad = (
+        np.where(labels > 0, -1.0 / (1.0 + np.exp(z)), weight / (1.0 + np.exp(-z))) / z.size
+    )
     value, grad = jax.value_and_grad(
-        lambda x: lf.weak_assume_negative_bce(x, labels, unknown_weight=gamma))(logits)
+        lambda x: lf.weak_assume_negative_bce(x, labels, unknown_weight=gamma)
+    )(logits)
     np.testing.assert_allclose(float(value), expected, rtol=z.size * EPS, atol=TERM_ATOL)
-    np.testing.assert_allclose(np.asarray(grad), expected_grad, rtol=z.size * EPS,
-                               atol=TERM_ATOL / z.size)
+    np.testing.assert_allclose(
+        np.asarray(grad), expected_grad, rtol=z.size * EPS, atol=TERM_ATOL / z.size
+    )
     assert float(lf.weak_assume_negative_bce(logits, labels, unknown_weight=1.0)) == float(
-        lf.assume_negative_bce(logits, labels))
+        lf.assume_negative_bce(logits, labels)
+    )
 
 
 def test_class_prior_is_the_known_positive_rate_and_needs_a_known_label():
@@ -133,8 +170,9 @@ def test_class_prior_is_the_known_positive_rate_and_needs_a_known_label():
     with pytest.raises(ValueError, match=r"classes \[2\] have no known training label"):
         lf.known_label_class_prior(labels)
     labels[0, 2] = -1
-    np.testing.assert_array_equal(lf.known_label_class_prior(labels),
-                                  np.array([2 / 3, 1 / 3, 0.0], np.float32))
+    np.testing.assert_array_equal(
+        lf.known_label_class_prior(labels), np.array([2 / 3, 1 / 3, 0.0], np.float32)
+    )
 
 
 def test_large_loss_rate_grows_by_delta_rel_percent_per_epoch_up_to_one():
@@ -145,9 +183,15 @@ def test_large_loss_rate_grows_by_delta_rel_percent_per_epoch_up_to_one():
 # Options that make every mechanism act on the tiny batches (8 x 6 entries, ~24 unknown):
 # LL modifies 20 % of the unknowns in epoch 1, the selective loss ignores 1 likely positive per
 # image.
-PARTIAL_LOSS_METHODS = {"assume_negative": {}, "weak_assume_negative": {}, "partial_asl": {},
-                        "assume_negative_asl": {}, "selective_loss": {"likelihood_topk": 1},
-                        "ll_r": {"delta_rel": 20.0}, "ll_ct": {"delta_rel": 20.0}}
+PARTIAL_LOSS_METHODS = {
+    "assume_negative": {},
+    "weak_assume_negative": {},
+    "partial_asl": {},
+    "assume_negative_asl": {},
+    "selective_loss": {"likelihood_topk": 1},
+    "ll_r": {"delta_rel": 20.0},
+    "ll_ct": {"delta_rel": 20.0},
+}
 
 
 @pytest.mark.parametrize("name", sorted(PARTIAL_LOSS_METHODS))
@@ -159,11 +203,13 @@ def test_each_partial_loss_method_trains(name):
     method, optimizer, host_state = method_harness.build(get_method_class(name), config, data)
     runner = method_harness.Runner(method, optimizer, data, jax.devices()[:1])
     state, history = runner.run(runner.replicate(host_state), 2 * method_harness.STEPS_PER_EPOCH)
-    assert all(np.isfinite(h["loss"]) and h["loss"] > 0 and h["skipped_update"] == 0
-               for h in history)
+    assert all(
+        np.isfinite(h["loss"]) and h["loss"] > 0 and h["skipped_update"] == 0 for h in history
+    )
     head_before = jax.device_get(host_state.params["head"])
     head_after = jax.device_get(state.params["head"])
-    assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(head_before),
-                                               jax.tree.leaves(head_after)))
+    assert any(
+        np.any(a != b) for a, b in zip(jax.tree.leaves(head_before), jax.tree.leaves(head_after))
+    )
     if name.startswith("ll_"):
         assert [float(h["modified_share"]) for h in history] == pytest.approx([0, 0, 0.2, 0.2])

@@ -1,4 +1,5 @@
 """Tests of preprocessing and of the grain input pipeline on the tiny digit-scenes build."""
+
 import os
 
 import numpy as np
@@ -26,8 +27,12 @@ KNOWN_RATIO = 0.3
 
 def _data(data_dir: str, seed: int = 0, num_workers: int = 0) -> PartialLabelData:
     return PartialLabelData(
-        dataset=TINY_DATASET, data_dir=data_dir, image_size=IMAGE_SIZE,
-        known_ratio=KNOWN_RATIO, seed=seed, num_workers=num_workers,
+        dataset=TINY_DATASET,
+        data_dir=data_dir,
+        image_size=IMAGE_SIZE,
+        known_ratio=KNOWN_RATIO,
+        seed=seed,
+        num_workers=num_workers,
     )
 
 
@@ -113,16 +118,27 @@ def test_label_matrices_follow_index_order(data):
     assert 0 < np.mean(info.train_partial_labels != 0) < 0.6
 
 
-@pytest.mark.parametrize("label_drop, labels_per_category", [("one_positive", 0),
-                                                             ("per_category", 6)])
+@pytest.mark.parametrize(
+    "label_drop, labels_per_category", [("one_positive", 0), ("per_category", 6)]
+)
 def test_label_drop_protocol_gives_the_training_labels_of_the_batches(
-        digit_scenes_dir, label_drop, labels_per_category):  # noqa: F811
-    data = PartialLabelData(dataset=TINY_DATASET, data_dir=digit_scenes_dir,
-                            image_size=IMAGE_SIZE, known_ratio=1.0, seed=4,
-                            label_drop=label_drop, labels_per_category=labels_per_category)
+    digit_scenes_dir, label_drop, labels_per_category
+):  # noqa: F811
+    data = PartialLabelData(
+        dataset=TINY_DATASET,
+        data_dir=digit_scenes_dir,
+        image_size=IMAGE_SIZE,
+        known_ratio=1.0,
+        seed=4,
+        label_drop=label_drop,
+        labels_per_category=labels_per_category,
+    )
     complete = data.info.train_complete_labels
-    expected = (one_positive_labels(complete, 4) if label_drop == "one_positive"
-                else per_category_labels(complete, labels_per_category, 4))
+    expected = (
+        one_positive_labels(complete, 4)
+        if label_drop == "one_positive"
+        else per_category_labels(complete, labels_per_category, 4)
+    )
     np.testing.assert_array_equal(data.info.train_partial_labels, expected)
     for batch in data.train_batches(0, 32):
         np.testing.assert_array_equal(batch["labels"], expected[batch["index"]])
@@ -132,8 +148,14 @@ def test_label_drop_protocol_gives_the_training_labels_of_the_batches(
 def test_a_bad_label_drop_stops_before_the_dataset_is_read(tmp_path):
     # tmp_path holds no dataset: the protocol's error comes first
     with pytest.raises(ValueError, match="set known_ratio=1.0"):
-        PartialLabelData(dataset=TINY_DATASET, data_dir=str(tmp_path), image_size=IMAGE_SIZE,
-                         known_ratio=0.5, seed=0, label_drop="one_positive")
+        PartialLabelData(
+            dataset=TINY_DATASET,
+            data_dir=str(tmp_path),
+            image_size=IMAGE_SIZE,
+            known_ratio=0.5,
+            seed=0,
+            label_drop="one_positive",
+        )
 
 
 def test_label_cache_is_written_and_reused(digit_scenes_dir, data):  # noqa: F811
@@ -179,7 +201,9 @@ def test_train_batches_are_deterministic_and_well_formed(digit_scenes_dir, data)
 def test_epochs_and_seeds_change_the_order(digit_scenes_dir, data):  # noqa: F811
     first = np.concatenate([b["index"] for b in data.train_batches(0, 32)])
     second = np.concatenate([b["index"] for b in data.train_batches(1, 32)])
-    other_seed = np.concatenate([b["index"] for b in _data(digit_scenes_dir, seed=1).train_batches(0, 32)])
+    other_seed = np.concatenate(
+        [b["index"] for b in _data(digit_scenes_dir, seed=1).train_batches(0, 32)]
+    )
     assert not np.array_equal(first, second)
     assert not np.array_equal(first, other_seed)
 
@@ -286,6 +310,10 @@ def test_missing_dataset_error_names_the_prepare_command(tmp_path):
 
 
 def test_unknown_dataset_name(tmp_path):
-    with pytest.raises(ValueError, match="Valid dataset names: .*digit_scenes, digit_scenes/large, digit_scenes/small, digit_scenes/tiny"):
-        PartialLabelData(dataset="voc", data_dir=str(tmp_path), image_size=32,
-                         known_ratio=0.5, seed=0)
+    with pytest.raises(
+        ValueError,
+        match="Valid dataset names: .*digit_scenes, digit_scenes/large, digit_scenes/small, digit_scenes/tiny",
+    ):
+        PartialLabelData(
+            dataset="voc", data_dir=str(tmp_path), image_size=32, known_ratio=0.5, seed=0
+        )

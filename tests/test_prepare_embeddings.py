@@ -1,5 +1,6 @@
 """The label-embedding command (mlrpl_jax.tools.prepare_embeddings) on small generated GloVe
 files, and the COCO class order that its rows and the partial-label masks assume."""
+
 import json
 import pathlib
 import subprocess
@@ -15,9 +16,20 @@ from mlrpl_jax.tools.prepare_embeddings import dataset_class_names, prepare_embe
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # COCO's own category ids of a few names (instances_*2014.json 'categories'), ids with gaps.
-COCO_IDS = {"person": 1, "bicycle": 2, "traffic light": 10, "stop sign": 13, "backpack": 27,
-            "bottle": 44, "wine glass": 46, "dining table": 67, "toilet": 70, "tv": 72,
-            "hair drier": 89, "toothbrush": 90}
+COCO_IDS = {
+    "person": 1,
+    "bicycle": 2,
+    "traffic light": 10,
+    "stop sign": 13,
+    "backpack": 27,
+    "bottle": 44,
+    "wine glass": 46,
+    "dining table": 67,
+    "toilet": 70,
+    "tv": 72,
+    "hair drier": 89,
+    "toothbrush": 90,
+}
 
 
 def word_vector(word: str, dim: int = 4) -> np.ndarray:
@@ -41,7 +53,9 @@ def test_coco_class_order_is_the_rank_of_the_category_id():
     assert (coco2014.CLASS_NAMES[0], coco2014.CLASS_NAMES[-1]) == ("person", "toothbrush")
     for name, category_id in COCO_IDS.items():
         assert coco2014.CATEGORY_IDS[coco2014.CLASS_NAMES.index(name)] == category_id, name
-    shuffled = [{"id": i, "name": n} for i, n in zip(coco2014.CATEGORY_IDS, coco2014.CLASS_NAMES)][::-1]
+    shuffled = [{"id": i, "name": n} for i, n in zip(coco2014.CATEGORY_IDS, coco2014.CLASS_NAMES)][
+        ::-1
+    ]
     assert coco2014.category_index(shuffled) == {i: k for k, i in enumerate(coco2014.CATEGORY_IDS)}
 
 
@@ -51,8 +65,9 @@ def test_coco_embeddings_follow_the_class_order(tmp_path):
     assert embeddings.shape == (80, 4) and embeddings.dtype == np.float32
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "coco.npy"), embeddings)
     for name in ("person", "traffic light", "hair drier", "toothbrush"):
-        np.testing.assert_allclose(embeddings[coco2014.CLASS_NAMES.index(name)], expected_row(name),
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            embeddings[coco2014.CLASS_NAMES.index(name)], expected_row(name), rtol=1e-6
+        )
 
 
 def test_prepared_dataset_decides_the_order(tmp_path):
@@ -60,10 +75,14 @@ def test_prepared_dataset_decides_the_order(tmp_path):
     version_dir = tmp_path / "data" / "coco2014" / "1.0.0"
     version_dir.mkdir(parents=True)
     (version_dir / "dataset_info.json").write_text("{}")
-    (version_dir / "metadata.json").write_text(json.dumps({"class_names": coco2014.CLASS_NAMES[::-1]}))
+    (version_dir / "metadata.json").write_text(
+        json.dumps({"class_names": coco2014.CLASS_NAMES[::-1]})
+    )
     assert dataset_class_names("coco2014", str(tmp_path / "data")) == coco2014.CLASS_NAMES[::-1]
     glove = write_glove(tmp_path / "glove.txt", coco2014.CLASS_NAMES)
-    embeddings = prepare_embeddings("coco2014", str(glove), str(tmp_path / "coco.npy"), str(tmp_path / "data"))
+    embeddings = prepare_embeddings(
+        "coco2014", str(glove), str(tmp_path / "coco.npy"), str(tmp_path / "data")
+    )
     np.testing.assert_allclose(embeddings[0], expected_row("toothbrush"), rtol=1e-6)
 
 
@@ -74,8 +93,11 @@ def test_voc_compound_names_and_missing_words(tmp_path):
     assert not (tmp_path / "voc.npy").exists()
     glove = write_glove(tmp_path / "glove.txt", voc2007.CLASS_NAMES)
     embeddings = prepare_embeddings("voc2007", str(glove), str(tmp_path / "voc.npy"))
-    np.testing.assert_allclose(embeddings[voc2007.CLASS_NAMES.index("diningtable")],
-                               expected_row("dining table"), rtol=1e-6)
+    np.testing.assert_allclose(
+        embeddings[voc2007.CLASS_NAMES.index("diningtable")],
+        expected_row("dining table"),
+        rtol=1e-6,
+    )
 
 
 def test_inputs_are_checked_before_reading(tmp_path):
@@ -91,9 +113,22 @@ def test_inputs_are_checked_before_reading(tmp_path):
 def test_command_line(tmp_path):
     glove = write_glove(tmp_path / "glove.txt", voc2007.CLASS_NAMES)
     result = subprocess.run(
-        [sys.executable, "-m", "mlrpl_jax.tools.prepare_embeddings", "--dataset=voc2007",
-         f"--glove={glove}", f"--output={tmp_path / 'voc.npy'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "mlrpl_jax.tools.prepare_embeddings",
+            "--dataset=voc2007",
+            f"--glove={glove}",
+            f"--output={tmp_path / 'voc.npy'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
-    assert "--config.embeddings.path=" in result.stdout and "--config.embeddings.dim=4" in result.stdout
+    assert (
+        "--config.embeddings.path=" in result.stdout
+        and "--config.embeddings.dim=4" in result.stdout
+    )
     assert np.load(tmp_path / "voc.npy").shape == (20, 4)

@@ -14,7 +14,9 @@ spec.loader.exec_module(profile_step)
 
 def small_network(x, kernel, weight):
     """A 3x3 convolution, ReLU, a transpose and a matrix product: one op of each category."""
-    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    y = jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
     y = jax.nn.relu(y).reshape(-1, y.shape[-1])  # (N H W, O)
     return jnp.transpose(y) @ weight  # (O, O)
 

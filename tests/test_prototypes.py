@@ -1,4 +1,5 @@
 """Host-side prototypes: per-class K-means (SARB/HST) and DSRB quadrant means against direct oracles."""
+
 import numpy as np
 import pytest
 
@@ -14,7 +15,9 @@ def _partial_targets(rng: np.random.Generator, shape: tuple[int, ...]) -> np.nda
 # K-means prototypes
 
 
-def _blob_features(rng: np.random.Generator, centres: np.ndarray, per_blob: int) -> tuple[np.ndarray, np.ndarray]:
+def _blob_features(
+    rng: np.random.Generator, centres: np.ndarray, per_blob: int
+) -> tuple[np.ndarray, np.ndarray]:
     """features (N, C, D) whose positives of class c are tight blobs around centres[c] (C, K, D)."""
     num_classes, num_blobs, dim = centres.shape
     count = num_blobs * per_blob
@@ -66,7 +69,9 @@ def test_collector_streams_batches_in_loader_order():
         np.testing.assert_array_equal(grouped[c], features[targets[:, c] == 1, c])
     np.testing.assert_array_equal(collector.counts, (targets == 1).sum(axis=0))
     streamed = collector.kmeans(num_prototypes=2, seed=3)
-    np.testing.assert_array_equal(streamed, kmeans_prototypes(features, targets == 1, num_prototypes=2, seed=3))
+    np.testing.assert_array_equal(
+        streamed, kmeans_prototypes(features, targets == 1, num_prototypes=2, seed=3)
+    )
     np.testing.assert_array_equal(streamed, collector.kmeans(num_prototypes=2, seed=3))
 
 
@@ -96,7 +101,9 @@ def test_kmeans_rejects_a_class_without_positives():
 # DSRB quadrant prototypes
 
 
-def _reference_quadrant_prototypes(batches, num_classes: int, dim: int, cap: int, placeholder: bool) -> np.ndarray:
+def _reference_quadrant_prototypes(
+    batches, num_classes: int, dim: int, cap: int, placeholder: bool
+) -> np.ndarray:
     """Direct list implementation of §9.3: per (class, quadrant) a list seeded with a zero vector."""
     lists = [[[np.zeros(dim)] for _ in range(4)] for _ in range(num_classes)]
     for semantic, quadrants, targets in batches:
@@ -134,7 +141,9 @@ def _random_batches(seed: int, count: int, batch: int, num_classes: int, dim: in
 def test_quadrant_prototypes_match_list_procedure(placeholder):
     num_classes, dim, cap = 4, 3, 3
     batches = _random_batches(5, count=6, batch=5, num_classes=num_classes, dim=dim)
-    accumulator = QuadrantPrototypeAccumulator(num_classes, dim, cap=cap, reference_placeholder=placeholder)
+    accumulator = QuadrantPrototypeAccumulator(
+        num_classes, dim, cap=cap, reference_placeholder=placeholder
+    )
     for batch in batches:
         accumulator.add(*batch)
     expected = _reference_quadrant_prototypes(batches, num_classes, dim, cap, placeholder)
@@ -155,7 +164,9 @@ def test_quadrant_list_keeps_the_first_hundred_in_loader_order():
     prototypes = accumulator.prototypes()
     first_hundred = semantic[:100, 0].astype(np.float64)
     np.testing.assert_allclose(prototypes[0, 0], first_hundred.sum(axis=0) / 101, rtol=1e-6)
-    np.testing.assert_allclose(prototypes[0, 1:], np.broadcast_to(first_hundred.mean(axis=0), (3, 2)), rtol=1e-6)
+    np.testing.assert_allclose(
+        prototypes[0, 1:], np.broadcast_to(first_hundred.mean(axis=0), (3, 2)), rtol=1e-6
+    )
 
 
 def test_single_sample_quadrant_is_halved_by_the_placeholder():

@@ -34,4 +34,6 @@ def test_precision_and_recall_at_each_threshold():
     assert rows["0.5"] == {"per_image": 1.5, "precision": pytest.approx(2 / 3), "recall": 1.0}
     # >= 0.75: 0.8 only (the known 0.9 is not a candidate).
     assert rows["0.75"]["precision"] == 1.0 and rows["0.75"]["recall"] == 0.5
-    assert math.isnan(pseudo_label_scores.at_thresholds(SCORES * 0, TARGETS == 0, HIDDEN)["0.3"]["precision"])
+    assert math.isnan(
+        pseudo_label_scores.at_thresholds(SCORES * 0, TARGETS == 0, HIDDEN)["0.3"]["precision"]
+    )

@@ -49,11 +49,19 @@ def sarb_run_config(data_dir: str):
     return config
 
 
-def run_main(config_file: pathlib.Path, workdir: pathlib.Path, fault: str = "") -> subprocess.CompletedProcess:
+def run_main(
+    config_file: pathlib.Path, workdir: pathlib.Path, fault: str = ""
+) -> subprocess.CompletedProcess:
     env = {**os.environ, FAULT_ENV_VAR: fault}
-    return subprocess.run([sys.executable, "-m", "mlrpl_jax.main", f"--config={config_file}",
-                           f"--workdir={workdir}"], cwd=REPO_ROOT, env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "mlrpl_jax.main", f"--config={config_file}", f"--workdir={workdir}"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def finished_steps(workdir: pathlib.Path) -> list[int]:
@@ -62,8 +70,9 @@ def finished_steps(workdir: pathlib.Path) -> list[int]:
 
 
 def latest_step(workdir: pathlib.Path) -> int | None:
-    checkpointer = checkpointing.Checkpointer(str(workdir / "checkpoints"), keep_last=10,
-                                              keep_best=0, async_save=False)
+    checkpointer = checkpointing.Checkpointer(
+        str(workdir / "checkpoints"), keep_last=10, keep_best=0, async_save=False
+    )
     step = checkpointer.latest_step()
     checkpointer.close()
     return step
@@ -86,8 +95,10 @@ def reference_run(digit_scenes_dir, tmp_path_factory):
 def test_killed_and_preempted_run_finishes_as_if_uninterrupted(reference_run, tmp_path):
     config, reference_dir, reference_results = reference_run
     config_file = tmp_path / "sarb_tiny.py"
-    config_file.write_text("import json\nimport ml_collections\n\n\ndef get_config():\n"
-                           f"    return ml_collections.ConfigDict(json.loads({config.to_json()!r}))\n")
+    config_file.write_text(
+        "import json\nimport ml_collections\n\n\ndef get_config():\n"
+        f"    return ml_collections.ConfigDict(json.loads({config.to_json()!r}))\n"
+    )
     workdir = tmp_path / "work"
 
     def kill_at(fault: str, possible_latest: tuple[int, ...]) -> None:
@@ -170,12 +181,17 @@ def nan_run(digit_scenes_dir, workdir, on_nonfinite, monkeypatch):
 
 
 def all_finite(tree) -> bool:
-    return all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(tree)
-               if np.issubdtype(np.asarray(leaf).dtype, np.floating))
+    return all(
+        np.all(np.isfinite(leaf))
+        for leaf in jax.tree.leaves(tree)
+        if np.issubdtype(np.asarray(leaf).dtype, np.floating)
+    )
 
 
 def test_nonfinite_loss_stops_with_step_and_term(digit_scenes_dir, tmp_path, monkeypatch):
-    with pytest.raises(FloatingPointError, match=r"at training step 7: loss=nan, injected_term=nan\."):
+    with pytest.raises(
+        FloatingPointError, match=r"at training step 7: loss=nan, injected_term=nan\."
+    ):
         nan_run(digit_scenes_dir, tmp_path, "stop", monkeypatch)
     assert finished_steps(tmp_path) == [5]  # the checkpoint due at step 10 was not written
     assert all_finite(stored_state(tmp_path, 5))
@@ -185,8 +201,11 @@ def test_nonfinite_loss_skips_the_update(digit_scenes_dir, tmp_path, monkeypatch
     results = nan_run(digit_scenes_dir, tmp_path, "skip", monkeypatch)
     assert 0.0 < results["last"]["mAP"] <= 100.0
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    skipped = {entry["step"]: entry["train/skipped_updates"] for entry in logged
-               if "train/skipped_updates" in entry}
+    skipped = {
+        entry["step"]: entry["train/skipped_updates"]
+        for entry in logged
+        if "train/skipped_updates" in entry
+    }
     assert skipped == {5: 0.0, 10: 1.0, 12: 0.0}
     assert all(all_finite(stored_state(tmp_path, step)) for step in finished_steps(tmp_path))
 
@@ -199,8 +218,11 @@ def test_class_without_known_positive_is_refused_before_training(method_class):
     info = dataclasses.replace(info, train_partial_labels=partial)
     config = tiny_config(method_class)
     method = method_class(config, info, random_embeddings(6, 12), label_adjacency(partial))
-    with pytest.raises(ValueError, match=r"no known positive training label for class 'class_4' "
-                                         r"\(index 4\) at known_ratio=0.5.*larger known_ratio"):
+    with pytest.raises(
+        ValueError,
+        match=r"no known positive training label for class 'class_4' "
+        r"\(index 4\) at known_ratio=0.5.*larger known_ratio",
+    ):
         method.check_training_labels()
 
 
@@ -215,8 +237,9 @@ def test_corrupt_raw_image_fails_with_its_path_or_is_skipped(tmp_path):
     image = truncate_first_trainval_image(tmp_path / "raw")
     with pytest.raises(builder_common.CorruptImageError, match=f"{image}.*--corrupt_images=skip"):
         datasets.prepare_dataset("voc2007", str(tmp_path / "data"), str(tmp_path / "raw"))
-    datasets.prepare_dataset("voc2007", str(tmp_path / "skipped"), str(tmp_path / "raw"),
-                             corrupt_images="skip")
+    datasets.prepare_dataset(
+        "voc2007", str(tmp_path / "skipped"), str(tmp_path / "raw"), corrupt_images="skip"
+    )
     train_split = read_split(tmp_path / "skipped", "voc2007/default", "trainval")
     assert ids_of(train_split) == [image_id for image_id, _ in VOC_TRAINVAL[1:]]
     assert [int(r["index"]) for r in train_split] == [0, 1]
@@ -225,18 +248,24 @@ def test_corrupt_raw_image_fails_with_its_path_or_is_skipped(tmp_path):
 def test_undecodable_record_names_its_image_id(tmp_path, monkeypatch):
     write_voc_tree(tmp_path / "raw", {"trainval": VOC_TRAINVAL, "test": VOC_TEST})
     truncate_first_trainval_image(tmp_path / "raw")
-    monkeypatch.setattr(builder_common.PaperDatasetBuilder, "read_image",
-                        lambda self, path: path.read_bytes())  # a builder that did not check
+    monkeypatch.setattr(
+        builder_common.PaperDatasetBuilder, "read_image", lambda self, path: path.read_bytes()
+    )  # a builder that did not check
     datasets.prepare_dataset("voc2007", str(tmp_path / "data"), str(tmp_path / "raw"))
-    data = PartialLabelData(dataset="voc2007", data_dir=str(tmp_path / "data"), image_size=8,
-                            known_ratio=1.0, seed=0)
-    with pytest.raises(builder_common.CorruptImageError,
-                       match=f"image_id '{VOC_TRAINVAL[0][0]}', index 0.*prepare it again"):
+    data = PartialLabelData(
+        dataset="voc2007", data_dir=str(tmp_path / "data"), image_size=8, known_ratio=1.0, seed=0
+    )
+    with pytest.raises(
+        builder_common.CorruptImageError,
+        match=f"image_id '{VOC_TRAINVAL[0][0]}', index 0.*prepare it again",
+    ):
         list(data.train_batches(0, 3))
 
 
 def test_label_index_out_of_range_names_the_image():
-    with pytest.raises(ValueError, match=r"\[250, -1\] of image '12.jpg' are out of range: valid .* 0..199"):
+    with pytest.raises(
+        ValueError, match=r"\[250, -1\] of image '12.jpg' are out of range: valid .* 0..199"
+    ):
         builder_common.labels_from_positives([3, 250, -1], 200, "12.jpg")
 
 
@@ -268,5 +297,7 @@ def test_restoring_a_checkpoint_never_unpickles(tmp_path, monkeypatch):
 def test_on_nonfinite_accepts_only_stop_or_skip():
     config = tiny_run_config("", epochs=1)
     config.train.on_nonfinite = "ignore"
-    with pytest.raises(ConfigError, match="train.on_nonfinite must be 'stop' or 'skip', got 'ignore'"):
+    with pytest.raises(
+        ConfigError, match="train.on_nonfinite must be 'stop' or 'skip', got 'ignore'"
+    ):
         validate_config(config)

@@ -50,7 +50,7 @@ def documented_tpu_command() -> tuple[dict[str, str], list[str]]:
     [block] = [b for b in blocks if "launch/tpu_pod.sh" in b]
     words = shlex.split(block.replace("\\\n", " "))
     script = words.index("launch/tpu_pod.sh")
-    return dict(word.split("=", 1) for word in words[:script]), words[script + 1:]
+    return dict(word.split("=", 1) for word in words[:script]), words[script + 1 :]
 
 
 def flag_value(arguments: list[str], name: str) -> str:
@@ -71,13 +71,25 @@ def cloud_storage(tmp_path_factory):
     log = tmp_path_factory.mktemp("emulator") / "emulator.log"
     with open(log, "w", encoding="utf-8") as output:
         emulator = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "gcs_emulator.py"), "start", "--host=127.0.0.1",
-             f"--port={port}", "--in-memory", f"--default-bucket={documented_bucket()}"],
-            stdout=output, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                str(ROOT / "tests" / "gcs_emulator.py"),
+                "start",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                "--in-memory",
+                f"--default-bucket={documented_bucket()}",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     # The emulator has no storage-control API, which gcsfs's bucket-type probe would query.
-    variables = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
-                 "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    variables = {
+        "STORAGE_EMULATOR_HOST": url,
+        "TENSORSTORE_GCS_HTTP_URL": url,
+        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+    }
     saved = {name: os.environ.get(name) for name in variables}
     try:
         deadline = time.monotonic() + 60
@@ -108,12 +120,20 @@ def launched_command(tmp_path, data_dir: str) -> tuple[str, list[str]]:
     bin_dir.mkdir()
     recorded = tmp_path / "gcloud_arguments"
     gcloud = bin_dir / "gcloud"
-    gcloud.write_text("#!/usr/bin/env bash\n"
-                      f"printf '%s\\n' \"$@\" > {shlex.quote(str(recorded))}\n")
+    gcloud.write_text(
+        f"#!/usr/bin/env bash\nprintf '%s\\n' \"$@\" > {shlex.quote(str(recorded))}\n"
+    )
     gcloud.chmod(0o755)
-    subprocess.run(["bash", str(ROOT / "launch" / "tpu_pod.sh"), *arguments], check=True,
-                   env={**os.environ, **environment, "DATA_DIR": data_dir,
-                        "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    subprocess.run(
+        ["bash", str(ROOT / "launch" / "tpu_pod.sh"), *arguments],
+        check=True,
+        env={
+            **os.environ,
+            **environment,
+            "DATA_DIR": data_dir,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        },
+    )
     command = flag_value(recorded.read_text().splitlines(), "command")
     return command, shlex.split(command.split(" -m mlrpl_jax.main ", 1)[1])
 
@@ -130,17 +150,24 @@ def config_of(arguments: list[str]):
     """The config that main.py builds from `arguments` (ml_collections parses the overrides)."""
     argv = ["main", *arguments]
     flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "config", flag_values=flag_values,
-                                    lock_config=True, sys_argv=argv)
+    config_flags.DEFINE_config_file(
+        "config", None, "config", flag_values=flag_values, lock_config=True, sys_argv=argv
+    )
     flags.DEFINE_string("workdir", None, "workdir", flag_values=flag_values)
     flag_values(argv)
     return flag_values.config
 
 
 def run_main(arguments: list[str], fault: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mlrpl_jax.main", *arguments], cwd=ROOT,
-                          env={**os.environ, FAULT_ENV_VAR: fault}, capture_output=True,
-                          text=True, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "mlrpl_jax.main", *arguments],
+        cwd=ROOT,
+        env={**os.environ, FAULT_ENV_VAR: fault},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def train_losses(workdir: str) -> list[tuple[int, float]]:
@@ -149,7 +176,8 @@ def train_losses(workdir: str) -> list[tuple[int, float]]:
 
 
 def test_documented_gs_command_preempted_and_resumed_equals_local_disk(
-        cloud_storage, digit_scenes_dir, tmp_path):
+    cloud_storage, digit_scenes_dir, tmp_path
+):
     environment, _ = documented_tpu_command()
     command, worker_arguments = launched_command(tmp_path, digit_scenes_dir)
     # Every worker copies the dataset from DATA_FROM to local disk first, with the command a run
@@ -163,8 +191,9 @@ def test_documented_gs_command_preempted_and_resumed_equals_local_disk(
     preempted = run_main(arguments, fault=f"step:{PREEMPTED_AT_STEP}:TERM")
     assert preempted.returncode == 128 + signal.SIGTERM, preempted.stderr[-3000:]
     assert f"saved the checkpoint of step {PREEMPTED_AT_STEP} in {workdir}" in preempted.stderr
-    checkpointer = checkpointing.Checkpointer(f"{workdir}/checkpoints", keep_last=1, keep_best=0,
-                                              async_save=False)
+    checkpointer = checkpointing.Checkpointer(
+        f"{workdir}/checkpoints", keep_last=1, keep_best=0, async_save=False
+    )
     assert checkpointer.latest_step() == PREEMPTED_AT_STEP
     checkpointer.close()
     assert not (epath.Path(workdir) / "results.json").exists()
@@ -182,8 +211,9 @@ def test_documented_gs_command_preempted_and_resumed_equals_local_disk(
     # metrics.jsonl keeps the preempted run's records (steps 1-3) and the resumed run's after them.
     assert train_losses(workdir) == train_losses(local_workdir)
     assert [step for step, _ in train_losses(workdir)] == list(range(1, 7))
-    assert (sweep.last_logged_values(workdir, ("test/mAP",))
-            == sweep.last_logged_values(local_workdir, ("test/mAP",)))
+    assert sweep.last_logged_values(workdir, ("test/mAP",)) == sweep.last_logged_values(
+        local_workdir, ("test/mAP",)
+    )
     # One TensorBoard event file per process that ran, and no write probe left behind.
     events = list((remote / "tensorboard").iterdir())
     assert len(events) == 2 and all(e.name.startswith("events.out.tfevents") for e in events)
@@ -200,16 +230,18 @@ def test_sweep_comparison_files_on_gs_equal_local_ones(cloud_storage, tmp_path):
 
 
 @pytest.mark.parametrize("where", ["config", "environment"])
-def test_data_dir_on_gs_stops_before_any_work_with_the_staging_command(where, tmp_path,
-                                                                       monkeypatch):
+def test_data_dir_on_gs_stops_before_any_work_with_the_staging_command(
+    where, tmp_path, monkeypatch
+):
     config = tiny_config.get_config()
     bucket_dir = "gs://my-bucket/tensorflow_datasets"
     if where == "config":
         config.data.data_dir = bucket_dir
     else:
         monkeypatch.setenv("TFDS_DATA_DIR", bucket_dir)
-    stage = run_inputs.stage_data_command(f"{bucket_dir}/digit_scenes/tiny",
-                                          "$HOME/tensorflow_datasets/digit_scenes/tiny")
+    stage = run_inputs.stage_data_command(
+        f"{bucket_dir}/digit_scenes/tiny", "$HOME/tensorflow_datasets/digit_scenes/tiny"
+    )
     workdir = tmp_path / "work"
     with pytest.raises(ConfigError) as error:
         train.train_and_evaluate(config, str(workdir))
@@ -236,9 +268,11 @@ def test_pretrained_weights_and_embeddings_read_from_gs(cloud_storage, tmp_path)
     config.embeddings.update(kind="npy", path=str(remote / "embeddings.npy"))
     run_inputs.check_run_inputs(config)
     np.testing.assert_array_equal(
-        label_embeddings.build_label_embeddings("npy", class_names, path=config.embeddings.path,
-                                                dim=config.embeddings.dim),
-        embeddings.astype(np.float32))
+        label_embeddings.build_label_embeddings(
+            "npy", class_names, path=config.embeddings.path, dim=config.embeddings.dim
+        ),
+        embeddings.astype(np.float32),
+    )
     empty = {"params": {"backbone": {}}, "batch_stats": {"backbone": {}}}
     loaded = train.with_pretrained_backbone(empty, config.model.pretrained, 18)
     assert_trees_equal(loaded["params"]["backbone"], variables["params"])

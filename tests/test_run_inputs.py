@@ -1,5 +1,6 @@
 """The start-of-run check of backbone weights and label embeddings (mlrpl_jax/core/run_inputs.py),
 the method argument of the paper config files and the paper configs' reference defaults."""
+
 import pathlib
 import subprocess
 import sys
@@ -35,13 +36,19 @@ def test_paper_config_without_files_stops_before_the_data(path, tmp_path, monkey
     monkeypatch.setattr(train, "PartialLabelData", no_data)
     config = load_config_file(path)
     config.data.data_dir = str(tmp_path / "absent")
-    with pytest.raises(config_lib.ConfigError, match=r"mlrpl_jax\.tools\.import_weights --input="
-                                                     r"resnet101\.pth.*allow_random_frozen_backbone"):
+    with pytest.raises(
+        config_lib.ConfigError,
+        match=r"mlrpl_jax\.tools\.import_weights --input="
+        r"resnet101\.pth.*allow_random_frozen_backbone",
+    ):
         train.train_and_evaluate(config, str(tmp_path / "work"))
     config.model.pretrained = str(tmp_path / "resnet101.npz")
     np.savez(config.model.pretrained)
-    with pytest.raises(config_lib.ConfigError, match=r"embeddings.path is empty.*mlrpl_jax\.tools\."
-                                                     f"prepare_embeddings --dataset={config.data.name}"):
+    with pytest.raises(
+        config_lib.ConfigError,
+        match=r"embeddings.path is empty.*mlrpl_jax\.tools\."
+        f"prepare_embeddings --dataset={config.data.name}",
+    ):
         train.train_and_evaluate(config, str(tmp_path / "work"))
     run_inputs.check_run_inputs(with_files(config, tmp_path))
 
@@ -65,7 +72,9 @@ def test_random_frozen_backbone_takes_an_explicit_opt_out(tmp_path):
 def test_wrong_backbone_files(tmp_path):
     config = with_files(config_lib.paper_config("sst", "coco2014"), tmp_path)
     config.model.pretrained = str(tmp_path / "absent.npz")
-    with pytest.raises(config_lib.ConfigError, match=r"absent\.npz' does not exist.*--output=.*absent\.npz"):
+    with pytest.raises(
+        config_lib.ConfigError, match=r"absent\.npz' does not exist.*--output=.*absent\.npz"
+    ):
         run_inputs.check_run_inputs(config)
     config.model.pretrained = str(tmp_path / "resnet101.pth")
     (tmp_path / "resnet101.pth").write_bytes(b"torch")
@@ -73,7 +82,9 @@ def test_wrong_backbone_files(tmp_path):
         run_inputs.check_run_inputs(config)
 
 
-@pytest.mark.parametrize("rows, dim, kind", [(20, 300, "npy"), (80, 512, "npy"), (80, 300, "glove")])
+@pytest.mark.parametrize(
+    "rows, dim, kind", [(20, 300, "npy"), (80, 512, "npy"), (80, 300, "glove")]
+)
 def test_wrong_embedding_files(tmp_path, rows, dim, kind):
     config = with_files(config_lib.paper_config("hst", "coco2014"), tmp_path, rows, dim)
     config.embeddings.kind = kind
@@ -81,8 +92,10 @@ def test_wrong_embedding_files(tmp_path, rows, dim, kind):
         config.embeddings.path = str(tmp_path / "absent.txt")
         message = r"absent\.txt' does not exist.*prepare_embeddings --dataset=coco2014"
     else:
-        message = (rf"shape \({rows}, {dim}\), but coco2014 needs \(80, embeddings.dim=300\)"
-                   r".*prepare_embeddings")
+        message = (
+            rf"shape \({rows}, {dim}\), but coco2014 needs \(80, embeddings.dim=300\)"
+            r".*prepare_embeddings"
+        )
     with pytest.raises(config_lib.ConfigError, match=message):
         run_inputs.check_run_inputs(config)
 
@@ -106,25 +119,42 @@ def test_paper_config_file_takes_another_method_after_a_colon():
 def test_overriding_the_method_names_the_colon_form():
     config = load_config_file(ROOT / "configs" / "dsrb_coco.py")
     config.method = "baseline"
-    with pytest.raises(config_lib.ConfigError, match=r"section 'dsrb'.*configs/dsrb_coco\.py:baseline"):
+    with pytest.raises(
+        config_lib.ConfigError, match=r"section 'dsrb'.*configs/dsrb_coco\.py:baseline"
+    ):
         config_lib.validate_config(config)
     config = load_config_file(ROOT / "configs" / "sarb_voc.py")
     config.method = "sst"
     with pytest.raises(config_lib.ConfigError, match=r"section 'sarb'.*configs/sarb_voc\.py:sst"):
         config_lib.validate_config(config)
-    config = load_config_file(ROOT / "configs" / "dsrb_digits.py")  # no colon form: not a paper config
+    config = load_config_file(
+        ROOT / "configs" / "dsrb_digits.py"
+    )  # no colon form: not a paper config
     config.method = "baseline"
-    with pytest.raises(config_lib.ConfigError, match=r"section 'dsrb'.*use the method's own config "
-                       r"file \(configs/baseline_\*\.py\)") as error:
+    with pytest.raises(
+        config_lib.ConfigError,
+        match=r"section 'dsrb'.*use the method's own config "
+        r"file \(configs/baseline_\*\.py\)",
+    ) as error:
         config_lib.validate_config(config)
     assert ":baseline" not in str(error.value)
 
 
 def test_command_line_switches_the_method_and_stops_before_the_data(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "mlrpl_jax.main", "--config=configs/dsrb_coco.py:baseline",
-         f"--workdir={tmp_path}", f"--config.data.data_dir={tmp_path / 'absent'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "mlrpl_jax.main",
+            "--config=configs/dsrb_coco.py:baseline",
+            f"--workdir={tmp_path}",
+            f"--config.data.data_dir={tmp_path / 'absent'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "import_weights" in result.stderr and "not prepared" not in result.stderr
 

@@ -1,6 +1,7 @@
 """SATL as a method plug-in (docs/methods/satl.md §4, our design): histograms in the jitted step against NumPy,
 1 vs 8 devices, complete labels only in diagnostics, checkpoints, composition with SST and DSRB,
 and a short end-to-end run on the digit scenes."""
+
 import json
 import math
 import os
@@ -26,7 +27,9 @@ def build_satl(base_section=None, **options):
     if base_section is not None:
         config[options["base_method"]] = base_section
     data = method_harness.SyntheticTrainingData()
-    method, optimizer, host_state = method_harness.build(SemanticAwareThresholdLearning, config, data)
+    method, optimizer, host_state = method_harness.build(
+        SemanticAwareThresholdLearning, config, data
+    )
     return method, optimizer, host_state, data
 
 
@@ -37,8 +40,11 @@ def satl_setup():
 
 def train_mode_scores(method, state, batch):
     """sigmoid of the train-mode logits the step sees for `batch` (B, C)."""
-    apply = jax.jit(lambda variables, images: method.model.apply(
-        variables, images, train=True, mutable=["batch_stats"])[0].logits)
+    apply = jax.jit(
+        lambda variables, images: method.model.apply(
+            variables, images, train=True, mutable=["batch_stats"]
+        )[0].logits
+    )
     return np.asarray(jax.nn.sigmoid(apply(jax.device_get(state).variables(), batch["image"])))
 
 
@@ -62,8 +68,10 @@ def test_histograms_in_the_step_equal_a_numpy_recomputation(satl_setup):
     np.testing.assert_allclose(stats["positive_histogram"], expected[0], rtol=1e-6)
     np.testing.assert_allclose(stats["negative_histogram"], expected[1], rtol=1e-6)
     np.testing.assert_allclose(stats["unknown_histogram"], expected[2], rtol=1e-6)
-    assert all(stats[key].sum() > 0 for key in ("positive_histogram", "negative_histogram",
-                                                 "unknown_histogram"))
+    assert all(
+        stats[key].sum() > 0
+        for key in ("positive_histogram", "negative_histogram", "unknown_histogram")
+    )
 
 
 def test_state_and_training_agree_on_one_and_eight_devices(satl_setup):
@@ -82,8 +90,14 @@ def test_state_and_training_agree_on_one_and_eight_devices(satl_setup):
     num_terms = method_harness.longest_sum_of_loss(method, host_state, data.batch(0))
     method_harness.assert_layout_close(state_1.method_state, state_8.method_state, num_terms)
     method_harness.assert_layout_close(history_1, history_8, num_terms)
-    method_harness.assert_params_within_adam_bound(state_1.params, state_8.params, method.config.optim,
-                                                   method_harness.STEPS_PER_EPOCH, 4, num_terms)
+    method_harness.assert_params_within_adam_bound(
+        state_1.params,
+        state_8.params,
+        method.config.optim,
+        method_harness.STEPS_PER_EPOCH,
+        4,
+        num_terms,
+    )
 
 
 def test_loss_and_gradients_do_not_depend_on_complete_labels(satl_setup):
@@ -93,24 +107,37 @@ def test_loss_and_gradients_do_not_depend_on_complete_labels(satl_setup):
     state = jax.device_get(state)
     batch = data.batch(3)
     flipped = {**batch, "complete_labels": -batch["complete_labels"]}
-    ctx = StepContext(epoch=np.int32(1), step_in_epoch=np.int32(0), rng=jax.random.PRNGKey(0),
-                      steps_per_epoch=method_harness.STEPS_PER_EPOCH)
+    ctx = StepContext(
+        epoch=np.int32(1),
+        step_in_epoch=np.int32(0),
+        rng=jax.random.PRNGKey(0),
+        steps_per_epoch=method_harness.STEPS_PER_EPOCH,
+    )
 
     @jax.jit
     def loss_and_grads(params, batch):
-        return train.loss_gradients_and_diagnostics(method, state.replace(params=params), batch, ctx)
+        return train.loss_gradients_and_diagnostics(
+            method, state.replace(params=params), batch, ctx
+        )
 
     loss_a, aux_a, grads_a = loss_and_grads(state.params, batch)
     loss_b, aux_b, grads_b = loss_and_grads(state.params, flipped)
-    assert float(aux_a.metrics["satl/pseudo_positives"] + aux_a.metrics["satl/pseudo_negatives"]) > 0
+    assert (
+        float(aux_a.metrics["satl/pseudo_positives"] + aux_a.metrics["satl/pseudo_negatives"]) > 0
+    )
     assert float(loss_a) == float(loss_b)
     method_harness.assert_trees_close(grads_a, grads_b, rtol=0, atol=0)
     # ... while the diagnostics (reset at step_in_epoch 0, so this batch only) do use them.
     counts_a, counts_b = aux_a.method_state["satl"]["counts"], aux_b.method_state["satl"]["counts"]
     np.testing.assert_array_equal(counts_a["hidden_positives"], counts_b["hidden_negatives"])
-    for sign in ("positives", "negatives"):  # each pseudo label is true under exactly one of the two
-        np.testing.assert_array_equal(counts_a[f"true_pseudo_{sign}"] + counts_b[f"true_pseudo_{sign}"],
-                                      counts_a[f"pseudo_{sign}"])
+    for sign in (
+        "positives",
+        "negatives",
+    ):  # each pseudo label is true under exactly one of the two
+        np.testing.assert_array_equal(
+            counts_a[f"true_pseudo_{sign}"] + counts_b[f"true_pseudo_{sign}"],
+            counts_a[f"pseudo_{sign}"],
+        )
     # The premise monitor's hidden groups swap; the known ones stay.
     premise_a = aux_a.method_state["satl"]["premise"]
     premise_b = aux_b.method_state["satl"]["premise"]
@@ -129,24 +156,33 @@ def test_state_survives_checkpoint_and_resume(satl_setup, tmp_path):
     saver.save(3, first_part, {"step": 3})
     restored, _ = saver.restore(3, runner.replicate(host_state))
     saver.close()
-    method_harness.assert_trees_close(restored.method_state, first_part.method_state, rtol=0, atol=0)
+    method_harness.assert_trees_close(
+        restored.method_state, first_part.method_state, rtol=0, atol=0
+    )
     resumed, resumed_history = runner.run(restored, 1)
     assert float(resumed_history[0]["loss"]) == float(history[3]["loss"])
     method_harness.assert_trees_close(resumed, uninterrupted, rtol=0, atol=0)
 
 
 def test_with_zero_weights_satl_is_its_base_method():
-    method, _, host_state, data = build_satl(base_method="sst", replace_base_pseudo_labels=False,
-                                             ranking_weight=0.0, pseudo_weight=0.0)
+    method, _, host_state, data = build_satl(
+        base_method="sst", replace_base_pseudo_labels=False, ranking_weight=0.0, pseudo_weight=0.0
+    )
     config = method_harness.tiny_config("sst")
     sst, _, _ = method_harness.build(StructuredSemanticTransfer, config, data)
-    ctx = StepContext(epoch=np.int32(1), step_in_epoch=np.int32(0), rng=jax.random.PRNGKey(0),
-                      steps_per_epoch=method_harness.STEPS_PER_EPOCH)
+    ctx = StepContext(
+        epoch=np.int32(1),
+        step_in_epoch=np.int32(0),
+        rng=jax.random.PRNGKey(0),
+        steps_per_epoch=method_harness.STEPS_PER_EPOCH,
+    )
     variables, batch = host_state.variables(), data.batch(0)
     loss, aux = jax.jit(method.loss)(variables, host_state.method_state, batch, ctx)
     sst_loss, sst_aux = jax.jit(sst.loss)(variables, host_state.method_state["base"], batch, ctx)
     assert float(loss) == float(sst_loss)
-    method_harness.assert_trees_close(aux.method_state["base"], sst_aux.method_state, rtol=0, atol=0)
+    method_harness.assert_trees_close(
+        aux.method_state["base"], sst_aux.method_state, rtol=0, atol=0
+    )
     assert {"intra_bce", "satl/ranking"} <= set(aux.metrics)
 
 
@@ -154,23 +190,34 @@ def test_with_zero_weights_satl_is_its_base_method():
 def test_ranking_loss_and_pseudo_labels_switch_on_their_own(ranking_weight, pseudo_weight):
     """Each of SATL's two terms can be measured alone: the loss is L_base + λ_r r L_rank +
     λ_p BCE(z, ŷ) (§4.7) with the other weight 0."""
-    method, _, host_state, data = build_satl(ranking_weight=ranking_weight,
-                                             pseudo_weight=pseudo_weight)
+    method, _, host_state, data = build_satl(
+        ranking_weight=ranking_weight, pseudo_weight=pseudo_weight
+    )
     low = np.tile(np.float32([5, 5, 5, 5, 5, 1, 1, 1, 1, 1]), (method_harness.NUM_CLASSES, 1))
     # Negatives mostly low, positives mostly high: tail precision >= ρ+ = 0.5 everywhere, so
     # every unknown entry becomes a pseudo positive.
-    stats = {**host_state.method_state["satl"], "positive_histogram": low[:, ::-1].copy(),
-             "negative_histogram": low}
+    stats = {
+        **host_state.method_state["satl"],
+        "positive_histogram": low[:, ::-1].copy(),
+        "negative_histogram": low,
+    }
     method_state = {**host_state.method_state, "satl": stats}
-    ctx = StepContext(epoch=np.int32(1), step_in_epoch=np.int32(3), rng=jax.random.PRNGKey(0),
-                      steps_per_epoch=method_harness.STEPS_PER_EPOCH)  # after warm-up and ramp
+    ctx = StepContext(
+        epoch=np.int32(1),
+        step_in_epoch=np.int32(3),
+        rng=jax.random.PRNGKey(0),
+        steps_per_epoch=method_harness.STEPS_PER_EPOCH,
+    )  # after warm-up and ramp
     variables, batch = host_state.variables(), data.batch(0)
     loss, aux = jax.jit(method.loss)(variables, method_state, batch, ctx)
     base_loss, _ = jax.jit(method.base.loss)(variables, method_state["base"], batch, ctx)
     metrics = aux.metrics
     assert float(metrics["satl/ranking"]) > 0 and float(metrics["satl/pseudo_bce"]) > 0
-    expected = (float(base_loss) + ranking_weight * float(metrics["satl/ranking"])
-                + pseudo_weight * float(metrics["satl/pseudo_bce"]))
+    expected = (
+        float(base_loss)
+        + ranking_weight * float(metrics["satl/ranking"])
+        + pseudo_weight * float(metrics["satl/pseudo_bce"])
+    )
     np.testing.assert_allclose(float(loss), expected, rtol=1e-6)  # three float32 terms of ~1
 
 
@@ -180,7 +227,8 @@ def test_sst_margins_are_replaced_and_dsrb_hooks_run():
     assert method.base.options.cooccurrence_weight == 10.0  # the rest of SST is unchanged
 
     method, optimizer, host_state, data = build_satl(
-        base_method="dsrb", base_section={"mixup_epoch": 1, "samples_per_quadrant": 4})
+        base_method="dsrb", base_section={"mixup_epoch": 1, "samples_per_quadrant": 4}
+    )
     runner = method_harness.Runner(method, optimizer, data, jax.devices()[:1])
     state, history = runner.run(runner.replicate(host_state), 3)
     assert int(state.method_state["base"]["prototype_epoch"]) == 1  # DSRB's hook ran at epoch 1
@@ -221,25 +269,40 @@ def test_invalid_options_are_rejected():
 
 def test_asymmetric_precision_weighted_design_in_the_step():
     method, optimizer, host_state, data = build_satl(
-        threshold_rule="asymmetric", pseudo_label_weighting="precision", prior_fraction=1.0,
-        min_negative_precision=0.6)
+        threshold_rule="asymmetric",
+        pseudo_label_weighting="precision",
+        prior_fraction=1.0,
+        min_negative_precision=0.6,
+    )
     runner = method_harness.Runner(method, optimizer, data, jax.devices()[:1])
     state, history = runner.run(runner.replicate(host_state), 4)
     assert all(h["satl/pseudo_on"] == 1.0 for h in history[2:])
     assert sum(h["satl/pseudo_negatives"] for h in history[2:]) > 0
     # The weights are precisions of pseudo-label sets, in (0, 1]; their mean is 0 without any.
     made = [h["satl/pseudo_positives"] + h["satl/pseudo_negatives"] > 0 for h in history]
-    assert all((0.0 < h["satl/mean_pseudo_weight"] <= 1.0) if any_made
-               else h["satl/mean_pseudo_weight"] == 0.0 for h, any_made in zip(history, made))
+    assert all(
+        (0.0 < h["satl/mean_pseudo_weight"] <= 1.0)
+        if any_made
+        else h["satl/mean_pseudo_weight"] == 0.0
+        for h, any_made in zip(history, made)
+    )
     assert any(h["satl/mean_pseudo_weight"] < 1.0 for h in history[2:])  # ... and below 1 here
     assert np.all(np.isfinite([h["loss"] for h in history]))
     stats = jax.device_get(state.method_state["satl"])
-    tau_pos, tau_neg = method.thresholds(stats["positive_histogram"], stats["negative_histogram"],
-                                         stats["unknown_histogram"])
+    tau_pos, tau_neg = method.thresholds(
+        stats["positive_histogram"], stats["negative_histogram"], stats["unknown_histogram"]
+    )
     expected = histogram_thresholds.category_thresholds(
-        stats["positive_histogram"], stats["negative_histogram"], rule="asymmetric",
-        min_precision=0.5, max_missed_positive_fraction=0.05, min_count=2.0,
-        unknown=stats["unknown_histogram"], prior_fraction=1.0, min_negative_precision=0.6)
+        stats["positive_histogram"],
+        stats["negative_histogram"],
+        rule="asymmetric",
+        min_precision=0.5,
+        max_missed_positive_fraction=0.05,
+        min_count=2.0,
+        unknown=stats["unknown_histogram"],
+        prior_fraction=1.0,
+        min_negative_precision=0.6,
+    )
     np.testing.assert_array_equal(tau_pos, expected[0])
     np.testing.assert_array_equal(tau_neg, expected[1])
 
@@ -247,8 +310,10 @@ def test_asymmetric_precision_weighted_design_in_the_step():
 def test_configs_validate_and_name_the_base_section():
     for name in ("coco", "vg", "digits"):
         module = {}
-        with open(os.path.join(os.path.dirname(__file__), "..", "configs", f"satl_{name}.py"),
-                  encoding="utf-8") as f:
+        with open(
+            os.path.join(os.path.dirname(__file__), "..", "configs", f"satl_{name}.py"),
+            encoding="utf-8",
+        ) as f:
             exec(f.read(), module)  # noqa: S102 (our own config files)
         config = module["get_config"]()
         validate_config(config)
@@ -273,15 +338,23 @@ def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
     assert results["last"]["epoch"] == 1 and 0.0 < results["last"]["mAP"] <= 100.0
     windows = method_harness.logged_train_metrics(str(tmp_path))
     assert all(w["train/satl/pseudo_on"] == 0 for w in windows if w["step"] <= 12)  # 12 steps/epoch
-    assert sum(w["train/satl/pseudo_positives"] + w["train/satl/pseudo_negatives"]
-               for w in windows if w["step"] > 12) > 0
+    assert (
+        sum(
+            w["train/satl/pseudo_positives"] + w["train/satl/pseudo_negatives"]
+            for w in windows
+            if w["step"] > 12
+        )
+        > 0
+    )
     with open(os.path.join(tmp_path, "metrics.jsonl"), encoding="utf-8") as f:
         entries = [json.loads(line) for line in f]
     epoch_logs = [e for e in entries if "satl/threshold_neg/zero" in e]
     assert [e["step"] for e in epoch_logs] == [12, 24]
     last = epoch_logs[-1]
     assert all(f"satl/threshold_neg/{name}" in last for name in ("zero", "five", "nine"))
-    assert 0.0 <= last["satl/negative_precision"] <= 1.0 and 0.0 <= last["satl/negative_recall"] <= 1.0
+    assert (
+        0.0 <= last["satl/negative_precision"] <= 1.0 and 0.0 <= last["satl/negative_recall"] <= 1.0
+    )
     assert 0.0 <= last.get("satl/positive_precision", 0.0) <= 1.0  # absent without pseudo positives
     assert last["satl/epoch_pseudo_positives"] + last["satl/epoch_pseudo_negatives"] > 0
     for sign in ("positive", "negative"):  # the premise monitor (premise_monitor.py)
@@ -289,7 +362,12 @@ def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
         assert 0.0 <= mean <= largest <= 1.0
     stats = method_harness.restore_final_state(config, str(tmp_path)).method_state["satl"]
     _, tau_neg = histogram_thresholds.category_thresholds(
-        stats["positive_histogram"], stats["negative_histogram"], rule="precision",
-        min_precision=0.5, max_missed_positive_fraction=0.05, min_count=2.0)
+        stats["positive_histogram"],
+        stats["negative_histogram"],
+        rule="precision",
+        min_precision=0.5,
+        max_missed_positive_fraction=0.05,
+        min_count=2.0,
+    )
     names = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
     np.testing.assert_allclose([last[f"satl/threshold_neg/{n}"] for n in names], tau_neg)

@@ -1,5 +1,6 @@
 """benchmarks/satl_calibration_split.py: the held-out known labels feed only SATL's histograms,
 never a loss, and are a fixed, per-image share of the known entries."""
+
 import importlib.util
 import pathlib
 
@@ -29,16 +30,21 @@ def test_calibration_split_feeds_only_the_histograms_and_never_the_losses():
     fraction = 0.5
     method, host_state, data = build(fraction)
     batch = {key: value for key, value in data.batch(0).items() if key != train.HIDDEN_LABELS}
-    calibration = np.asarray(split.calibration_entries(batch["labels"], batch["index"], fraction,
-                                                       seed=0))
+    calibration = np.asarray(
+        split.calibration_entries(batch["labels"], batch["index"], fraction, seed=0)
+    )
     known = batch["labels"] != 0
     assert not np.any(calibration & ~known)
     assert 0.3 < calibration.sum() / known.sum() < 0.7  # a fair share of the known entries
     again = split.calibration_entries(batch["labels"][::-1], batch["index"][::-1], fraction, seed=0)
     np.testing.assert_array_equal(np.asarray(again)[::-1], calibration)  # per image, not per slot
 
-    ctx = StepContext(epoch=np.int32(1), step_in_epoch=np.int32(0), rng=jax.random.PRNGKey(0),
-                      steps_per_epoch=method_harness.STEPS_PER_EPOCH)
+    ctx = StepContext(
+        epoch=np.int32(1),
+        step_in_epoch=np.int32(0),
+        rng=jax.random.PRNGKey(0),
+        steps_per_epoch=method_harness.STEPS_PER_EPOCH,
+    )
     variables = host_state.variables()
     loss_fn = jax.jit(method.loss)
     loss, aux = loss_fn(variables, host_state.method_state, batch, ctx)
@@ -51,8 +57,11 @@ def test_calibration_split_feeds_only_the_histograms_and_never_the_losses():
     for sign, key in ((1, "positive_histogram"), (-1, "negative_histogram")):
         chosen = calibration & (batch["labels"] == sign)
         counts = np.zeros((method_harness.NUM_CLASSES, 10))
-        np.add.at(counts, (np.nonzero(chosen)[1],
-                           np.minimum(np.floor(scores[chosen] * 10), 9).astype(int)), 1)
+        np.add.at(
+            counts,
+            (np.nonzero(chosen)[1], np.minimum(np.floor(scores[chosen] * 10), 9).astype(int)),
+            1,
+        )
         np.testing.assert_allclose(stats[key], counts, rtol=1e-6)
 
 

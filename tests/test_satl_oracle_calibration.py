@@ -12,7 +12,9 @@ import numpy as np
 from mlrpl_jax.core import train
 from mlrpl_jax.methods.base import StepContext
 
-SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "satl_oracle_calibration.py"
+SCRIPT = (
+    pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "satl_oracle_calibration.py"
+)
 spec = importlib.util.spec_from_file_location("satl_oracle_calibration", SCRIPT)
 oracle = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(oracle)
@@ -25,19 +27,29 @@ def test_histograms_count_the_hidden_labels_of_unknown_entries():
     data = method_harness.SyntheticTrainingData()
     method, _, host_state = method_harness.build(oracle.HiddenLabelCalibratedSATL, config, data)
     batch = data.batch(0)
-    ctx = StepContext(epoch=np.int32(0), step_in_epoch=np.int32(0), rng=jax.random.PRNGKey(0),
-                      steps_per_epoch=method_harness.STEPS_PER_EPOCH)
+    ctx = StepContext(
+        epoch=np.int32(0),
+        step_in_epoch=np.int32(0),
+        rng=jax.random.PRNGKey(0),
+        steps_per_epoch=method_harness.STEPS_PER_EPOCH,
+    )
     variables = host_state.variables()
-    step_fn = jax.jit(lambda batch: train.loss_gradients_and_diagnostics(method, host_state,
-                                                                         batch, ctx))
+    step_fn = jax.jit(
+        lambda batch: train.loss_gradients_and_diagnostics(method, host_state, batch, ctx)
+    )
     loss, aux, _ = step_fn(batch)
 
     # Before the warm-up ends the hidden labels reach no loss: flipping them changes nothing.
     flipped = {**batch, "complete_labels": -batch["complete_labels"]}
     assert float(step_fn(flipped)[0]) == float(loss)
 
-    scores = np.asarray(jax.nn.sigmoid(jax.jit(lambda v, x: method.model.apply(
-        v, x, train=True, mutable=["batch_stats"])[0].logits)(variables, batch["image"])))  # (B, C)
+    scores = np.asarray(
+        jax.nn.sigmoid(
+            jax.jit(
+                lambda v, x: method.model.apply(v, x, train=True, mutable=["batch_stats"])[0].logits
+            )(variables, batch["image"])
+        )
+    )  # (B, C)
     hidden = np.where(batch["labels"] == 0, batch["complete_labels"], 0)  # (B, C)
     assert np.any(hidden == 1) and np.any(hidden == -1)
     stats = jax.device_get(aux.method_state["satl"])

@@ -1,5 +1,6 @@
 """SATL's premise monitor (mlrpl_jax/methods/thresholds/premise_monitor.py): the groups counted,
 the binned Kolmogorov-Smirnov statistic against scipy.stats.ks_2samp, and the epoch scalars."""
+
 import jax
 import numpy as np
 import pytest
@@ -11,8 +12,11 @@ from mlrpl_jax.methods.thresholds import histogram_thresholds, premise_monitor
 def histogram(samples, num_bins):
     """(1, K) counts of a 1-D sample, binned as in the step."""
     scores = np.asarray(samples, np.float32)[:, None]  # (n, 1): n images of one class
-    return np.asarray(jax.device_get(histogram_thresholds.score_histogram(
-        scores, np.ones_like(scores, bool), num_bins)))
+    return np.asarray(
+        jax.device_get(
+            histogram_thresholds.score_histogram(scores, np.ones_like(scores, bool), num_bins)
+        )
+    )
 
 
 def test_premise_histograms_count_known_and_hidden_entries_by_sign():
@@ -20,8 +24,9 @@ def test_premise_histograms_count_known_and_hidden_entries_by_sign():
     trained = np.array([[-1, 1], [0, 0], [1, 0]], np.float32)
     labels = np.array([[-1, 1], [0, 0], [1, 0]], np.float32)
     complete = np.array([[-1, 1], [1, -1], [1, 1]], np.float32)
-    groups = jax.device_get(premise_monitor.premise_histograms(scores, trained, labels, complete,
-                                                               10))
+    groups = jax.device_get(
+        premise_monitor.premise_histograms(scores, trained, labels, complete, 10)
+    )
     expected = {group: np.zeros((2, 10)) for group in premise_monitor.GROUPS}
     expected["known_negative"][0, 0] = 1
     expected["known_positive"][1, 9] = 1
@@ -36,8 +41,9 @@ def test_premise_histograms_count_known_and_hidden_entries_by_sign():
     # neither group.
     trained_out = trained.copy()
     trained_out[2, 0] = 0
-    groups = jax.device_get(premise_monitor.premise_histograms(scores, trained_out, labels,
-                                                               complete, 10))
+    groups = jax.device_get(
+        premise_monitor.premise_histograms(scores, trained_out, labels, complete, 10)
+    )
     assert groups["known_positive"][0].sum() == 0 and groups["hidden_positive"][0].sum() == 1
 
 
@@ -46,8 +52,9 @@ def test_ks_statistic_is_exact_when_scores_lie_at_bin_centres():
     rng = np.random.default_rng(0)
     first = (rng.integers(0, num_bins, 37) + 0.5) / num_bins
     second = (rng.integers(5, num_bins, 53) + 0.5) / num_bins
-    ours = premise_monitor.binned_ks_statistic(histogram(first, num_bins),
-                                               histogram(second, num_bins))
+    ours = premise_monitor.binned_ks_statistic(
+        histogram(first, num_bins), histogram(second, num_bins)
+    )
     exact = scipy.stats.ks_2samp(first, second).statistic
     # Both are a difference of two count ratios (k/37 - l/53); float64 round-off only.
     np.testing.assert_allclose(ours, [exact], rtol=0, atol=1e-12)
@@ -90,8 +97,13 @@ def test_epoch_scalars_per_class_and_over_the_classes():
     }
     scalars = premise_monitor.epoch_premise_scalars(histograms, ("a", "b", "c"))
     assert scalars == {
-        "satl/premise_ks_positive/a": 0.5, "satl/premise_ks_positive/b": 0.0,
-        "satl/premise_ks_positive_mean": 0.25, "satl/premise_ks_positive_max": 0.5,
-        "satl/premise_ks_negative/a": 1.0, "satl/premise_ks_negative/b": 1.0,
+        "satl/premise_ks_positive/a": 0.5,
+        "satl/premise_ks_positive/b": 0.0,
+        "satl/premise_ks_positive_mean": 0.25,
+        "satl/premise_ks_positive_max": 0.5,
+        "satl/premise_ks_negative/a": 1.0,
+        "satl/premise_ks_negative/b": 1.0,
         "satl/premise_ks_negative/c": 1.0,
-        "satl/premise_ks_negative_mean": 1.0, "satl/premise_ks_negative_max": 1.0}
+        "satl/premise_ks_negative_mean": 1.0,
+        "satl/premise_ks_negative_max": 1.0,
+    }

@@ -48,8 +48,15 @@ def test_checkpoint_of_eight_devices_continues_on_one_device(tmp_path):
     method_harness.assert_layout_close(resumed_history, history, num_terms)
     method_harness.assert_layout_close(resumed.method_state, uninterrupted.method_state, num_terms)
     method_harness.assert_layout_close(resumed.batch_stats, uninterrupted.batch_stats, num_terms)
-    method_harness.assert_params_within_adam_bound(resumed.params, uninterrupted.params, config.optim,
-                                                   method_harness.STEPS_PER_EPOCH, 1, num_terms, start=3)
+    method_harness.assert_params_within_adam_bound(
+        resumed.params,
+        uninterrupted.params,
+        config.optim,
+        method_harness.STEPS_PER_EPOCH,
+        1,
+        num_terms,
+        start=3,
+    )
 
 
 # Pseudo labels, prototypes, blending and thresholds all start at epoch 1 (step 2).
@@ -64,8 +71,11 @@ BF16_SECTIONS = {
 
 
 def float_dtypes(tree):
-    return {jnp.dtype(leaf.dtype) for leaf in jax.tree.leaves(tree)
-            if jnp.issubdtype(leaf.dtype, jnp.floating)}
+    return {
+        jnp.dtype(leaf.dtype)
+        for leaf in jax.tree.leaves(tree)
+        if jnp.issubdtype(leaf.dtype, jnp.floating)
+    }
 
 
 @pytest.mark.parametrize("method_name", sorted(BF16_SECTIONS))
@@ -73,7 +83,9 @@ def test_bfloat16_compute_keeps_float32_state(method_name):
     config = method_harness.tiny_config(method_name, **BF16_SECTIONS[method_name])
     config.model.dtype = "bfloat16"
     data = method_harness.SyntheticTrainingData()
-    method, optimizer, host_state = method_harness.build(get_method_class(method_name), config, data)
+    method, optimizer, host_state = method_harness.build(
+        get_method_class(method_name), config, data
+    )
     runner = method_harness.Runner(method, optimizer, data, jax.devices()[:1])
     state, history = runner.run(runner.replicate(host_state), 3)  # epoch 1 starts at step 2
 

@@ -1,5 +1,6 @@
 """SST as a method plug-in (docs/methods/sst.md §6, §13 items 13-15): one reference training step, the
 margin schedule, the bank across devices and checkpoints, and a short end-to-end run."""
+
 import head_parity
 import jax
 import method_harness
@@ -15,12 +16,14 @@ def sst_section(v):
     section = StructuredSemanticTransfer.default_config()
     section.update(
         generate_label_epoch=int(v["hp/generateLabelEpoch"]),
-        intra_margin=float(v["hp/intraBCEMargin"]), inter_margin=float(v["hp/interBCEMargin"]),
+        intra_margin=float(v["hp/intraBCEMargin"]),
+        inter_margin=float(v["hp/interBCEMargin"]),
         intra_bce_weight=float(v["hp/intraBCEWeight"]),
         cooccurrence_weight=float(v["hp/intraCooccurrenceWeight"]),
         inter_bce_weight=float(v["hp/interBCEWeight"]),
         contrastive_weight=float(v["hp/interDistanceWeight"]),  # 0: the recorded term is random
-        bank_size=int(v["hp/interExampleNumber"]))
+        bank_size=int(v["hp/interExampleNumber"]),
+    )
     return section
 
 
@@ -32,25 +35,45 @@ def test_one_training_step_matches_the_reference(vectors):
     v = vectors("sst_head")
     config = head_parity.head_config("sst", sst_section(v))
     # Tolerances: float32 round-off measured against a float64 run of the same step (head_parity).
-    runs = head_parity.reference_step_float32_and_float64(StructuredSemanticTransfer, config, v,
-                                                         sst_method_state)
+    runs = head_parity.reference_step_float32_and_float64(
+        StructuredSemanticTransfer, config, v, sst_method_state
+    )
 
     head_parity.check_forward_grads_and_update(v, runs)
-    for metric, criterion in (("bce", "BCELoss"), ("intra_bce", "IntraBCELoss"),
-                              ("cooccurrence", "IntraCooccurrenceLoss"), ("inter_bce", "InterBCELoss")):
-        head_parity.assert_float32_close(runs, lambda result, metric=metric: result.metrics[metric],
-                                         v[f"train/crit/{criterion}/0/out"], metric)
+    for metric, criterion in (
+        ("bce", "BCELoss"),
+        ("intra_bce", "IntraBCELoss"),
+        ("cooccurrence", "IntraCooccurrenceLoss"),
+        ("inter_bce", "InterBCELoss"),
+    ):
+        head_parity.assert_float32_close(
+            runs,
+            lambda result, metric=metric: result.metrics[metric],
+            v[f"train/crit/{criterion}/0/out"],
+            metric,
+        )
     # The pseudo targets themselves are exact (hard thresholds): count the new positives.
     target = v["target"]
-    for metric, criterion in (("intra_pseudo_positives", "IntraBCELoss"),
-                              ("inter_pseudo_positives", "InterBCELoss")):
+    for metric, criterion in (
+        ("intra_pseudo_positives", "IntraBCELoss"),
+        ("inter_pseudo_positives", "InterBCELoss"),
+    ):
         recorded = v[f"train/crit/{criterion}/0/arg1"]
         np.testing.assert_array_equal(recorded[target != 0], target[target != 0])
-        assert float(runs.ours.metrics[metric]) == float(runs.exact.metrics[metric]) == np.sum(
-            recorded[target == 0] == 1) > 0
+        assert (
+            float(runs.ours.metrics[metric])
+            == float(runs.exact.metrics[metric])
+            == np.sum(recorded[target == 0] == 1)
+            > 0
+        )
     head_parity.assert_float32_close(
-        runs, lambda result: reference_torch_layout.bank_rows_newest_first(result.after.method_state["bank"]),
-        v["posFeature_after"], "bank")
+        runs,
+        lambda result: reference_torch_layout.bank_rows_newest_first(
+            result.after.method_state["bank"]
+        ),
+        v["posFeature_after"],
+        "bank",
+    )
 
 
 def test_margin_schedule_is_the_reference_table():
@@ -60,8 +83,9 @@ def test_margin_schedule_is_the_reference_table():
     assert table.dtype == np.float32
     np.testing.assert_array_equal(table, np.asarray(expected, np.float32))
     config = method_harness.tiny_config("sst", **StructuredSemanticTransfer.default_config())
-    method, _, _ = method_harness.build(StructuredSemanticTransfer, config,
-                                        method_harness.SyntheticTrainingData())
+    method, _, _ = method_harness.build(
+        StructuredSemanticTransfer, config, method_harness.SyntheticTrainingData()
+    )
     margins_at = jax.jit(method.margins_at)
     for epoch, margin in enumerate(expected):
         assert float(margins_at(np.int32(epoch))["intra"]) == np.float32(margin)
@@ -70,8 +94,9 @@ def test_margin_schedule_is_the_reference_table():
 
 @pytest.fixture(scope="module")
 def sst_setup():
-    config = method_harness.tiny_config("sst", generate_label_epoch=1, bank_size=3,
-                                        intra_margin=0.6, inter_margin=0.3)
+    config = method_harness.tiny_config(
+        "sst", generate_label_epoch=1, bank_size=3, intra_margin=0.6, inter_margin=0.3
+    )
     data = method_harness.SyntheticTrainingData()
     method, optimizer, host_state = method_harness.build(StructuredSemanticTransfer, config, data)
     return method, optimizer, host_state, data
@@ -88,15 +113,22 @@ def test_bank_and_training_agree_on_one_and_eight_devices(sst_setup):
     assert sum(h["intra_pseudo_positives"] + h["inter_pseudo_positives"] for h in history_8[2:]) > 0
     assert int(np.min(state_8.method_state["bank"]["next_slot"])) >= 0
     assert np.count_nonzero(np.abs(state_8.method_state["bank"]["rows"]).sum(-1)) > 0
-    np.testing.assert_array_equal(state_1.method_state["bank"]["next_slot"],
-                                  state_8.method_state["bank"]["next_slot"])
+    np.testing.assert_array_equal(
+        state_1.method_state["bank"]["next_slot"], state_8.method_state["bank"]["next_slot"]
+    )
     # Layouts differ in the order of float32 sums only (method_harness): the bank's features and
     # every logged scalar to reduction_rtol, the parameters to the Adam displacement bound.
     num_terms = method_harness.longest_sum_of_loss(method, host_state, data.batch(0))
     method_harness.assert_layout_close(state_1.method_state, state_8.method_state, num_terms)
     method_harness.assert_layout_close(history_1, history_8, num_terms)
-    method_harness.assert_params_within_adam_bound(state_1.params, state_8.params, method.config.optim,
-                                                   method_harness.STEPS_PER_EPOCH, 4, num_terms)
+    method_harness.assert_params_within_adam_bound(
+        state_1.params,
+        state_8.params,
+        method.config.optim,
+        method_harness.STEPS_PER_EPOCH,
+        4,
+        num_terms,
+    )
 
 
 def test_bank_survives_checkpoint_and_resume(sst_setup, tmp_path):
@@ -108,21 +140,33 @@ def test_bank_survives_checkpoint_and_resume(sst_setup, tmp_path):
     saver.save(3, first_part, {"step": 3})
     restored, _ = saver.restore(3, runner.replicate(host_state))
     saver.close()
-    method_harness.assert_trees_close(restored.method_state, first_part.method_state, rtol=0, atol=0)
+    method_harness.assert_trees_close(
+        restored.method_state, first_part.method_state, rtol=0, atol=0
+    )
     resumed, resumed_history = runner.run(restored, 1)
     assert float(resumed_history[0]["loss"]) == float(history[3]["loss"])
     method_harness.assert_trees_close(resumed, uninterrupted, rtol=0, atol=0)
 
 
 def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
-    config = method_harness.digit_run_config("sst", digit_scenes_dir, epochs=2, generate_label_epoch=1,
-                                             bank_size=5, intra_margin=0.6, inter_margin=0.3)
+    config = method_harness.digit_run_config(
+        "sst",
+        digit_scenes_dir,
+        epochs=2,
+        generate_label_epoch=1,
+        bank_size=5,
+        intra_margin=0.6,
+        inter_margin=0.3,
+    )
     results = train.train_and_evaluate(config, str(tmp_path))
     assert results["last"]["epoch"] == 1 and 0.0 < results["last"]["mAP"] <= 100.0
     windows = method_harness.logged_train_metrics(str(tmp_path))
     epoch_1 = [w for w in windows if w["step"] > 12]  # 12 steps per epoch
     assert all(w["train/intra_pseudo_positives"] == 0 for w in windows if w["step"] <= 12)
-    assert sum(w["train/intra_pseudo_positives"] + w["train/inter_pseudo_positives"] for w in epoch_1) > 0
+    assert (
+        sum(w["train/intra_pseudo_positives"] + w["train/inter_pseudo_positives"] for w in epoch_1)
+        > 0
+    )
     assert all(w["train/intra_margin"] == pytest.approx(0.6) for w in epoch_1)
     bank = method_harness.restore_final_state(config, str(tmp_path)).method_state["bank"]
     rows = np.asarray(bank["rows"])  # (C, 5, 16)
@@ -131,4 +175,6 @@ def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
 
 def test_paper_model_has_the_reference_parameter_count():
     # docs/methods/network.md §4.9, VOC (C = 20): shared network + co-occurrence head.
-    assert method_harness.paper_trainable_parameter_count(StructuredSemanticTransfer, 20) == 32_385_747
+    assert (
+        method_harness.paper_trainable_parameter_count(StructuredSemanticTransfer, 20) == 32_385_747
+    )

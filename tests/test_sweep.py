@@ -1,4 +1,5 @@
 """The sweep driver: one run per (proportion, seed), resumable, and its mean ± std table."""
+
 import json
 import math
 import os
@@ -13,8 +14,10 @@ def test_sweep_trains_each_run_once_and_tabulates(digit_scenes_dir, tmp_path, ca
     table = sweep.run_sweep(config, str(tmp_path), [0.5], [0, 1], ("train/loss", "never/logged"))
     entry = table["0.5"]
     printed = capsys.readouterr().out.splitlines()  # one progress line per run, nothing else
-    assert [line.split(": mAP ")[0] for line in printed] == ["baseline p=0.5 seed=0",
-                                                            "baseline p=0.5 seed=1"]
+    assert [line.split(": mAP ")[0] for line in printed] == [
+        "baseline p=0.5 seed=0",
+        "baseline p=0.5 seed=1",
+    ]
     assert printed[0].startswith(f"baseline p=0.5 seed=0: mAP {entry['last'][0]:.2f} (last epoch)")
     assert len(entry["last"]) == len(entry["best"]) == 2
     assert entry["last"][0] != entry["last"][1]  # the seed reaches the run
@@ -27,7 +30,9 @@ def test_sweep_trains_each_run_once_and_tabulates(digit_scenes_dir, tmp_path, ca
     # A finished sweep run again trains nothing more and gives the same table.
     log_sizes = [(tmp_path / f"p0.5_s{s}" / "metrics.jsonl").stat().st_size for s in (0, 1)]
     again = sweep.run_sweep(config, str(tmp_path), [0.5], [0, 1], ("train/loss", "never/logged"))
-    assert again["0.5"]["last"] == entry["last"] and again["0.5"]["train/loss"] == entry["train/loss"]
+    assert (
+        again["0.5"]["last"] == entry["last"] and again["0.5"]["train/loss"] == entry["train/loss"]
+    )
     assert [(tmp_path / f"p0.5_s{s}" / "metrics.jsonl").stat().st_size for s in (0, 1)] == log_sizes
 
 
@@ -40,14 +45,27 @@ def test_last_logged_values_takes_the_last_record_holding_each_name(tmp_path):
 
 
 def test_format_table_mean_std_and_partially_logged_scalars():
-    table = {"0.1": {"seeds": [0, 1], "last": [30.0, 32.0], "best": [31.0, 33.0],
-                     "satl/positive_precision": [0.8, float("nan")]},
-             "0.5": {"seeds": [0, 1], "last": [50.0, 50.0], "best": [51.0, 51.0],
-                     "satl/positive_precision": [float("nan")] * 2}}
+    table = {
+        "0.1": {
+            "seeds": [0, 1],
+            "last": [30.0, 32.0],
+            "best": [31.0, 33.0],
+            "satl/positive_precision": [0.8, float("nan")],
+        },
+        "0.5": {
+            "seeds": [0, 1],
+            "last": [50.0, 50.0],
+            "best": [51.0, 51.0],
+            "satl/positive_precision": [float("nan")] * 2,
+        },
+    }
     text = sweep.format_table(table, "satl", "digit_scenes")
     lines = text.splitlines()
     assert lines[0] == "satl on digit_scenes: test mAP (%), mean ± sample std over seeds"
-    assert lines[2] == "| known proportion | last epoch | best epoch | satl/positive_precision | runs |"
+    assert (
+        lines[2]
+        == "| known proportion | last epoch | best epoch | satl/positive_precision | runs |"
+    )
     # Sample std (ddof = 1) of 30, 32 is √2; a scalar logged by one run shows its value alone.
     assert lines[4] == "| 0.1 | 31.00 ± 1.41 | 32.00 ± 1.41 | 0.80 (1/2 runs) | 2 |"
     assert lines[5] == "| 0.5 | 50.00 ± 0.00 | 51.00 ± 0.00 | n/a | 2 |"
@@ -69,33 +87,42 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 # Seeds 0-2 everywhere; per-seed gains over the reference give the intervals by hand with
 # t_{.975,2} = 4.3027 (mlrpl_jax/paired_gain.py; tests/test_paired_gain.py checks the rule).
 HAND_TABLES = {
-    "baseline_digits": {"0.1": {"seeds": [0, 1, 2], "last": [30.0, 32.0, 31.0],
-                                "best": [31.0, 33.0, 32.0]},
-                        "0.5": {"seeds": [0, 1, 2], "last": [50.0, 52.0, 51.0],
-                                "best": [51.0, 53.0, 52.0]}},
+    "baseline_digits": {
+        "0.1": {"seeds": [0, 1, 2], "last": [30.0, 32.0, 31.0], "best": [31.0, 33.0, 32.0]},
+        "0.5": {"seeds": [0, 1, 2], "last": [50.0, 52.0, 51.0], "best": [51.0, 53.0, 52.0]},
+    },
     # 0.1: gains 4, 4.5, 3.5 -> 4 ± 4.3027 · 0.5 / √3 = [2.76, 5.24], beats.
     # 0.5: gains -2, 2, 0 -> 0 ± 4.3027 · 2 / √3 = [-4.97, 4.97], not settled.
-    "sst_digits": {"0.1": {"seeds": [0, 1, 2], "last": [34.0, 36.5, 34.5],
-                           "best": [35.0, 37.0, 36.0]},
-                   "0.5": {"seeds": [0, 1, 2], "last": [48.0, 54.0, 51.0],
-                           "best": [51.0, 57.0, 54.0]}},
+    "sst_digits": {
+        "0.1": {"seeds": [0, 1, 2], "last": [34.0, 36.5, 34.5], "best": [35.0, 37.0, 36.0]},
+        "0.5": {"seeds": [0, 1, 2], "last": [48.0, 54.0, 51.0], "best": [51.0, 57.0, 54.0]},
+    },
     # 0.1, seeds 1 and 2 only: gains -1.5, -1.0 -> -1.25 ± 12.7062 · 0.3536 / √2, not settled;
     # 0.3: no reference run.
-    "satl_dsrb_digits": {"0.1": {"seeds": [2, 1], "last": [30.0, 30.5], "best": [30.0, 30.5]},
-                         "0.3": {"seeds": [0], "last": [40.0], "best": [41.0]}},
+    "satl_dsrb_digits": {
+        "0.1": {"seeds": [2, 1], "last": [30.0, 30.5], "best": [30.0, 30.5]},
+        "0.3": {"seeds": [0], "last": [40.0], "best": [41.0]},
+    },
 }
-HAND_METHODS = {"baseline_digits": "baseline", "sst_digits": "sst",
-                "satl_dsrb_digits": "satl(dsrb)"}
+HAND_METHODS = {
+    "baseline_digits": "baseline",
+    "sst_digits": "sst",
+    "satl_dsrb_digits": "satl(dsrb)",
+}
 
 
 def test_format_comparison_paired_gain_interval_and_verdict():
     text = sweep.format_comparison(HAND_TABLES, HAND_METHODS, "digit_scenes")
     lines = text.splitlines()
-    assert lines[0].startswith("Methods on digit_scenes: test mAP (%), mean ± sample std over "
-                               "seeds; reference: baseline_digits (baseline).")
+    assert lines[0].startswith(
+        "Methods on digit_scenes: test mAP (%), mean ± sample std over "
+        "seeds; reference: baseline_digits (baseline)."
+    )
     assert "95 % Student-t interval" in lines[0] and "one seed gives no verdict" in lines[0]
-    assert lines[2] == ("| known proportion | config | method | last epoch | best epoch "
-                        "| gain (last, 95 % CI) | verdict | runs |")
+    assert lines[2] == (
+        "| known proportion | config | method | last epoch | best epoch "
+        "| gain (last, 95 % CI) | verdict | runs |"
+    )
     assert lines[4:] == [
         "| 0.1 | baseline_digits | baseline | 31.00 ± 1.00 | 32.00 ± 1.00 | — | reference | 3 |",
         "| 0.1 | sst_digits | sst | 35.00 ± 1.32 | 36.00 ± 1.00 | +4.00 [+2.76, +5.24] | beats "
@@ -111,9 +138,10 @@ def test_format_comparison_paired_gain_interval_and_verdict():
 
 
 def test_format_comparison_reports_scalars_and_write_comparison_files(tmp_path):
-    tables = {"a": {"0.5": {"seeds": [0], "last": [50.0], "best": [50.0], "x/y": [0.5]}},
-              "b": {"0.5": {"seeds": [0], "last": [48.0], "best": [50.0],
-                            "x/y": [float("nan")]}}}
+    tables = {
+        "a": {"0.5": {"seeds": [0], "last": [50.0], "best": [50.0], "x/y": [0.5]}},
+        "b": {"0.5": {"seeds": [0], "last": [48.0], "best": [50.0], "x/y": [float("nan")]}},
+    }
     lines = sweep.format_comparison(tables, {"a": "baseline", "b": "sst"}, "d").splitlines()
     assert lines[2].endswith("| verdict | x/y | runs |")
     # One seed: the gain, and no verdict.
@@ -139,8 +167,9 @@ def test_write_comparison_without_matplotlib_prints_the_extra(tmp_path, monkeypa
 
 
 def test_plot_comparison_writes_a_png(tmp_path):
-    path = sweep.plot_comparison(HAND_TABLES, HAND_METHODS, "digit_scenes",
-                                 str(tmp_path / "plot.png"))
+    path = sweep.plot_comparison(
+        HAND_TABLES, HAND_METHODS, "digit_scenes", str(tmp_path / "plot.png")
+    )
     data = pathlib.Path(path).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(path) as image:
@@ -153,9 +182,17 @@ def test_plot_comparison_writes_a_png(tmp_path):
 
 def test_apply_overrides_parses_by_the_type_of_the_existing_key():
     config = base_config()
-    sweep.apply_overrides(config, ["epochs=3", "optim.lr=0.5", "known_ratio=1",
-                                   "logging.progress_bar=False", "data.data_dir=/a=b,c",
-                                   "data.name=digit_scenes"])
+    sweep.apply_overrides(
+        config,
+        [
+            "epochs=3",
+            "optim.lr=0.5",
+            "known_ratio=1",
+            "logging.progress_bar=False",
+            "data.data_dir=/a=b,c",
+            "data.name=digit_scenes",
+        ],
+    )
     assert config.epochs == 3 and isinstance(config.epochs, int)
     assert config.optim.lr == 0.5 and config.known_ratio == 1.0
     assert isinstance(config.known_ratio, float)
@@ -164,8 +201,11 @@ def test_apply_overrides_parses_by_the_type_of_the_existing_key():
     sweep.apply_overrides(config, ["logging.progress_bar=true"])
     assert config.logging.progress_bar is True
 
-    with pytest.raises(ConfigError, match=r"unknown config key 'optim.lrr'\. Valid keys here: "
-                                          r".*optim\.lr"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown config key 'optim.lrr'\. Valid keys here: "
+        r".*optim\.lr",
+    ):
         sweep.apply_overrides(config, ["optim.lrr=1"])
     with pytest.raises(ConfigError, match=r"unknown config key 'nosuch'"):
         sweep.apply_overrides(config, ["nosuch.key=1"])
@@ -200,8 +240,13 @@ def test_load_config_file_with_and_without_arg():
 
 def test_cli_needs_exactly_one_of_config_and_configs(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "mlrpl_jax.sweep", f"--workdir={tmp_path}",
-                               *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "mlrpl_jax.sweep", f"--workdir={tmp_path}", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     both = run("--config=configs/baseline_digits.py", "--configs=configs/sst_digits.py")
     assert both.returncode != 0 and "exactly one of --config" in both.stderr
@@ -219,7 +264,9 @@ def test_run_comparison_layout_tables_and_plot(tmp_path, monkeypatch):
     def fake_train(config, workdir):
         trained.append(workdir)
         pathlib.Path(workdir).mkdir(parents=True)
-        last = {"baseline": 40.0, "sarb": 45.0}[config.method] + 10 * config.known_ratio + config.seed
+        last = (
+            {"baseline": 40.0, "sarb": 45.0}[config.method] + 10 * config.known_ratio + config.seed
+        )
         (pathlib.Path(workdir) / "metrics.jsonl").write_text(json.dumps({"train/loss": 0.5}) + "\n")
         return {"last": {"mAP": last}, "best": {"mAP": last + 1}}
 
@@ -228,21 +275,34 @@ def test_run_comparison_layout_tables_and_plot(tmp_path, monkeypatch):
     configs = {sweep.config_name(s): sweep.load_config_file(s) for s in (tiny, tiny + ":sarb")}
     tables = sweep.run_comparison(configs, str(tmp_path), [0.1, 0.5], [0, 1], ("train/loss",))
     assert list(tables) == ["tiny_config", "tiny_config_sarb"]
-    assert sorted(trained) == sorted(str(tmp_path / n / f"p{r}_s{s}") for n in tables
-                                     for r in ("0.1", "0.5") for s in (0, 1))
+    assert sorted(trained) == sorted(
+        str(tmp_path / n / f"p{r}_s{s}") for n in tables for r in ("0.1", "0.5") for s in (0, 1)
+    )
     assert tables["tiny_config_sarb"]["0.5"]["last"] == [50.0, 51.0]
     for name in tables:
         assert json.loads((tmp_path / name / "table.json").read_text()) == tables[name]
-        assert (tmp_path / name / "table.md").read_text().startswith(
-            "sarb on digit_scenes/tiny" if name.endswith("sarb") else "baseline on digit_scenes/tiny")
+        assert (
+            (tmp_path / name / "table.md")
+            .read_text()
+            .startswith(
+                "sarb on digit_scenes/tiny"
+                if name.endswith("sarb")
+                else "baseline on digit_scenes/tiny"
+            )
+        )
     lines = (tmp_path / "comparison.md").read_text().splitlines()
     # Sample std of 50, 51 is 0.71; the gain is +5 at both seeds, so its interval is a point.
-    assert lines[-1] == ("| 0.5 | tiny_config_sarb | sarb | 50.50 ± 0.71 | 51.50 ± 0.71 "
-                         "| +5.00 [+5.00, +5.00] | beats | 0.50 ± 0.00 | 2 |")
+    assert lines[-1] == (
+        "| 0.5 | tiny_config_sarb | sarb | 50.50 ± 0.71 | 51.50 ± 0.71 "
+        "| +5.00 [+5.00, +5.00] | beats | 0.50 ± 0.00 | 2 |"
+    )
     rows = json.loads((tmp_path / "comparison.json").read_text())["rows"]
     assert [(r["config"], r["known_ratio"]) for r in rows] == [
-        ("tiny_config", "0.1"), ("tiny_config_sarb", "0.1"),
-        ("tiny_config", "0.5"), ("tiny_config_sarb", "0.5")]
+        ("tiny_config", "0.1"),
+        ("tiny_config_sarb", "0.1"),
+        ("tiny_config", "0.5"),
+        ("tiny_config_sarb", "0.5"),
+    ]
     assert (tmp_path / sweep.PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -261,21 +321,30 @@ def test_reference_only_ratios_run_for_the_first_config_alone(tmp_path, monkeypa
     tiny = str(REPO / "tests" / "tiny_config.py")
     configs = {sweep.config_name(s): sweep.load_config_file(s) for s in (tiny, tiny + ":sarb")}
     tables = sweep.run_comparison(configs, str(tmp_path), [0.1], [0], reference_only_ratios=(1.0,))
-    assert sorted(trained) == ["tiny_config/p0.1_s0", "tiny_config/p1_s0", "tiny_config_sarb/p0.1_s0"]
-    assert list(tables["tiny_config"]) == ["0.1", "1"] and list(tables["tiny_config_sarb"]) == ["0.1"]
+    assert sorted(trained) == [
+        "tiny_config/p0.1_s0",
+        "tiny_config/p1_s0",
+        "tiny_config_sarb/p0.1_s0",
+    ]
+    assert list(tables["tiny_config"]) == ["0.1", "1"] and list(tables["tiny_config_sarb"]) == [
+        "0.1"
+    ]
     rows = json.loads((tmp_path / "comparison.json").read_text())["rows"]
     assert [(r["config"], r["known_ratio"]) for r in rows][-1] == ("tiny_config", "1")
 
 
-def test_tabulate_only_rebuilds_the_comparison_of_runs_made_one_seed_at_a_time(tmp_path,
-                                                                               monkeypatch):
+def test_tabulate_only_rebuilds_the_comparison_of_runs_made_one_seed_at_a_time(
+    tmp_path, monkeypatch
+):
     from mlrpl_jax.core import train
 
     def fake_train(config, workdir):
         pathlib.Path(workdir).mkdir(parents=True)
         last = {"baseline": 40.0, "sarb": 45.0}[config.method] + config.seed
-        results = {"last": {"epoch": config.epochs - 1, "mAP": last},
-                   "best": {"epoch": 0, "mAP": last + 1}}
+        results = {
+            "last": {"epoch": config.epochs - 1, "mAP": last},
+            "best": {"epoch": 0, "mAP": last + 1},
+        }
         (pathlib.Path(workdir) / "results.json").write_text(json.dumps(results))
         (pathlib.Path(workdir) / "metrics.jsonl").write_text(json.dumps({"train/loss": 0.5}) + "\n")
         return results
@@ -285,18 +354,21 @@ def test_tabulate_only_rebuilds_the_comparison_of_runs_made_one_seed_at_a_time(t
     configs = {sweep.config_name(s): sweep.load_config_file(s) for s in (tiny, tiny + ":sarb")}
     for seed in (0, 1):  # the runs of each seed in their own sweep, as a seed-major loop makes them
         sweep.run_comparison(configs, str(tmp_path), [0.1], [seed], ("train/loss",))
-    together = sweep.run_comparison(configs, str(tmp_path / "together"), [0.1], [0, 1],
-                                    ("train/loss",))
+    together = sweep.run_comparison(
+        configs, str(tmp_path / "together"), [0.1], [0, 1], ("train/loss",)
+    )
 
     def no_training(config, workdir):
         raise AssertionError("tabulate_only trained a run")
 
     monkeypatch.setattr(train, "train_and_evaluate", no_training)
-    tabulated = sweep.run_comparison(configs, str(tmp_path), [0.1], [0, 1], ("train/loss",),
-                                     tabulate_only=True)
+    tabulated = sweep.run_comparison(
+        configs, str(tmp_path), [0.1], [0, 1], ("train/loss",), tabulate_only=True
+    )
     assert tabulated == together
-    assert ((tmp_path / "comparison.md").read_text()
-            == (tmp_path / "together" / "comparison.md").read_text())
+    assert (tmp_path / "comparison.md").read_text() == (
+        tmp_path / "together" / "comparison.md"
+    ).read_text()
     with pytest.raises(sweep.SweepError, match="p0.1_s2 holds no finished run"):
         sweep.run_comparison(configs, str(tmp_path), [0.1], [0, 1, 2], tabulate_only=True)
     config = configs["tiny_config"].copy_and_resolve_references()

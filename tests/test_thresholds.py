@@ -1,5 +1,6 @@
 """SATL's pure functions (docs/methods/satl.md §4.2-4.6, our design): histograms against NumPy, thresholds on
 synthetic distributions, pseudo labels, and the ranking loss on a hand-computed case."""
+
 import math
 
 import jax
@@ -15,7 +16,10 @@ RULE_OPTIONS = dict(min_precision=0.9, max_missed_positive_fraction=0.05, min_co
 
 def numpy_histograms(scores, labels, num_bins):
     bins = np.minimum((scores * num_bins).astype(np.int64), num_bins - 1)  # floor of non-negatives
-    positive, negative = np.zeros((scores.shape[1], num_bins)), np.zeros((scores.shape[1], num_bins))
+    positive, negative = (
+        np.zeros((scores.shape[1], num_bins)),
+        np.zeros((scores.shape[1], num_bins)),
+    )
     for (i, c), b in np.ndenumerate(bins):
         if labels[i, c] == 1:
             positive[c, b] += 1
@@ -35,7 +39,9 @@ def test_histograms_and_their_decay_equal_a_numpy_recomputation():
     positive = negative = jnp.zeros((5, K))
     expected_pos, expected_neg = np.zeros((5, K)), np.zeros((5, K))
     for scores, labels in batches:
-        counts_pos, counts_neg = jax.jit(histogram_thresholds.score_histograms, static_argnums=2)(scores, labels, K)
+        counts_pos, counts_neg = jax.jit(histogram_thresholds.score_histograms, static_argnums=2)(
+            scores, labels, K
+        )
         reference_pos, reference_neg = numpy_histograms(scores, labels, K)
         np.testing.assert_array_equal(counts_pos, reference_pos)
         np.testing.assert_array_equal(counts_neg, reference_neg)
@@ -58,8 +64,11 @@ def synthetic_histograms():
 
 
 def test_precision_rule_on_synthetic_distributions():
-    tau_pos, tau_neg = jax.device_get(histogram_thresholds.category_thresholds(
-        *synthetic_histograms(), rule="precision", **RULE_OPTIONS))
+    tau_pos, tau_neg = jax.device_get(
+        histogram_thresholds.category_thresholds(
+            *synthetic_histograms(), rule="precision", **RULE_OPTIONS
+        )
+    )
     # Separated: precision 1 from e_2 on; L+ <= 2.5 up to e_8, capped at τ+, so both meet at 0.2.
     assert (tau_pos[0], tau_neg[0]) == (np.float32(0.2), np.float32(0.2))
     # Overlapping: precision 100/300, 80/180, then 1 at e_7; 20 of 100 positives lie below e_6.
@@ -74,8 +83,12 @@ def test_precision_rule_on_synthetic_distributions():
 
 def test_positive_only_rule_on_synthetic_distributions():
     positive, negative = synthetic_histograms()
-    pos_only = histogram_thresholds.category_thresholds(positive, negative, rule="pos_only", **RULE_OPTIONS)
-    precision = histogram_thresholds.category_thresholds(positive, negative, rule="precision", **RULE_OPTIONS)
+    pos_only = histogram_thresholds.category_thresholds(
+        positive, negative, rule="pos_only", **RULE_OPTIONS
+    )
+    precision = histogram_thresholds.category_thresholds(
+        positive, negative, rule="precision", **RULE_OPTIONS
+    )
     np.testing.assert_array_equal(pos_only[0], precision[0])
     np.testing.assert_array_equal(pos_only[1], 0.0)
 
@@ -110,7 +123,10 @@ def test_ranking_loss_value_and_gradient_on_a_hand_computed_case():
     scores = np.array([[0.6, 0.9], [0.3, 0.2], [0.4, 0.1]], np.float32)
     labels = np.array([[1.0, 1.0], [-1.0, 0.0], [-1.0, -1.0]], np.float32)
     beta, sig = 10.0, lambda x: 1 / (1 + math.exp(-x))
-    h = lambda x: math.log1p(math.exp(beta * x)) / beta
+
+    def h(x):
+        return math.log1p(math.exp(beta * x)) / beta
+
     # R+[0,0] = .75 h(.5 - (.6 - .25)) + .25 h(.5 - (.6 - .75)).
     r_pos = 0.75 * h(0.15) + 0.25 * h(0.65)
     # R-[j,0] = 1 * h(.5 - (.75 - s)) for s = .3, .4; R-[2,1] = h(.5 - (.75 - .1)).
@@ -118,15 +134,19 @@ def test_ranking_loss_value_and_gradient_on_a_hand_computed_case():
     expected = r_pos + sum(r_neg) / 3
 
     def loss(s):
-        return histogram_thresholds.distribution_ranking_loss(s, labels, positive, negative, margin=0.5,
-                                                    smoothness=beta)
+        return histogram_thresholds.distribution_ranking_loss(
+            s, labels, positive, negative, margin=0.5, smoothness=beta
+        )
 
     value, grad = jax.value_and_grad(loss)(jnp.asarray(scores))
     np.testing.assert_allclose(value, expected, rtol=1e-6)
     expected_grad = np.zeros_like(scores)
     expected_grad[0, 0] = -(0.75 * sig(beta * 0.15) + 0.25 * sig(beta * 0.65))
     expected_grad[1, 0], expected_grad[2, 0], expected_grad[2, 1] = (
-        sig(beta * 0.05) / 3, sig(beta * 0.15) / 3, sig(beta * -0.15) / 3)
+        sig(beta * 0.05) / 3,
+        sig(beta * 0.15) / 3,
+        sig(beta * -0.15) / 3,
+    )
     np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-7)
 
 
@@ -135,5 +155,6 @@ def test_ranking_loss_is_zero_without_opposite_distributions():
     labels = jnp.array([[1.0, -1.0, 0.0], [1.0, -1.0, 0.0]])
     empty = jnp.zeros((3, K))
     value, grad = jax.value_and_grad(histogram_thresholds.distribution_ranking_loss)(
-        scores, labels, empty, empty, margin=0.5, smoothness=10.0)
+        scores, labels, empty, empty, margin=0.5, smoothness=10.0
+    )
     assert float(value) == 0.0 and not np.any(grad)

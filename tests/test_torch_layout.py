@@ -1,4 +1,5 @@
 """Import of torch-layout state dicts (mlrpl_jax.models.torch_layout, docs/methods/implementation_notes.md, Appendix B)."""
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -30,7 +31,13 @@ HEAD_NAMES = {
     ("output_head", "fc"): "fc",
     ("output_head", "classifiers"): "classifiers",
 }
-LEAF_NAMES = {"kernel": "weight", "bias": "bias", "scale": "weight", "mean": "running_mean", "var": "running_var"}
+LEAF_NAMES = {
+    "kernel": "weight",
+    "bias": "bias",
+    "scale": "weight",
+    "mean": "running_mean",
+    "var": "running_var",
+}
 
 
 def to_torch_value(path: tuple[str, ...], value) -> np.ndarray:
@@ -56,9 +63,13 @@ def variables_to_torch(variables: dict, module_name, prefix: str = "") -> dict[s
     state = {}
     for collection in ("params", "batch_stats"):
         for path, value in flax.traverse_util.flatten_dict(variables[collection]).items():
-            state[f"{prefix}{module_name(path[:-1])}.{LEAF_NAMES[path[-1]]}"] = to_torch_value(path, value)
+            state[f"{prefix}{module_name(path[:-1])}.{LEAF_NAMES[path[-1]]}"] = to_torch_value(
+                path, value
+            )
             if path[-1] == "mean":
-                state[f"{prefix}{module_name(path[:-1])}.num_batches_tracked"] = np.array(7, np.int64)
+                state[f"{prefix}{module_name(path[:-1])}.num_batches_tracked"] = np.array(
+                    7, np.int64
+                )
     return state
 
 
@@ -75,7 +86,9 @@ def randomised(variables: dict, seed: int) -> dict:
 def random_resnet(depth: int, width: int = 2, size: int = 64, seed: int = 0):
     model = ResNet(depth=depth, width=width)
     x = np.random.default_rng(seed).normal(size=(2, size, size, 3)).astype(np.float32)
-    variables = randomised(jax.device_get(model.init(jax.random.key(seed), jnp.asarray(x), train=False)), seed)
+    variables = randomised(
+        jax.device_get(model.init(jax.random.key(seed), jnp.asarray(x), train=False)), seed
+    )
     state = variables_to_torch(variables, resnet_module_name)
     state["fc.weight"] = np.zeros((10, 8 * width * (4 if depth >= 50 else 1)), np.float32)
     state["fc.bias"] = np.zeros((10,), np.float32)
@@ -86,7 +99,9 @@ def assert_trees_equal(a: dict, b: dict) -> None:
     flat_a, flat_b = flax.traverse_util.flatten_dict(a), flax.traverse_util.flatten_dict(b)
     assert set(flat_a) == set(flat_b)
     for path in flat_a:
-        np.testing.assert_array_equal(np.asarray(flat_a[path]), np.asarray(flat_b[path]), err_msg=str(path))
+        np.testing.assert_array_equal(
+            np.asarray(flat_a[path]), np.asarray(flat_b[path]), err_msg=str(path)
+        )
 
 
 # ----------------------------------------------------------------------------- NumPy ResNet oracle (NCHW)
@@ -115,11 +130,15 @@ def batch_norm(x: np.ndarray, state: dict, name: str) -> np.ndarray:
 def max_pool_3x3_s2(x: np.ndarray) -> np.ndarray:
     x = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
     out_h, out_w = (x.shape[2] - 3) // 2 + 1, (x.shape[3] - 3) // 2 + 1
-    windows = [x[:, :, i : i + 2 * out_h : 2, j : j + 2 * out_w : 2] for i in range(3) for j in range(3)]
+    windows = [
+        x[:, :, i : i + 2 * out_h : 2, j : j + 2 * out_w : 2] for i in range(3) for j in range(3)
+    ]
     return np.max(windows, axis=0)
 
 
-def numpy_resnet(state: dict, x_nchw: np.ndarray, blocks: tuple[int, ...], bottleneck: bool) -> np.ndarray:
+def numpy_resnet(
+    state: dict, x_nchw: np.ndarray, blocks: tuple[int, ...], bottleneck: bool
+) -> np.ndarray:
     """Inference-mode torchvision ResNet + 2x2/2 average pool, straight from torch-layout weights."""
     relu = lambda t: np.maximum(t, 0)  # noqa: E731
     x = relu(batch_norm(conv2d(x_nchw, state["conv1.weight"], 2, 3), state, "bn1"))
@@ -129,11 +148,21 @@ def numpy_resnet(state: dict, x_nchw: np.ndarray, blocks: tuple[int, ...], bottl
             name = f"layer{stage}.{block}"
             stride = 2 if stage > 1 and block == 0 else 1
             if bottleneck:
-                y = relu(batch_norm(conv2d(x, state[f"{name}.conv1.weight"], 1, 0), state, f"{name}.bn1"))
-                y = relu(batch_norm(conv2d(y, state[f"{name}.conv2.weight"], stride, 1), state, f"{name}.bn2"))
+                y = relu(
+                    batch_norm(conv2d(x, state[f"{name}.conv1.weight"], 1, 0), state, f"{name}.bn1")
+                )
+                y = relu(
+                    batch_norm(
+                        conv2d(y, state[f"{name}.conv2.weight"], stride, 1), state, f"{name}.bn2"
+                    )
+                )
                 y = batch_norm(conv2d(y, state[f"{name}.conv3.weight"], 1, 0), state, f"{name}.bn3")
             else:
-                y = relu(batch_norm(conv2d(x, state[f"{name}.conv1.weight"], stride, 1), state, f"{name}.bn1"))
+                y = relu(
+                    batch_norm(
+                        conv2d(x, state[f"{name}.conv1.weight"], stride, 1), state, f"{name}.bn1"
+                    )
+                )
                 y = batch_norm(conv2d(y, state[f"{name}.conv2.weight"], 1, 1), state, f"{name}.bn2")
             if f"{name}.downsample.0.weight" in state:
                 shortcut = conv2d(x, state[f"{name}.downsample.0.weight"], stride, 0)
@@ -171,7 +200,9 @@ def test_resnet_round_trip(depth):
 def test_resnet101_key_map_covers_torchvision_names():
     keys = torch_layout.resnet_key_map(101)
     bn_layers = sum(k.endswith(".running_mean") for k in keys)
-    assert len(keys) + bn_layers + 2 == TORCHVISION_STATE_DICT_SIZES[101]  # + num_batches_tracked + fc
+    assert (
+        len(keys) + bn_layers + 2 == TORCHVISION_STATE_DICT_SIZES[101]
+    )  # + num_batches_tracked + fc
     assert "layer3.22.conv3.weight" in keys and "layer4.0.downsample.1.running_var" in keys
 
 
@@ -180,7 +211,9 @@ def tiny_network_state():
     classes, word_dim = 5, 7
     words = rng.normal(size=(classes, word_dim)).astype(np.float32)
     adjacency = rng.uniform(size=(classes, classes)).astype(np.float32)
-    model = SharedNetwork(classes, words, adjacency, depth=18, width=2, feature_dim=8, attention_dim=6, output_dim=10)
+    model = SharedNetwork(
+        classes, words, adjacency, depth=18, width=2, feature_dim=8, attention_dim=6, output_dim=10
+    )
     x = jnp.asarray(rng.normal(size=(2, 64, 64, 3)).astype(np.float32))
     variables = randomised(jax.device_get(model.init(jax.random.key(0), x, train=False)), seed=1)
     state = variables_to_torch(
@@ -217,7 +250,9 @@ def test_network_round_trip_returns_method_specific_keys_unused():
     np.testing.assert_array_equal(words, model.word_embeddings)
     np.testing.assert_array_equal(adjacency, model.adjacency)
     out = model.apply(converted, x, train=False)
-    np.testing.assert_allclose(out.logits, model.apply(variables, x, train=False).logits, rtol=0, atol=0)
+    np.testing.assert_allclose(
+        out.logits, model.apply(variables, x, train=False).logits, rtol=0, atol=0
+    )
 
 
 def test_head_round_trip():
@@ -234,14 +269,18 @@ def test_head_round_trip():
 def test_missing_key_is_reported():
     _, _, _, state = random_resnet(18)
     del state["layer1.0.conv1.weight"]
-    with pytest.raises(KeyError, match=r"missing keys \['layer1.0.conv1.weight'\]; unexpected keys \[\]"):
+    with pytest.raises(
+        KeyError, match=r"missing keys \['layer1.0.conv1.weight'\]; unexpected keys \[\]"
+    ):
         torch_layout.resnet_variables_from_torch(state, 18)
 
 
 def test_unexpected_key_is_reported():
     _, _, _, state = random_resnet(18)
     state["layer1.0.extra.weight"] = np.zeros((1,), np.float32)
-    with pytest.raises(KeyError, match=r"missing keys \[\]; unexpected keys \['layer1.0.extra.weight'\]"):
+    with pytest.raises(
+        KeyError, match=r"missing keys \[\]; unexpected keys \['layer1.0.extra.weight'\]"
+    ):
         torch_layout.resnet_variables_from_torch(state, 18)
 
 
@@ -257,18 +296,26 @@ def test_head_errors():
     _, _, _, state, _ = tiny_network_state()
     head_state = {k: v for k, v in state.items() if not k.startswith("backbone.")}
     with pytest.raises(KeyError, match=r"unexpected keys \['prototype_head.weight'\]"):
-        reference_torch_layout.head_variables_from_torch({**head_state, "prototype_head.weight": np.zeros(3)})
+        reference_torch_layout.head_variables_from_torch(
+            {**head_state, "prototype_head.weight": np.zeros(3)}
+        )
     incomplete = {k: v for k, v in head_state.items() if k != "GraphNeuralNetwork.fc_2_u.bias"}
     with pytest.raises(KeyError, match=r"missing keys \['GraphNeuralNetwork.fc_2_u.bias'\]"):
         reference_torch_layout.head_variables_from_torch(incomplete)
     with pytest.raises(ValueError, match="'fc.weight': expected a Linear weight"):
-        reference_torch_layout.head_variables_from_torch({**head_state, "fc.weight": np.zeros((2, 2, 1, 1))})
+        reference_torch_layout.head_variables_from_torch(
+            {**head_state, "fc.weight": np.zeros((2, 2, 1, 1))}
+        )
     with pytest.raises(ValueError, match="not the transpose"):
-        reference_torch_layout.head_constants_from_torch({**head_state, "outMatrix": head_state["inMatrix"]})
+        reference_torch_layout.head_constants_from_torch(
+            {**head_state, "outMatrix": head_state["inMatrix"]}
+        )
 
 
 def test_network_without_backbone_prefix_is_reported():
     _, _, _, state, _ = tiny_network_state()
-    renamed = {k.removeprefix("backbone."): v for k, v in state.items() if k != "backbone.fc.weight"}
+    renamed = {
+        k.removeprefix("backbone."): v for k, v in state.items() if k != "backbone.fc.weight"
+    }
     with pytest.raises(KeyError, match="missing keys \\['backbone.bn1.bias'"):
         reference_torch_layout.network_variables_from_torch(renamed, depth=18)

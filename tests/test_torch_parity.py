@@ -14,6 +14,7 @@ with mlrpl_jax.tools.import_weights and loaded as our Flax backbone. Both run in
   statistics and layer4 gradients agree;
 * without freezing (training from scratch) every BN layer behaves like layer4's.
 """
+
 import functools
 import os
 import pickle
@@ -36,7 +37,10 @@ from mlrpl_jax.models.resnet import FROZEN_BACKBONE_MODULES, ResNet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH = 8  # torchvision's is 64; tiny keeps ResNet-101 fast
-HEIGHT, IMAGE_WIDTH = 64, 48  # non-square; layer3 maps are 4x3, so odd sizes meet the stride-2 padding
+HEIGHT, IMAGE_WIDTH = (
+    64,
+    48,
+)  # non-square; layer3 maps are 4x3, so odd sizes meet the stride-2 padding
 # Bounds on max |ours - torch| / max |torch| (both float32, so only summation order differs).
 # They sit just above float32 round-off: torch's own float32 features differ from its float64
 # ones by ~2e-6 (ResNet-18) and 2-3e-5 (ResNet-101, 33 blocks deep).
@@ -186,7 +190,9 @@ def one_torch_thread():
 
 def images(batch: int, seed: int) -> np.ndarray:
     """NCHW float32 images."""
-    return np.random.default_rng(seed).normal(size=(batch, 3, HEIGHT, IMAGE_WIDTH)).astype(np.float32)
+    return (
+        np.random.default_rng(seed).normal(size=(batch, 3, HEIGHT, IMAGE_WIDTH)).astype(np.float32)
+    )
 
 
 def nhwc(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -212,16 +218,22 @@ def torch_state(net: nn.Module) -> dict[str, np.ndarray]:
 def converted_variables(net: TorchResNet, depth: int, tmp_path) -> dict:
     """torch.save -> backbone_weights.convert -> train.with_pretrained_backbone -> ResNet variables."""
     torch.save(net.state_dict(), tmp_path / f"resnet{depth}.pth")
-    count = backbone_weights.convert(str(tmp_path / f"resnet{depth}.pth"), str(tmp_path / "w.npz"), depth)
+    count = backbone_weights.convert(
+        str(tmp_path / f"resnet{depth}.pth"), str(tmp_path / "w.npz"), depth
+    )
     assert count == len(torch_layout.resnet_key_map(depth))
     empty = {"params": {"backbone": {}}, "batch_stats": {"backbone": {}}}
     loaded = train.with_pretrained_backbone(empty, str(tmp_path / "w.npz"), depth)
     return {collection: loaded[collection]["backbone"] for collection in ("params", "batch_stats")}
 
 
-def flax_model(depth: int, variables: dict, freeze_early_stages: bool = True, extra_pool: bool = True) -> ResNet:
+def flax_model(
+    depth: int, variables: dict, freeze_early_stages: bool = True, extra_pool: bool = True
+) -> ResNet:
     """Our ResNet, checked to have exactly the converted variables' structure and shapes."""
-    model = ResNet(depth=depth, width=WIDTH, extra_pool=extra_pool, freeze_early_stages=freeze_early_stages)
+    model = ResNet(
+        depth=depth, width=WIDTH, extra_pool=extra_pool, freeze_early_stages=freeze_early_stages
+    )
     init = functools.partial(model.init, train=False)
     shapes = jax.eval_shape(init, jax.random.key(0), jnp.zeros((1, HEIGHT, IMAGE_WIDTH, 3)))
     assert jax.tree.map(np.shape, variables) == jax.tree.map(lambda s: s.shape, shapes)
@@ -230,8 +242,12 @@ def flax_model(depth: int, variables: dict, freeze_early_stages: bool = True, ex
 
 def torch_key(path: tuple[str, ...]) -> str:
     """Flax params path -> torchvision parameter name."""
-    names = {"downsample_conv": "downsample.0", "downsample_bn": "downsample.1", "kernel": "weight",
-             "scale": "weight"}
+    names = {
+        "downsample_conv": "downsample.0",
+        "downsample_bn": "downsample.1",
+        "kernel": "weight",
+        "scale": "weight",
+    }
     return ".".join(names.get(p, p) for p in path)
 
 
@@ -257,10 +273,16 @@ def test_inference_features_match_torch(converted):
     channels = 8 * WIDTH * (4 if depth == 101 else 1)
     assert expected.shape == (2, channels, 1, 1) and expected_unpooled.shape == (2, channels, 2, 2)
     pooled, unpooled = flax_model(depth, variables), flax_model(depth, variables, extra_pool=False)
-    ours, ours_unpooled = jax.jit(lambda v, x: (pooled.apply(v, x, train=False),
-                                                unpooled.apply(v, x, train=False)))(variables, nhwc(x))
+    ours, ours_unpooled = jax.jit(
+        lambda v, x: (pooled.apply(v, x, train=False), unpooled.apply(v, x, train=False))
+    )(variables, nhwc(x))
     assert_close(ours, nhwc(expected), TOLERANCE[depth], f"ResNet-{depth} features")
-    assert_close(ours_unpooled, nhwc(expected_unpooled), TOLERANCE[depth], f"ResNet-{depth} without extra pool")
+    assert_close(
+        ours_unpooled,
+        nhwc(expected_unpooled),
+        TOLERANCE[depth],
+        f"ResNet-{depth} without extra pool",
+    )
     assert float(torch.std(expected)) > 0.1  # the comparison has teeth: features vary
 
 
@@ -281,12 +303,18 @@ def test_frozen_bn_training_mode_matches_reference(converted):
     model = flax_model(depth, variables)
 
     def loss(params):
-        out, updates = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
-                                   nhwc(x), train=True, mutable=["batch_stats"])
+        out, updates = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]},
+            nhwc(x),
+            train=True,
+            mutable=["batch_stats"],
+        )
         return jnp.sum(out * nhwc(weights)), (out, updates["batch_stats"])
 
     grads, (ours, batch_stats) = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
-    assert_close(ours, nhwc(expected.detach()), TOLERANCE[depth], f"ResNet-{depth} training-mode features")
+    assert_close(
+        ours, nhwc(expected.detach()), TOLERANCE[depth], f"ResNet-{depth} training-mode features"
+    )
 
     # Had the frozen stages used batch statistics (torch's plain net.train()), the output would differ.
     all_batch_statistics = random_torch_resnet(depth, seed).train()
@@ -295,7 +323,8 @@ def test_frozen_bn_training_mode_matches_reference(converted):
 
     # Running statistics: the frozen stages' are exactly the loaded ones; layer4's moved like torch's.
     expected_stats = traverse_util.flatten_dict(
-        torch_layout.resnet_variables_from_torch(state_after, depth)["batch_stats"])
+        torch_layout.resnet_variables_from_torch(state_after, depth)["batch_stats"]
+    )
     before = traverse_util.flatten_dict(variables["batch_stats"])
     after = traverse_util.flatten_dict(jax.device_get(batch_stats))
     assert set(after) == set(expected_stats)
@@ -337,9 +366,12 @@ def test_unfrozen_training_mode_matches_torch(tmp_path):
         expected = net.features(torch.from_numpy(x))
     model = flax_model(depth, variables, freeze_early_stages=False)
     ours, updates = model.apply(variables, nhwc(x), train=True, mutable=["batch_stats"])
-    assert_close(ours, nhwc(expected), TOLERANCE[depth], "unfrozen ResNet-18 training-mode features")
+    assert_close(
+        ours, nhwc(expected), TOLERANCE[depth], "unfrozen ResNet-18 training-mode features"
+    )
     expected_stats = traverse_util.flatten_dict(
-        torch_layout.resnet_variables_from_torch(torch_state(net), depth)["batch_stats"])
+        torch_layout.resnet_variables_from_torch(torch_state(net), depth)["batch_stats"]
+    )
     before = traverse_util.flatten_dict(variables["batch_stats"])
     for path, value in traverse_util.flatten_dict(jax.device_get(updates["batch_stats"])).items():
         assert relative_error(value, before[path]) > 1e-3, path
@@ -352,16 +384,29 @@ def test_unfrozen_training_mode_matches_torch(tmp_path):
 def test_command_line_reads_pth_with_weights_only(tmp_path):
     net = random_torch_resnet(18, seed=7)
     torch.save(net.state_dict(), tmp_path / "resnet18.pth")
-    command = [sys.executable, "-m", "mlrpl_jax.tools.import_weights", f"--input={tmp_path / 'resnet18.pth'}",
-               f"--output={tmp_path / 'cli.npz'}", "--depth=18"]
-    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"},
-                            capture_output=True, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "mlrpl_jax.tools.import_weights",
+        f"--input={tmp_path / 'resnet18.pth'}",
+        f"--output={tmp_path / 'cli.npz'}",
+        "--depth=18",
+    ]
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert f"Wrote {len(torch_layout.resnet_key_map(18))} ResNet-18 tensors" in result.stdout
     with np.load(tmp_path / "cli.npz") as archive:
         written = dict(archive)
     state = torch_state(net)
-    assert set(written) == set(state) - {"fc.weight", "fc.bias"} - {k for k in state if "num_batches" in k}
+    assert set(written) == set(state) - {"fc.weight", "fc.bias"} - {
+        k for k in state if "num_batches" in k
+    }
     for key, value in written.items():
         np.testing.assert_array_equal(value, state[key], err_msg=key)
 
@@ -370,8 +415,10 @@ def test_wrapped_checkpoint_and_safetensors_give_the_same_weights(tmp_path):
     net = random_torch_resnet(18, seed=8)
     torch.save(net.state_dict(), tmp_path / "plain.pth")
     # A training checkpoint as DataParallel writes it: {'state_dict': {'module.' + name: ...}}.
-    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}, "epoch": 3},
-               tmp_path / "wrapped.pth")
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}, "epoch": 3},
+        tmp_path / "wrapped.pth",
+    )
     safetensors.torch.save_file(net.state_dict(), str(tmp_path / "plain.safetensors"))
     outputs = {}
     for name in ("plain.pth", "wrapped.pth", "plain.safetensors"):
@@ -381,7 +428,9 @@ def test_wrapped_checkpoint_and_safetensors_give_the_same_weights(tmp_path):
     for name in ("wrapped.pth", "plain.safetensors"):
         assert set(outputs[name]) == set(outputs["plain.pth"])
         for key, value in outputs[name].items():
-            np.testing.assert_array_equal(value, outputs["plain.pth"][key], err_msg=f"{name}: {key}")
+            np.testing.assert_array_equal(
+                value, outputs["plain.pth"][key], err_msg=f"{name}: {key}"
+            )
 
 
 class NotATensor:
@@ -394,5 +443,6 @@ def test_pth_holding_arbitrary_objects_needs_allow_pickle(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="[Ww]eights only load failed"):
         backbone_weights.convert(str(tmp_path / "trusted.pth"), str(tmp_path / "w.npz"), depth=18)
     assert not (tmp_path / "w.npz").exists()
-    assert backbone_weights.convert(str(tmp_path / "trusted.pth"), str(tmp_path / "w.npz"), depth=18,
-                                  allow_pickle=True) == len(torch_layout.resnet_key_map(18))
+    assert backbone_weights.convert(
+        str(tmp_path / "trusted.pth"), str(tmp_path / "w.npz"), depth=18, allow_pickle=True
+    ) == len(torch_layout.resnet_key_map(18))

@@ -36,8 +36,15 @@ def tiny_config():
     config.data.image_size = IMAGE_SIZE
     config.embeddings.kind = "random"
     config.embeddings.dim = 12
-    config.model.update(depth=18, width=8, extra_pool=False, freeze_early_stages=True,
-                        feature_dim=16, attention_dim=8, output_dim=16)
+    config.model.update(
+        depth=18,
+        width=8,
+        extra_pool=False,
+        freeze_early_stages=True,
+        feature_dim=16,
+        attention_dim=8,
+        output_dim=16,
+    )
     config.optim.lr = 1e-3
     return config
 
@@ -46,8 +53,9 @@ def tiny_config():
 def setup():
     config = tiny_config()
     info = synthetic_data_info(NUM_CLASSES, 64, known_ratio=0.5)
-    method = PartialBCEBaseline(config, info, random_embeddings(NUM_CLASSES, 12),
-                                label_adjacency(info.train_partial_labels))
+    method = PartialBCEBaseline(
+        config, info, random_embeddings(NUM_CLASSES, 12), label_adjacency(info.train_partial_labels)
+    )
     optimizer = optim.build_optimizer(config.optim, STEPS_PER_EPOCH)
     host_state = create_train_state(method, optimizer, config)
     batches = [synthetic_batch(info, BATCH_SIZE, IMAGE_SIZE, seed=k) for k in range(4)]
@@ -78,10 +86,12 @@ def test_one_and_eight_devices_give_the_same_training(setup):
     method_harness.assert_layout_close(losses_1, losses_8, num_terms)
     method_harness.assert_layout_close(state_1.batch_stats, state_8.batch_stats, num_terms)
     optim_config = method.config.optim
-    method_harness.assert_params_within_adam_bound(state_1.params, state_8.params, optim_config,
-                                                   STEPS_PER_EPOCH, 3, num_terms)
-    method_harness.assert_adam_moments_within_bound(state_1.opt_state, state_8.opt_state, optim_config,
-                                                    STEPS_PER_EPOCH, 3, num_terms)
+    method_harness.assert_params_within_adam_bound(
+        state_1.params, state_8.params, optim_config, STEPS_PER_EPOCH, 3, num_terms
+    )
+    method_harness.assert_adam_moments_within_bound(
+        state_1.opt_state, state_8.opt_state, optim_config, STEPS_PER_EPOCH, 3, num_terms
+    )
     assert int(state_8.step) == 3
 
 
@@ -90,8 +100,11 @@ def test_training_changes_trainable_but_not_frozen_parameters(setup):
     state, losses = run_steps(setup, jax.devices()[:1], 2)
     assert all(np.isfinite(losses))
     assert_trees_close(state.frozen_params, host_state.frozen_params, rtol=0, atol=0)
-    changed = jax.tree.map(lambda a, b: not np.array_equal(np.asarray(a), np.asarray(b)),
-                           jax.device_get(state.params), host_state.params)
+    changed = jax.tree.map(
+        lambda a, b: not np.array_equal(np.asarray(a), np.asarray(b)),
+        jax.device_get(state.params),
+        host_state.params,
+    )
     assert all(jax.tree.leaves(changed))
     layer3_stats = jax.device_get(state.batch_stats["backbone"]["layer3"])
     assert_trees_close(layer3_stats, host_state.batch_stats["backbone"]["layer3"], rtol=0, atol=0)
@@ -109,8 +122,7 @@ def test_save_restore_continue_equals_uninterrupted(setup, tmp_path):
 
     _, _, host_state, _ = setup
     template = parallel.replicate(host_state, parallel.create_mesh(devices))
-    restorer = checkpointing.Checkpointer(str(tmp_path), keep_last=2, keep_best=1,
-                                          async_save=True)
+    restorer = checkpointing.Checkpointer(str(tmp_path), keep_last=2, keep_best=1, async_save=True)
     assert restorer.latest_step() == 2
     restored, record = restorer.restore(2, template)
     restorer.close()
@@ -143,24 +155,33 @@ def test_predict_is_inference_mode_and_device_count_invariant(setup):
     # The same parameters, per-example computation: only the blocking of the sums may change.
     num_terms = method_harness.longest_float32_sum(
         lambda state, images: method.predict(state.variables(), state.method_state, images),
-        host_state, batches[0]["image"])
+        host_state,
+        batches[0]["image"],
+    )
     method_harness.assert_layout_close(outputs[0], outputs[1], num_terms)
 
 
-@pytest.mark.parametrize("method_name, backbone", [("sst", "resnet"), ("dsrb", "resnet"),
-                                                   ("baseline", "efficientnet_lite0")])
+@pytest.mark.parametrize(
+    "method_name, backbone",
+    [("sst", "resnet"), ("dsrb", "resnet"), ("baseline", "efficientnet_lite0")],
+)
 def test_initial_variables_do_not_depend_on_the_image_size(method_name, backbone):
     """create_train_state initialises at INIT_IMAGE_SIZE instead of the configured side
     (core/train.py): that is right only if no variable's shape or value depends on it."""
     config = method_harness.tiny_config(method_name)
     config.model.update(backbone=backbone, extra_pool=True)
     data = method_harness.SyntheticTrainingData()
-    method = get_method_class(method_name)(config, data.info,
-                                           random_embeddings(method_harness.NUM_CLASSES, 12),
-                                           label_adjacency(data.info.train_partial_labels))
+    method = get_method_class(method_name)(
+        config,
+        data.info,
+        random_embeddings(method_harness.NUM_CLASSES, 12),
+        label_adjacency(data.info.train_partial_labels),
+    )
     key = jax.random.PRNGKey(3)
     at_init_size = method.init_variables(key, (1, INIT_IMAGE_SIZE, INIT_IMAGE_SIZE, 3))
-    at_larger_size = method.init_variables(key, (1, 2 * INIT_IMAGE_SIZE, 3 * INIT_IMAGE_SIZE // 2, 3))
+    at_larger_size = method.init_variables(
+        key, (1, 2 * INIT_IMAGE_SIZE, 3 * INIT_IMAGE_SIZE // 2, 3)
+    )
     assert jax.tree.structure(at_init_size) == jax.tree.structure(at_larger_size)
     for a, b in zip(jax.tree.leaves(at_init_size), jax.tree.leaves(at_larger_size)):
         np.testing.assert_array_equal(a, b)
@@ -169,7 +190,11 @@ def test_initial_variables_do_not_depend_on_the_image_size(method_name, backbone
 def test_importing_the_training_loop_imports_neither_torch_nor_tensorboardx():
     """tensorboardX imports torch whenever it is installed (≈180 MB of resident memory); only a
     process that writes metrics may pay for it (core/metric_writer.py)."""
-    code = ("import sys; import mlrpl_jax.core.train, mlrpl_jax.core.dry_run; "
-            "print(sorted(m for m in ('torch', 'tensorboardX') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = (
+        "import sys; import mlrpl_jax.core.train, mlrpl_jax.core.dry_run; "
+        "print(sorted(m for m in ('torch', 'tensorboardX') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"

@@ -20,8 +20,15 @@ def tiny_digit_config(method: str, *, batch_size: int, epochs: int, data_dir: st
     config.data.image_size = 32
     config.embeddings.kind = "random"
     config.embeddings.dim = 16
-    config.model.update(depth=18, width=8, extra_pool=False, freeze_early_stages=False,
-                        feature_dim=16, attention_dim=8, output_dim=16)
+    config.model.update(
+        depth=18,
+        width=8,
+        extra_pool=False,
+        freeze_early_stages=False,
+        feature_dim=16,
+        attention_dim=8,
+        output_dim=16,
+    )
     config.optim.lr = 1e-3
     return config
 

@@ -45,20 +45,29 @@ class CheckpointMismatchError(ValueError):
 
 
 class Checkpointer:
-    def __init__(self, directory: str | os.PathLike, *, keep_last: int, keep_best: int,
-                 async_save: bool):
+    def __init__(
+        self, directory: str | os.PathLike, *, keep_last: int, keep_best: int, async_save: bool
+    ):
         def best_metric(metrics: dict[str, float]) -> float:
             return metrics[BEST_METRIC]
 
         policies = [preservation_policy.LatestN(n=keep_last)]
         if keep_best > 0:
-            policies.append(preservation_policy.BestN(
-                get_metric_fn=best_metric, reverse=False, n=keep_best,
-                keep_checkpoints_without_metrics=False))
+            policies.append(
+                preservation_policy.BestN(
+                    get_metric_fn=best_metric,
+                    reverse=False,
+                    n=keep_best,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
         options = ocp.CheckpointManagerOptions(
-            best_fn=best_metric, best_mode="max",
+            best_fn=best_metric,
+            best_mode="max",
             preservation_policy=preservation_policy.AnyPreservationPolicy(policies),
-            enable_async_checkpointing=async_save, create=True)
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
         self._manager = ocp.CheckpointManager(storage.absolute(directory), options=options)
 
     @property
@@ -74,30 +83,42 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
-    def save(self, step: int, state: Any, record: dict[str, Any],
-             metrics: dict[str, float] | None = None) -> None:
+    def save(
+        self, step: int, state: Any, record: dict[str, Any], metrics: dict[str, float] | None = None
+    ) -> None:
         """Starts saving `state` at `step` (returns before the write completes when async)."""
-        self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)),
-            metrics=metrics, force=True)
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)
+            ),
+            metrics=metrics,
+            force=True,
+        )
         fault_injection.signal_if_requested("save", step)
 
     def restore(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
         """Restores the state at `step` with the structure, shapes and shardings of `target`."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         try:
-            restored = self._manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()
+                ),
+            )
         except (ValueError, KeyError) as error:
             raise CheckpointMismatchError(
                 f"checkpoint at step {step} in {self._manager.directory} does not match this "
                 f"run's state (different method, dataset or model size?): {error}. Use a new "
-                "--workdir or the config the checkpoint was written with.") from error
+                "--workdir or the config the checkpoint was written with."
+            ) from error
         return restored.state, restored.record
 
     def read_record(self, step: int) -> dict[str, Any]:
-        return self._manager.restore(step, args=ocp.args.Composite(
-            record=ocp.args.JsonRestore())).record
+        return self._manager.restore(
+            step, args=ocp.args.Composite(record=ocp.args.JsonRestore())
+        ).record
 
     def wait(self) -> None:
         self._manager.wait_until_finished()

@@ -55,12 +55,17 @@ _H200_SXM = ChipPeak("H200 SXM", bf16=989 * TERA, tf32=494.5 * TERA, fp32=67 * T
 
 PEAKS: dict[str, ChipPeak] = {
     "TPU v4": _TPU_V4,
-    "TPU v5 lite": _TPU_V5E, "TPU v5e": _TPU_V5E,
-    "TPU v5": _TPU_V5P, "TPU v5p": _TPU_V5P,
-    "TPU v6 lite": _TPU_V6E, "TPU v6e": _TPU_V6E,
-    "NVIDIA A100-SXM4-40GB": _A100, "NVIDIA A100-SXM4-80GB": _A100,
-    "NVIDIA A100-PCIE-40GB": _A100, "NVIDIA A100 80GB PCIe": _A100,
-    "NVIDIA H100 80GB HBM3": _H100_SXM, "NVIDIA H100 PCIe": _H100_PCIE,
+    "TPU v5 lite": _TPU_V5E,
+    "TPU v5e": _TPU_V5E,
+    "TPU v5": _TPU_V5P,
+    "TPU v5p": _TPU_V5P,
+    "TPU v6 lite": _TPU_V6E,
+    "TPU v6e": _TPU_V6E,
+    "NVIDIA A100-SXM4-40GB": _A100,
+    "NVIDIA A100-SXM4-80GB": _A100,
+    "NVIDIA A100-PCIE-40GB": _A100,
+    "NVIDIA A100 80GB PCIe": _A100,
+    "NVIDIA H100 80GB HBM3": _H100_SXM,
+    "NVIDIA H100 PCIe": _H100_PCIE,
     "NVIDIA H200": _H200_SXM,
 }
-

@@ -25,26 +25,42 @@ import os
 from absl import flags, logging
 
 _COORDINATOR_ADDRESS = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 of a multi-process run "
-    "(default: $JAX_COORDINATOR_ADDRESS, else detected on SLURM and TPU pods).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
-                                      "Processes of the run (default: $JAX_NUM_PROCESSES).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None,
-                                   "This process's index (default: $JAX_PROCESS_ID).")
+    "coordinator_address",
+    None,
+    "host:port of process 0 of a multi-process run "
+    "(default: $JAX_COORDINATOR_ADDRESS, else detected on SLURM and TPU pods).",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Processes of the run (default: $JAX_NUM_PROCESSES)."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index (default: $JAX_PROCESS_ID)."
+)
 _DISTRIBUTED = flags.DEFINE_enum(
-    "distributed", "auto", ["auto", "on", "off"], "auto: join a cluster when the flags, "
+    "distributed",
+    "auto",
+    ["auto", "on", "off"],
+    "auto: join a cluster when the flags, "
     "JAX_* variables, SLURM or TPU variables describe one; on: always call "
     "jax.distributed.initialize() (JAX detects the cluster, e.g. from TPU VM metadata); off: "
-    "single process.")
+    "single process.",
+)
 
-EXPLICIT_ENV = {"coordinator_address": "JAX_COORDINATOR_ADDRESS",
-                "num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
+EXPLICIT_ENV = {
+    "coordinator_address": "JAX_COORDINATOR_ADDRESS",
+    "num_processes": "JAX_NUM_PROCESSES",
+    "process_id": "JAX_PROCESS_ID",
+}
 MODES = ("auto", "on", "off")
 
 
-def detect_cluster(environ: dict[str, str], coordinator_address: str | None = None,
-                   num_processes: int | None = None, process_id: int | None = None,
-                   mode: str = "auto") -> tuple[str, dict[str, object]]:
+def detect_cluster(
+    environ: dict[str, str],
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    mode: str = "auto",
+) -> tuple[str, dict[str, object]]:
     """(cluster kind, keyword arguments of jax.distributed.initialize); kind 'single' means none.
 
     Explicit values (arguments, else JAX_* variables) win over detection; they must be given
@@ -52,8 +68,11 @@ def detect_cluster(environ: dict[str, str], coordinator_address: str | None = No
     """
     if mode not in MODES:
         raise ValueError(f"distributed mode must be one of {MODES}, got {mode!r}")
-    explicit = {"coordinator_address": coordinator_address, "num_processes": num_processes,
-                "process_id": process_id}
+    explicit = {
+        "coordinator_address": coordinator_address,
+        "num_processes": num_processes,
+        "process_id": process_id,
+    }
     for key, variable in EXPLICIT_ENV.items():
         if explicit[key] is None and environ.get(variable):
             explicit[key] = environ[variable]
@@ -63,11 +82,15 @@ def detect_cluster(environ: dict[str, str], coordinator_address: str | None = No
     if given:
         if len(given) != len(explicit):
             missing = sorted(set(explicit) - set(given))
-            raise ValueError(f"explicit multi-process set-up needs {missing} as well "
-                             f"(flags --{' --'.join(missing)} or {[EXPLICIT_ENV[k] for k in missing]})")
-        return "explicit", {"coordinator_address": str(given["coordinator_address"]),
-                            "num_processes": int(given["num_processes"]),
-                            "process_id": int(given["process_id"])}
+            raise ValueError(
+                f"explicit multi-process set-up needs {missing} as well "
+                f"(flags --{' --'.join(missing)} or {[EXPLICIT_ENV[k] for k in missing]})"
+            )
+        return "explicit", {
+            "coordinator_address": str(given["coordinator_address"]),
+            "num_processes": int(given["num_processes"]),
+            "process_id": int(given["process_id"]),
+        }
     if int(environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1:  # inside an srun step
         return "slurm", {}
     tpu_hosts = environ.get("TPU_PROCESS_ADDRESSES") or environ.get("TPU_WORKER_HOSTNAMES") or ""
@@ -78,26 +101,36 @@ def detect_cluster(environ: dict[str, str], coordinator_address: str | None = No
     return "single", {}
 
 
-def initialize_from_environment(coordinator_address: str | None = None,
-                                num_processes: int | None = None, process_id: int | None = None,
-                                mode: str = "auto") -> str:
+def initialize_from_environment(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    mode: str = "auto",
+) -> str:
     """Joins the cluster the environment describes (see the module docstring); returns its kind."""
     import jax
 
-    kind, kwargs = detect_cluster(dict(os.environ), coordinator_address, num_processes,
-                                  process_id, mode)
+    kind, kwargs = detect_cluster(
+        dict(os.environ), coordinator_address, num_processes, process_id, mode
+    )
     if kind != "single":
         jax.distributed.initialize(**kwargs)
     if jax.process_index() != 0:
         logging.set_verbosity(logging.WARNING)
-    logging.info("%s: process %d of %d, %d local of %d global devices", kind,
-                 jax.process_index(), jax.process_count(), jax.local_device_count(),
-                 jax.device_count())
+    logging.info(
+        "%s: process %d of %d, %d local of %d global devices",
+        kind,
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
     return kind
 
 
 def initialize_from_flags() -> str:
     """`initialize_from_environment` with --coordinator_address, --num_processes, --process_id
     and --distributed."""
-    return initialize_from_environment(_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value,
-                                       _PROCESS_ID.value, _DISTRIBUTED.value)
+    return initialize_from_environment(
+        _COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED.value
+    )

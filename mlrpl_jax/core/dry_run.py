@@ -73,42 +73,61 @@ class DryRunPlan:
 
     @property
     def eval_images_shape(self) -> tuple[int, int, int, int]:
-        return (self.config.eval.batch_size or self.config.batch_size,
-                *feature_cache.model_input_shape(self.config))
+        return (
+            self.config.eval.batch_size or self.config.batch_size,
+            *feature_cache.model_input_shape(self.config),
+        )
 
     def eval_images(self, mesh: jax.sharding.Mesh) -> jax.Array:
         """One global batch of Gaussian eval images over `mesh`, this process's rows from it."""
         rows = self.eval_images_shape[0] // jax.process_count()
-        images = np.random.default_rng(0).standard_normal((rows, *self.eval_images_shape[1:]),
-                                                          dtype=np.float32)
+        images = np.random.default_rng(0).standard_normal(
+            (rows, *self.eval_images_shape[1:]), dtype=np.float32
+        )
         return parallel.to_global({"image": images}, mesh)["image"]
 
     def summary(self) -> dict[str, Any]:
         model = self.config.model
-        return {"method": self.config.method, "dataset": self.config.data.name,
-                "num_classes": self.num_classes, "known_ratio": self.config.known_ratio,
-                "label_drop": self.config.data.label_drop,
-                "epoch": self.epoch, "backbone": model.backbone, "depth": model.depth,
-                "width": model.width, "dtype": model.dtype,
-                "train_images_shape": list(self.train_images_shape),
-                "eval_images_shape": list(self.eval_images_shape)}
+        return {
+            "method": self.config.method,
+            "dataset": self.config.data.name,
+            "num_classes": self.num_classes,
+            "known_ratio": self.config.known_ratio,
+            "label_drop": self.config.data.label_drop,
+            "epoch": self.epoch,
+            "backbone": model.backbone,
+            "depth": model.depth,
+            "width": model.width,
+            "dtype": model.dtype,
+            "train_images_shape": list(self.train_images_shape),
+            "eval_images_shape": list(self.eval_images_shape),
+        }
 
 
-def make_plan(config: ml_collections.ConfigDict, *, num_classes: int | None = None,
-              epoch: int | None = None) -> DryRunPlan:
+def make_plan(
+    config: ml_collections.ConfigDict, *, num_classes: int | None = None, epoch: int | None = None
+) -> DryRunPlan:
     """The dry run of `config` (validated): the dataset's class count unless `num_classes`, the
     method's first full epoch unless `epoch`. Builds the method; runs no model."""
     validate_config(config)
     config = config.copy_and_resolve_references()
     config.model.pretrained = ""
     num_classes = num_classes or get_dataset_spec(config.data.name).num_classes
-    info = synthetic_data_info(num_classes, config.batch_size, config.known_ratio,
-                               seed=config.seed, every_class_known=True,
-                               label_drop=config.data.label_drop,
-                               labels_per_category=config.data.labels_per_category)
+    info = synthetic_data_info(
+        num_classes,
+        config.batch_size,
+        config.known_ratio,
+        seed=config.seed,
+        every_class_known=True,
+        label_drop=config.data.label_drop,
+        labels_per_category=config.data.labels_per_category,
+    )
     method = get_method_class(config.method)(
-        config, info, random_embeddings(num_classes, config.embeddings.dim, seed=config.seed),
-        label_adjacency(info.train_partial_labels))
+        config,
+        info,
+        random_embeddings(num_classes, config.embeddings.dim, seed=config.seed),
+        label_adjacency(info.train_partial_labels),
+    )
     method.check_training_labels()
     epoch = method.first_full_epoch() if epoch is None else epoch
     data = SyntheticData(info, config.data.image_size, feature_cache.model_input_shape(config))
@@ -157,19 +176,40 @@ def prepare(plan: DryRunPlan, mesh: jax.sharding.Mesh) -> PreparedStep:
     optimizer = optim.build_optimizer(config.optim, STEPS_PER_EPOCH)
     start_step = np.asarray(plan.epoch * STEPS_PER_EPOCH, np.int32)
     state, init_s = _timed(  # no reference to the host state outlives place_state
-        lambda: place_state(create_train_state(method, optimizer, config).replace(step=start_step), mesh))
+        lambda: place_state(
+            create_train_state(method, optimizer, config).replace(step=start_step), mesh
+        )
+    )
     to_global = functools.partial(parallel.to_global, mesh=mesh)
-    host = HostContext(data=plan.data, global_batch_size=config.batch_size,
-                       process_index=jax.process_index(), process_count=jax.process_count(),
-                       to_global=to_global, replicate=functools.partial(parallel.replicate, mesh=mesh),
-                       log=lambda step, scalars: logging.info("step %d: %s", step, scalars))
+    host = HostContext(
+        data=plan.data,
+        global_batch_size=config.batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        to_global=to_global,
+        replicate=functools.partial(parallel.replicate, mesh=mesh),
+        log=lambda step, scalars: logging.info("step %d: %s", step, scalars),
+    )
     state, epoch_start_hook_s = _timed(method.on_epoch_start, state, plan.epoch, host)
-    batch = to_global(next(plan.data.train_batches(plan.epoch, config.batch_size,
-                                                   process_index=jax.process_index(),
-                                                   process_count=jax.process_count())))
+    batch = to_global(
+        next(
+            plan.data.train_batches(
+                plan.epoch,
+                config.batch_size,
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+            )
+        )
+    )
     train_step = jit_train_step(make_train_step(method, optimizer, STEPS_PER_EPOCH), mesh)
-    return PreparedStep(state=state, batch=batch, train_step=train_step, host=host, init_s=init_s,
-                        epoch_start_hook_s=epoch_start_hook_s)
+    return PreparedStep(
+        state=state,
+        batch=batch,
+        train_step=train_step,
+        host=host,
+        init_s=init_s,
+        epoch_start_hook_s=epoch_start_hook_s,
+    )
 
 
 def measure(plan: DryRunPlan, mesh: jax.sharding.Mesh, steps: int) -> dict[str, Any]:
@@ -196,18 +236,26 @@ def measure(plan: DryRunPlan, mesh: jax.sharding.Mesh, steps: int) -> dict[str, 
 
     memory, memory_kind = peak_memory_bytes()
     step_s = statistics.median(step_times)
-    return {"devices": mesh.devices.size, "device_kind": jax.devices()[0].device_kind,
-            "platform": jax.default_backend(), "init_s": round(prepared.init_s, 3),
-            "epoch_start_hook_s": round(prepared.epoch_start_hook_s, 3), "compile_s": round(compile_s, 3),
-            "step_s_median": round(step_s, 4), "step_s_all": [round(t, 4) for t in step_times],
-            "images_per_s": round(config.batch_size / step_s, 2),
-            "train_step_flops_per_device": compiled_flops(compiled),
-            "epoch_end_hook_s": round(epoch_end_hook_s, 3),
-            "predict_compile_s": round(predict_compile_s, 3), "predict_step_s": round(predict_s, 4),
-            "peak_memory_bytes": memory, "peak_memory_kind": memory_kind,
-            "loss": float(scalars["loss"]),
-            "last_step_skipped": bool(scalars["skipped_update"]),
-            "load_average": list(os.getloadavg())}
+    return {
+        "devices": mesh.devices.size,
+        "device_kind": jax.devices()[0].device_kind,
+        "platform": jax.default_backend(),
+        "init_s": round(prepared.init_s, 3),
+        "epoch_start_hook_s": round(prepared.epoch_start_hook_s, 3),
+        "compile_s": round(compile_s, 3),
+        "step_s_median": round(step_s, 4),
+        "step_s_all": [round(t, 4) for t in step_times],
+        "images_per_s": round(config.batch_size / step_s, 2),
+        "train_step_flops_per_device": compiled_flops(compiled),
+        "epoch_end_hook_s": round(epoch_end_hook_s, 3),
+        "predict_compile_s": round(predict_compile_s, 3),
+        "predict_step_s": round(predict_s, 4),
+        "peak_memory_bytes": memory,
+        "peak_memory_kind": memory_kind,
+        "loss": float(scalars["loss"]),
+        "last_step_skipped": bool(scalars["skipped_update"]),
+        "load_average": list(os.getloadavg()),
+    }
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, steps: int) -> dict[str, Any]:
@@ -224,12 +272,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, steps: int) -> dict[str
 
 def format_result(result: dict[str, Any]) -> str:
     """Two lines of the numbers that matter."""
-    return (f"dry run of {result['method']} on {result['dataset']} ({result['num_classes']} classes), "
-            f"images {result['train_images_shape']}, epoch {result['epoch']}, "
-            f"{result['devices']} {result['platform']} device(s):\n"
-            f"  compile {result['compile_s']:.1f} s, train step {result['step_s_median']:.3f} s "
-            f"(median of {result['steps']}; {result['images_per_s']} images/s), inference step "
-            f"{result['predict_step_s']:.3f} s, hooks {result['epoch_start_hook_s']:.1f} s + "
-            f"{result['epoch_end_hook_s']:.1f} s, peak memory "
-            f"{result['peak_memory_bytes'] / 2**30:.2f} GiB ({result['peak_memory_kind']}), "
-            f"loss {result['loss']:.4f}")
+    return (
+        f"dry run of {result['method']} on {result['dataset']} ({result['num_classes']} classes), "
+        f"images {result['train_images_shape']}, epoch {result['epoch']}, "
+        f"{result['devices']} {result['platform']} device(s):\n"
+        f"  compile {result['compile_s']:.1f} s, train step {result['step_s_median']:.3f} s "
+        f"(median of {result['steps']}; {result['images_per_s']} images/s), inference step "
+        f"{result['predict_step_s']:.3f} s, hooks {result['epoch_start_hook_s']:.1f} s + "
+        f"{result['epoch_end_hook_s']:.1f} s, peak memory "
+        f"{result['peak_memory_bytes'] / 2**30:.2f} GiB ({result['peak_memory_kind']}), "
+        f"loss {result['loss']:.4f}"
+    )

@@ -30,7 +30,9 @@ def signal_if_requested(phase: str, step: Any) -> None:
         return
     fields = request.split(":")
     if len(fields) not in (2, 3) or fields[0] not in FAULT_PHASES:
-        raise ValueError(f"{FAULT_ENV_VAR}={request!r} must be <phase>:<step>[:<signal>] with "
-                         f"phase one of {FAULT_PHASES}")
+        raise ValueError(
+            f"{FAULT_ENV_VAR}={request!r} must be <phase>:<step>[:<signal>] with "
+            f"phase one of {FAULT_PHASES}"
+        )
     if fields[0] == phase and int(fields[1]) == int(step):
         os.kill(os.getpid(), signal.Signals["SIG" + (fields[2] if len(fields) == 3 else "KILL")])

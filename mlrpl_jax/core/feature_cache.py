@@ -48,10 +48,16 @@ class FeatureCacheError(ValueError):
 def backbone_module(config: ml_collections.ConfigDict):
     """The config's backbone, every layer in inference mode when called with train=False."""
     model = config.model
-    return build_backbone(model.backbone, depth=model.depth, width=model.width,
-                          extra_pool=model.extra_pool, freeze_early_stages=True,
-                          dtype=jnp.dtype(model.dtype), conv_impl=model.conv_impl,
-                          frozen_dtype=jnp.bfloat16 if model.frozen_dtype == "bfloat16" else None)
+    return build_backbone(
+        model.backbone,
+        depth=model.depth,
+        width=model.width,
+        extra_pool=model.extra_pool,
+        freeze_early_stages=True,
+        dtype=jnp.dtype(model.dtype),
+        conv_impl=model.conv_impl,
+        frozen_dtype=jnp.bfloat16 if model.frozen_dtype == "bfloat16" else None,
+    )
 
 
 def model_input_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
@@ -62,8 +68,9 @@ def model_input_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]
         return (size, size, 3)
     backbone = backbone_module(config)
     images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-    variables = jax.eval_shape(lambda x: backbone.init(jax.random.PRNGKey(0), x, train=False),
-                               images)
+    variables = jax.eval_shape(
+        lambda x: backbone.init(jax.random.PRNGKey(0), x, train=False), images
+    )
     out = jax.eval_shape(lambda v, x: backbone.apply(v, x, train=False), variables, images)
     return tuple(out.shape[1:])
 
@@ -74,9 +81,14 @@ def _cache_identity(config: ml_collections.ConfigDict) -> dict:
     weights = model.pretrained or "random"
     if model.pretrained and epath.Path(model.pretrained).is_file():
         weights += f" ({epath.Path(model.pretrained).stat().length} bytes)"
-    identity = {"backbone": model.backbone, "weights": weights, "image_size": config.data.image_size,
-                "dtype": model.dtype, "frozen_dtype": model.frozen_dtype,
-                "conv_impl": model.conv_impl}
+    identity = {
+        "backbone": model.backbone,
+        "weights": weights,
+        "image_size": config.data.image_size,
+        "dtype": model.dtype,
+        "frozen_dtype": model.frozen_dtype,
+        "conv_impl": model.conv_impl,
+    }
     if model.backbone == "resnet":
         identity.update(depth=model.depth, width=model.width, extra_pool=model.extra_pool)
     return identity
@@ -88,8 +100,12 @@ def cache_key(config: ml_collections.ConfigDict) -> str:
     return f"{config.model.backbone}-{config.data.image_size}px-{hashlib.sha256(identity).hexdigest()[:12]}"
 
 
-def feature_maps(config: ml_collections.ConfigDict, builder_dir: epath.Path, images_of_split,
-                 num_rows: dict[str, int]) -> dict[str, np.ndarray]:
+def feature_maps(
+    config: ml_collections.ConfigDict,
+    builder_dir: epath.Path,
+    images_of_split,
+    num_rows: dict[str, int],
+) -> dict[str, np.ndarray]:
     """{'train', 'test'}: memory-mapped float32 (N, h, w, F) maps in reference order, computed
     and stored on first use.
 
@@ -107,26 +123,28 @@ def feature_maps(config: ml_collections.ConfigDict, builder_dir: epath.Path, ima
         if len(maps[split]) != num_rows[split]:
             raise FeatureCacheError(
                 f"{path} holds {len(maps[split])} maps but the {split} split has "
-                f"{num_rows[split]} examples: the dataset was prepared again; delete {directory}")
+                f"{num_rows[split]} examples: the dataset was prepared again; delete {directory}"
+            )
     return maps
 
 
 def backbone_variables(config: ml_collections.ConfigDict, backbone) -> dict:
     """The backbone's variables: ImageNet weights (model.pretrained), else a seeded init."""
     size = config.data.image_size
-    variables = jax.jit(lambda key: backbone.init(key, jnp.zeros((1, size, size, 3)), train=False)
-                        )(jax.random.PRNGKey(config.seed))
+    variables = jax.jit(lambda key: backbone.init(key, jnp.zeros((1, size, size, 3)), train=False))(
+        jax.random.PRNGKey(config.seed)
+    )
     variables = jax.device_get(variables)
     if config.model.pretrained:
         wrapped = {name: {"backbone": tree} for name, tree in variables.items()}
-        wrapped = with_pretrained_backbone(wrapped, config.model.pretrained, config.model.depth,
-                                           config.model.backbone)
+        wrapped = with_pretrained_backbone(
+            wrapped, config.model.pretrained, config.model.depth, config.model.backbone
+        )
         variables = {name: tree["backbone"] for name, tree in wrapped.items()}
     return variables
 
 
-def _compute_split(config: ml_collections.ConfigDict, path: epath.Path, batches,
-                   rows: int) -> None:
+def _compute_split(config: ml_collections.ConfigDict, path: epath.Path, batches, rows: int) -> None:
     """Runs the frozen backbone over `batches` (one split, `rows` examples) and writes its maps
     to `path` atomically, with the settings they depend on in key.json beside it."""
     shape = (rows, *model_input_shape(config))
@@ -136,12 +154,18 @@ def _compute_split(config: ml_collections.ConfigDict, path: epath.Path, batches,
             f"the {path.stem} maps of {config.data.name} at {config.data.image_size} px would "
             f"take {size / 2**30:.1f} GiB (shape {shape}), more than the "
             f"{MAX_CACHE_BYTES / 2**30:.0f} GiB the cache allows; train without "
-            "data.feature_cache")
+            "data.feature_cache"
+        )
     backbone = backbone_module(config)
     variables = backbone_variables(config, backbone)
     forward = jax.jit(functools.partial(backbone.apply, train=False))
-    logging.info("feature cache: computing the %s maps %s of %s in %s", path.stem, shape,
-                 config.data.name, path.parent)
+    logging.info(
+        "feature cache: computing the %s maps %s of %s in %s",
+        path.stem,
+        shape,
+        config.data.name,
+        path.parent,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     storage.write_json(path.parent / "key.json", _cache_identity(config))
     tmp = path.parent / f"{path.name}.tmp-{uuid.uuid4().hex}"
@@ -150,10 +174,12 @@ def _compute_split(config: ml_collections.ConfigDict, path: epath.Path, batches,
         start = 0
         for batch in batches:
             real = int(np.sum(batch["mask"]))
-            maps[start:start + real] = np.asarray(forward(variables, batch["image"]))[:real]
+            maps[start : start + real] = np.asarray(forward(variables, batch["image"]))[:real]
             start += real
         if start != rows:
-            raise FeatureCacheError(f"the {path.stem} split yielded {start} images, expected {rows}")
+            raise FeatureCacheError(
+                f"the {path.stem} split yielded {start} images, expected {rows}"
+            )
         maps.flush()
         del maps
         tmp.replace(path)

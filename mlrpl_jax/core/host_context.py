@@ -28,12 +28,16 @@ class HostContext:
 
     def train_batches(self, epoch: int) -> Iterator[dict]:
         """Local batches of one (augmented, shuffled) training epoch, as hooks need them."""
-        return self.data.train_batches(epoch, self.global_batch_size,
-                                       process_index=self.process_index,
-                                       process_count=self.process_count)
+        return self.data.train_batches(
+            epoch,
+            self.global_batch_size,
+            process_index=self.process_index,
+            process_count=self.process_count,
+        )
 
-    def inference_pass(self, state: Any, features_fn: Callable[[dict, PyTree, jax.Array], dict],
-                       epoch: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    def inference_pass(
+        self, state: Any, features_fn: Callable[[dict, PyTree, jax.Array], dict], epoch: int
+    ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
         """Runs `features_fn(variables, method_state, images)` over one augmented training epoch.
 
         This is the reference's prototype pass (docs/methods/hst.md §7.3, §8.3, §9.3): inference-mode
@@ -46,21 +50,29 @@ class HostContext:
             global_batch = self.to_global({"image": batch["image"], "labels": batch["labels"]})
             outputs = jitted(state, global_batch["image"])
             fault_injection.signal_if_requested("hook", state.step)
-            yield ({key: parallel.gather_to_host(value) for key, value in outputs.items()},
-                   parallel.gather_to_host(global_batch["labels"]))
+            yield (
+                {key: parallel.gather_to_host(value) for key, value in outputs.items()},
+                parallel.gather_to_host(global_batch["labels"]),
+            )
 
-    def training_set_pass(self, state: Any, outputs_fn: Callable[[Any, jax.Array], dict]
-                          ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    def training_set_pass(
+        self, state: Any, outputs_fn: Callable[[Any, jax.Array], dict]
+    ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
         """Runs `outputs_fn(state, images)` once over every training image, unaugmented, in
         reference order (the last global batch padded), as a teacher scores the training set
         (docs/methods/ema.md §2). Yields, for every global batch, the outputs and the images'
         'index' (B,) (-1 for padding) as NumPy arrays identical on every process."""
         jitted = jax.jit(outputs_fn)
-        for batch in self.data.eval_batches(self.global_batch_size, split="train",
-                                            process_index=self.process_index,
-                                            process_count=self.process_count):
+        for batch in self.data.eval_batches(
+            self.global_batch_size,
+            split="train",
+            process_index=self.process_index,
+            process_count=self.process_count,
+        ):
             global_batch = self.to_global({"image": batch["image"], "index": batch["index"]})
             outputs = jitted(state, global_batch["image"])
             fault_injection.signal_if_requested("hook", state.step)
-            yield ({key: parallel.gather_to_host(value) for key, value in outputs.items()},
-                   parallel.gather_to_host(global_batch["index"]))
+            yield (
+                {key: parallel.gather_to_host(value) for key, value in outputs.items()},
+                parallel.gather_to_host(global_batch["index"]),
+            )

@@ -36,8 +36,9 @@ class MetricWriter:
         if not self._enabled:
             return
         values = {f"{prefix}{k}": float(v) for k, v in scalars.items()}
-        logging.info("step %d: %s", step,
-                     ", ".join(f"{k}={v:.5g}" for k, v in sorted(values.items())))
+        logging.info(
+            "step %d: %s", step, ", ".join(f"{k}={v:.5g}" for k, v in sorted(values.items()))
+        )
         self._jsonl.append({"step": step, "time": time.time(), **values})
         for key, value in values.items():
             self._tensorboard.add_scalar(key, value, step)

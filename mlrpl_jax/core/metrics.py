@@ -4,6 +4,7 @@ Scores are the model's logits, shape (N, C); targets have the same shape and any
 positive (the test labels' −1 and 0 are both negatives, §11). Ranking ties are broken by the
 lower sample index (stable sort), and top-k ties by the lower class index.
 """
+
 import numpy as np
 
 THRESHOLD_METRIC_NAMES = ("OP", "OR", "OF1", "CP", "CR", "CF1")
@@ -36,7 +37,9 @@ def _validated(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.
             "check the model outputs for divergence before evaluating."
         )
     if not np.all(np.isfinite(targets)):
-        raise ValueError("targets contain NaN or inf; use 1 for positives and 0 or -1 for negatives.")
+        raise ValueError(
+            "targets contain NaN or inf; use 1 for positives and 0 or -1 for negatives."
+        )
     return scores, targets > 0
 
 
@@ -106,7 +109,9 @@ def _predicted_positives(scores: np.ndarray, top_k: int | None) -> np.ndarray:
     return predicted & in_top
 
 
-def threshold_metrics(scores: np.ndarray, targets: np.ndarray, top_k: int | None = None) -> dict[str, float]:
+def threshold_metrics(
+    scores: np.ndarray, targets: np.ndarray, top_k: int | None = None
+) -> dict[str, float]:
     """Overall and per-class precision, recall and F1 of thresholded logits, as fractions (docs/methods/evaluation.md §11.3).
 
     Prediction = logit >= 0 (top_k=3: also among the image's 3 highest logits). Per class N_g, N_p,
@@ -138,8 +143,9 @@ def _check_recall(recall: float) -> float:
     return float(recall)
 
 
-def _precision_at_recall_from_ranking(true_positives: np.ndarray, precision_envelope: np.ndarray,
-                                      recall: float) -> np.ndarray:
+def _precision_at_recall_from_ranking(
+    true_positives: np.ndarray, precision_envelope: np.ndarray, recall: float
+) -> np.ndarray:
     """(C, N) positives among the top k+1 and interpolated precision -> (C,) the highest
     precision at any rank whose recall is >= `recall`: the envelope at the m-th positive,
     m = min{m: m/N+ >= recall}."""
@@ -164,8 +170,11 @@ def precision_at_recall(scores: np.ndarray, targets: np.ndarray, recall: float) 
     true_positives = np.cumsum(is_positive, axis=1)  # (C, N)
     envelope = _precision_envelope(_precision_at_ranks(true_positives))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(is_positive.any(axis=1),
-                        _precision_at_recall_from_ranking(true_positives, envelope, recall), np.nan)
+        return np.where(
+            is_positive.any(axis=1),
+            _precision_at_recall_from_ranking(true_positives, envelope, recall),
+            np.nan,
+        )
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -174,8 +183,9 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-logits))
 
 
-def _equal_width_gaps(probability: np.ndarray, is_positive: np.ndarray, num_counted: np.ndarray,
-                      num_bins: int) -> tuple[np.ndarray, np.ndarray]:
+def _equal_width_gaps(
+    probability: np.ndarray, is_positive: np.ndarray, num_counted: np.ndarray, num_bins: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(C, N) probabilities, labels and (C,) number of leading entries that count -> (C, M)
     |positive rate - mean probability| in the bins [m/M, (m+1)/M) (the last one closed; NaN
     when empty) and (C, M) their entry counts."""
@@ -194,8 +204,9 @@ def _equal_width_gaps(probability: np.ndarray, is_positive: np.ndarray, num_coun
     return gap.reshape(shape)[:, :num_bins], count.reshape(shape)[:, :num_bins]
 
 
-def _equal_mass_gaps(probability: np.ndarray, true_positives: np.ndarray,
-                     num_counted: np.ndarray, num_bins: int) -> np.ndarray:
+def _equal_mass_gaps(
+    probability: np.ndarray, true_positives: np.ndarray, num_counted: np.ndarray, num_bins: int
+) -> np.ndarray:
     """(C, N) probabilities in decreasing order, positives among the top k+1 and (C,) number
     of leading entries that count -> (C, M) |positive rate - mean probability| in M bins of
     consecutive entries (NaN when empty). Bin m holds the ascending positions
@@ -207,17 +218,23 @@ def _equal_mass_gaps(probability: np.ndarray, true_positives: np.ndarray,
     probability_before = np.concatenate([zero, np.cumsum(probability, axis=1)], axis=1)
     positive_before = np.concatenate([zero, true_positives], axis=1)  # (C, N+1)
     count = edge[:, :-1] - edge[:, 1:]  # (C, M)
-    probability_sum = (np.take_along_axis(probability_before, edge[:, :-1], axis=1)
-                       - np.take_along_axis(probability_before, edge[:, 1:], axis=1))
-    positive_sum = (np.take_along_axis(positive_before, edge[:, :-1], axis=1)
-                    - np.take_along_axis(positive_before, edge[:, 1:], axis=1))
+    probability_sum = np.take_along_axis(
+        probability_before, edge[:, :-1], axis=1
+    ) - np.take_along_axis(probability_before, edge[:, 1:], axis=1)
+    positive_sum = np.take_along_axis(positive_before, edge[:, :-1], axis=1) - np.take_along_axis(
+        positive_before, edge[:, 1:], axis=1
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.abs(positive_sum - probability_sum) / count
 
 
-def _calibration_from_ranking(ranked_logits: np.ndarray, is_positive: np.ndarray,
-                              true_positives: np.ndarray, num_counted: np.ndarray,
-                              num_bins: int) -> dict[str, np.ndarray]:
+def _calibration_from_ranking(
+    ranked_logits: np.ndarray,
+    is_positive: np.ndarray,
+    true_positives: np.ndarray,
+    num_counted: np.ndarray,
+    num_bins: int,
+) -> dict[str, np.ndarray]:
     """(C, N) logits by decreasing value, their labels, positives among the top k+1 and (C,)
     number of leading entries that count -> per-class ECE, ACE, MCE, (C,) each, as fractions
     (docs/methods/evaluation.md §11.4)."""
@@ -237,8 +254,9 @@ def _check_num_bins(num_bins: int) -> int:
     return int(num_bins)
 
 
-def calibration_errors(scores: np.ndarray, targets: np.ndarray,
-                       num_bins: int = CALIBRATION_BINS) -> dict[str, float]:
+def calibration_errors(
+    scores: np.ndarray, targets: np.ndarray, num_bins: int = CALIBRATION_BINS
+) -> dict[str, float]:
     """ECE, ACE and MCE of the sigmoid of the logits, each per class then averaged over the
     classes, as fractions (docs/methods/evaluation.md §11.4).
 
@@ -250,9 +268,13 @@ def calibration_errors(scores: np.ndarray, targets: np.ndarray,
     num_bins = _check_num_bins(num_bins)
     scores, positives = _validated(scores, targets)
     order, is_positive = _ranking(scores, positives)
-    per_class = _calibration_from_ranking(np.take_along_axis(scores.T, order, axis=1), is_positive,
-                                          np.cumsum(is_positive, axis=1),
-                                          np.full(scores.shape[1], scores.shape[0]), num_bins)
+    per_class = _calibration_from_ranking(
+        np.take_along_axis(scores.T, order, axis=1),
+        is_positive,
+        np.cumsum(is_positive, axis=1),
+        np.full(scores.shape[1], scores.shape[0]),
+        num_bins,
+    )
     return {name: float(np.mean(per_class[name])) for name in CALIBRATION_METRIC_NAMES}
 
 
@@ -265,8 +287,9 @@ def precision_at_recall_name(recall: float) -> str:
 PER_CLASS_AP = "per_class_AP"
 
 
-def evaluate_scores(scores: np.ndarray, targets: np.ndarray, *,
-                    ignore_zero_targets: bool = False) -> dict[str, float | list[float]]:
+def evaluate_scores(
+    scores: np.ndarray, targets: np.ndarray, *, ignore_zero_targets: bool = False
+) -> dict[str, float | list[float]]:
     """All test metrics in percent: 'mAP' (interpolated, the reported number), 'mAP_plain', the six
     threshold metrics and the same six with suffix '_top3', 'ECE', 'ACE', 'MCE' and the precision
     at each of FIXED_RECALLS ('P_at_R50', ...) (docs/methods/evaluation.md §11), and
@@ -302,9 +325,13 @@ def evaluate_scores(scores: np.ndarray, targets: np.ndarray, *,
     for suffix, top_k in (("", None), ("_top3", 3)):
         for name, value in threshold_metrics(scores, positives, top_k).items():
             percent[name + suffix] = 100.0 * value
-    calibration = _calibration_from_ranking(np.take_along_axis(scores.T, order, axis=1),
-                                            is_positive, true_positives, num_counted,
-                                            CALIBRATION_BINS)
+    calibration = _calibration_from_ranking(
+        np.take_along_axis(scores.T, order, axis=1),
+        is_positive,
+        true_positives,
+        num_counted,
+        CALIBRATION_BINS,
+    )
     for name in CALIBRATION_METRIC_NAMES:
         percent[name] = 100.0 * float(np.mean(calibration[name]))
     for recall in FIXED_RECALLS:

@@ -27,8 +27,10 @@ TRAINED_WEIGHTS = "trained"
 def check_decay(decay: float) -> None:
     """ValueError unless 0 <= decay < 1 (0 = no EMA)."""
     if not 0.0 <= decay < 1.0:
-        raise ValueError(f"ema.decay must be in [0, 1) (0 = no model EMA; the LogicMix recipe "
-                         f"uses 0.999), got {decay}")
+        raise ValueError(
+            f"ema.decay must be in [0, 1) (0 = no model EMA; the LogicMix recipe "
+            f"uses 0.999), got {decay}"
+        )
 
 
 def initial_ema(params: PyTree, batch_stats: PyTree, decay: float) -> PyTree:
@@ -48,8 +50,10 @@ def updated_ema(ema: PyTree, params: PyTree, batch_stats: PyTree, decay: float) 
     def moved(old: jax.Array, new: jax.Array) -> jax.Array:
         return old + rate * (new - old)
 
-    return {"params": jax.tree.map(moved, ema["params"], params),
-            "batch_stats": jax.tree.map(moved, ema["batch_stats"], batch_stats)}
+    return {
+        "params": jax.tree.map(moved, ema["params"], params),
+        "batch_stats": jax.tree.map(moved, ema["batch_stats"], batch_stats),
+    }
 
 
 def evaluated_weights(config: ml_collections.ConfigDict) -> str:

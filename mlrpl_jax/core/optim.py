@@ -1,6 +1,7 @@
 """The reference optimiser: PyTorch-1.7 Adam with coupled L2 weight decay, per-leaf lazy state
 and a step learning-rate decay per epoch (docs/methods/training.md §10.1, §10.2).
 """
+
 import functools
 import math
 from typing import NamedTuple
@@ -12,7 +13,14 @@ import optax
 
 OPTIMIZER_NAMES = ("adam",)
 _OPTIMIZER_FIELDS = (
-    "name", "lr", "b1", "b2", "eps", "weight_decay", "lr_decay_epochs", "lr_decay_factor"
+    "name",
+    "lr",
+    "b1",
+    "b2",
+    "eps",
+    "weight_decay",
+    "lr_decay_epochs",
+    "lr_decay_factor",
 )
 
 
@@ -98,8 +106,10 @@ def reference_adam(
     ) -> tuple[optax.Updates, ReferenceAdamState]:
         del extra_args
         if params is None:
-            raise ValueError("reference_adam needs params (for the L2 weight decay): "
-                             "call update(grads, state, params).")
+            raise ValueError(
+                "reference_adam needs params (for the L2 weight decay): "
+                "call update(grads, state, params)."
+            )
         structure = jax.tree.structure(updates)
         if active is None:
             active = jax.tree.unflatten(structure, [True] * structure.num_leaves)
@@ -109,8 +119,10 @@ def reference_adam(
                 f"bool per leaf; got {jax.tree.structure(active)} for {structure}."
             )
         if any(jnp.ndim(flag) != 0 for flag in jax.tree.leaves(active)):
-            raise ValueError("every leaf of active must be a scalar bool (one flag per parameter "
-                             "array), not an elementwise mask.")
+            raise ValueError(
+                "every leaf of active must be a scalar bool (one flag per parameter "
+                "array), not an elementwise mask."
+            )
         learning_rate_now = learning_rate(state.count) if callable(learning_rate) else learning_rate
 
         def leaf_update(g, theta, m, v, k, is_active):
@@ -156,11 +168,14 @@ def build_optimizer(
     """
     missing = [field for field in _OPTIMIZER_FIELDS if field not in optim_config]
     if missing:
-        raise ValueError(f"the optimiser config lacks the fields {missing}; it needs all of "
-                         f"{list(_OPTIMIZER_FIELDS)}.")
+        raise ValueError(
+            f"the optimiser config lacks the fields {missing}; it needs all of "
+            f"{list(_OPTIMIZER_FIELDS)}."
+        )
     if optim_config.name not in OPTIMIZER_NAMES:
-        raise ValueError(f"unknown optimiser name {optim_config.name!r}; valid names: "
-                         f"{list(OPTIMIZER_NAMES)}.")
+        raise ValueError(
+            f"unknown optimiser name {optim_config.name!r}; valid names: {list(OPTIMIZER_NAMES)}."
+        )
     schedule = step_learning_rate(
         optim_config.lr,
         steps_per_epoch,

@@ -37,14 +37,17 @@ def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "batch_size
     if global_batch_size % devices or global_batch_size % processes:
         raise ValueError(
             f"{what}={global_batch_size} must be divisible by the number of devices ({devices}) "
-            f"and processes ({processes}); set --config.{what} to a multiple of {devices}")
+            f"and processes ({processes}); set --config.{what} to a multiple of {devices}"
+        )
 
 
 def to_global(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """Assembles each process's rows of the global batch into arrays sharded over 'data'."""
     sharding = batch_sharded(mesh)
-    return {key: jax.make_array_from_process_local_data(sharding, value)
-            for key, value in local_batch.items()}
+    return {
+        key: jax.make_array_from_process_local_data(sharding, value)
+        for key, value in local_batch.items()
+    }
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

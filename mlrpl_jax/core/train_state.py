@@ -34,22 +34,28 @@ class TrainState:
     def variables(self, params: PyTree | None = None) -> dict[str, PyTree]:
         """Model variables with `params` (default: the current trainable ones) merged in."""
         trainable = self.params if params is None else params
-        return {"params": merge_params(trainable, self.frozen_params),
-                "batch_stats": self.batch_stats}
+        return {
+            "params": merge_params(trainable, self.frozen_params),
+            "batch_stats": self.batch_stats,
+        }
 
     def ema_variables(self) -> dict[str, PyTree]:
         """Model variables of the EMA (docs/methods/ema.md §1); ValueError when none is kept."""
         if not self.ema:
             raise ValueError("this run keeps no model EMA; set config.ema.decay > 0")
-        return {"params": merge_params(self.ema["params"], self.frozen_params),
-                "batch_stats": self.ema["batch_stats"]}
+        return {
+            "params": merge_params(self.ema["params"], self.frozen_params),
+            "batch_stats": self.ema["batch_stats"],
+        }
 
     def evaluated_variables(self) -> dict[str, PyTree]:
         """What evaluation runs: the EMA's variables when the run keeps one, else `variables()`."""
         return self.ema_variables() if self.ema else self.variables()
 
 
-def split_params(params: PyTree, freeze_early_stages: bool, backbone: str = "resnet") -> tuple[PyTree, PyTree]:
+def split_params(
+    params: PyTree, freeze_early_stages: bool, backbone: str = "resnet"
+) -> tuple[PyTree, PyTree]:
     """Splits a full params tree into (trainable, frozen) nested dicts (`backbone` = config.model.backbone)."""
     flat = traverse_util.flatten_dict(flax.core.unfreeze(params))
     frozen = {k: v for k, v in flat.items() if freeze_early_stages and is_frozen_param(k, backbone)}

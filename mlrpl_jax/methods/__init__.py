@@ -23,6 +23,7 @@ def registered_methods() -> dict:
     """{name: Method subclass} of every method defined so far (package modules included)."""
     _import_method_modules()
     from mlrpl_jax.methods.base import registered_method_classes
+
     return registered_method_classes()
 
 

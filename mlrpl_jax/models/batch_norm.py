@@ -4,6 +4,7 @@ y = (x - mu) / sqrt(var_biased + eps) * scale + bias over all axes but the last;
 mode the running statistics move by momentum m (PyTorch convention) towards the batch mean
 and the *unbiased* batch variance var_biased * n / (n - 1), n = number of reduced elements.
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -46,7 +47,11 @@ class TorchBatchNorm(nn.Module):
             if not self.is_initializing():
                 batch_mean = jax.lax.stop_gradient(mean)
                 unbiased_var = jax.lax.stop_gradient(var) * (n / (n - 1))
-                running_mean.value = (1 - self.momentum) * running_mean.value + self.momentum * batch_mean
-                running_var.value = (1 - self.momentum) * running_var.value + self.momentum * unbiased_var
+                running_mean.value = (
+                    1 - self.momentum
+                ) * running_mean.value + self.momentum * batch_mean
+                running_var.value = (
+                    1 - self.momentum
+                ) * running_var.value + self.momentum * unbiased_var
         y = (x32 - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
         return y.astype(self.dtype)

@@ -2,6 +2,7 @@
 
 o_{b,c} = tanh(W_o [h_{b,c} ; s_{b,c}] + b_o);  z_{b,c} = omega_c . o_{b,c} + kappa_c.
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -64,4 +65,6 @@ class OutputHead(nn.Module):
             name="fc",
         )
         hidden = jnp.tanh(fc(joined))  # (B, C, D_o)
-        return ElementWiseLinear(self.num_classes, self.features, dtype=self.dtype, name="classifiers")(hidden)
+        return ElementWiseLinear(
+            self.num_classes, self.features, dtype=self.dtype, name="classifiers"
+        )(hidden)

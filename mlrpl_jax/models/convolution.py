@@ -16,6 +16,7 @@ jax.default_backend() when the module is traced.
 `operand_dtype` (e.g. bfloat16) casts input and kernel to it and accumulates in `dtype`
 (preferred_element_type): the matrix units' bf16 x bf16 -> f32 product, f32 output.
 """
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,8 +42,9 @@ def resolve_conv_impl(impl: str, kernel_size: int) -> str:
     return impl
 
 
-def spatial_pads(padding: Padding, shape: tuple[int, int], kernel_size: int,
-                 stride: int) -> tuple[tuple[int, int], tuple[int, int]]:
+def spatial_pads(
+    padding: Padding, shape: tuple[int, int], kernel_size: int, stride: int
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """Explicit (before, after) pads of H and W; 'SAME' is TF's (extra pad after), as lax's."""
     if isinstance(padding, str):
         return tuple(jax.lax.padtype_to_pads(shape, (kernel_size,) * 2, (stride,) * 2, padding))
@@ -66,7 +68,9 @@ class Conv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k, s = self.kernel_size, self.stride
-        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
+        kernel = self.param(
+            "kernel", self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32
+        )
         operand_dtype = self.operand_dtype or self.dtype
         x, kernel = x.astype(operand_dtype), kernel.astype(operand_dtype)
         pads = spatial_pads(self.padding, x.shape[1:3], k, s)
@@ -74,12 +78,20 @@ class Conv(nn.Module):
             if any(p for pair in pads for p in pair):
                 x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
             x = x[:, ::s, ::s, :]  # (B, H', W', I): 1x1 taps of the strided output grid
-            y = jax.lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())),
-                                    preferred_element_type=self.dtype)  # (B, H', W', O)
+            y = jax.lax.dot_general(
+                x, kernel[0, 0], (((3,), (0,)), ((), ())), preferred_element_type=self.dtype
+            )  # (B, H', W', O)
         else:
-            y = jax.lax.conv_general_dilated(x, kernel, (s, s), pads,
-                                             dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                             preferred_element_type=self.dtype)
+            y = jax.lax.conv_general_dilated(
+                x,
+                kernel,
+                (s, s),
+                pads,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                preferred_element_type=self.dtype,
+            )
         if self.use_bias:
-            y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(self.dtype)
+            y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(
+                self.dtype
+            )
         return y

@@ -15,6 +15,7 @@ mlrpl_jax.data.preprocessing.normalize); the first op maps them to what the TF l
 trained on, (255 x - 127) / 128 with x in [0, 1]. Output: the 1280-channel map after the head
 conv + BN + ReLU6, stride 32: (B, H, W, 3) -> (B, H/32, W/32, 1280).
 """
+
 import functools
 from typing import Any, NamedTuple
 
@@ -63,7 +64,9 @@ def lite0_blocks() -> list[BlockSpec]:
     blocks, in_features = [], STEM_FEATURES
     for expand_ratio, kernel, stride, out_features, repeats in LITE0_STAGES:
         for i in range(repeats):
-            blocks.append(BlockSpec(expand_ratio, kernel, stride if i == 0 else 1, in_features, out_features))
+            blocks.append(
+                BlockSpec(expand_ratio, kernel, stride if i == 0 else 1, in_features, out_features)
+            )
             in_features = out_features
     return blocks
 
@@ -75,12 +78,22 @@ NUM_FROZEN_BLOCKS = sum(stage[-1] for stage in LITE0_STAGES[:NUM_FROZEN_STAGES])
 FROZEN_BACKBONE_MODULES = ("stem_conv", "stem_bn", *(f"block{i}" for i in range(NUM_FROZEN_BLOCKS)))
 
 
-def _conv(features: int, kernel: int, stride: int, name: str, *, dtype: Any, impl: str,
-          operand_dtype: Any) -> Conv:
+def _conv(
+    features: int, kernel: int, stride: int, name: str, *, dtype: Any, impl: str, operand_dtype: Any
+) -> Conv:
     """The port's conv: no bias, TF 'SAME' padding."""
-    return Conv(features, kernel, stride, padding="SAME", use_bias=False,
-                kernel_init=kaiming_normal_fan_out, impl=impl, dtype=dtype,
-                operand_dtype=operand_dtype, name=name)
+    return Conv(
+        features,
+        kernel,
+        stride,
+        padding="SAME",
+        use_bias=False,
+        kernel_init=kaiming_normal_fan_out,
+        impl=impl,
+        dtype=dtype,
+        operand_dtype=operand_dtype,
+        name=name,
+    )
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -114,7 +127,7 @@ class DepthwiseConv(nn.Module):
         y = None
         for u in range(k):
             for v in range(k):
-                tap = padded[:, u:u + (out_h - 1) * s + 1:s, v:v + (out_w - 1) * s + 1:s, :]
+                tap = padded[:, u : u + (out_h - 1) * s + 1 : s, v : v + (out_w - 1) * s + 1 : s, :]
                 term = tap * kernel[u, v, 0]  # (B, out_h, out_w, C)
                 y = term if y is None else y + term
         return y
@@ -141,8 +154,9 @@ class MBConvBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         spec, use_running_average = self.spec, not train
-        conv = functools.partial(_conv, dtype=self.dtype, impl=self.conv_impl,
-                                 operand_dtype=self.operand_dtype)
+        conv = functools.partial(
+            _conv, dtype=self.dtype, impl=self.conv_impl, operand_dtype=self.operand_dtype
+        )
         hidden = spec.in_features * spec.expand_ratio
         y = x
         if spec.expand_ratio != 1:
@@ -183,18 +197,36 @@ class EfficientNetLite0(nn.Module):
         frozen = self.freeze_early_stages
         x = lite_input(x.astype(jnp.float32)).astype(self.dtype)
         frozen_dtype = self.frozen_dtype if frozen else None
-        x = _conv(STEM_FEATURES, 3, 2, "stem_conv", dtype=self.dtype, impl=self.conv_impl,
-                  operand_dtype=frozen_dtype)(x)
+        x = _conv(
+            STEM_FEATURES,
+            3,
+            2,
+            "stem_conv",
+            dtype=self.dtype,
+            impl=self.conv_impl,
+            operand_dtype=frozen_dtype,
+        )(x)
         x = jax.nn.relu6(_batch_norm(self.dtype, "stem_bn")(x, not (train and not frozen)))
         for i, spec in enumerate(lite0_blocks()):
             block_frozen = i < NUM_FROZEN_BLOCKS and frozen
-            x = MBConvBlock(spec, dtype=self.dtype, conv_impl=self.conv_impl,
-                            operand_dtype=frozen_dtype if block_frozen else None,
-                            name=f"block{i}")(x, train and not block_frozen)
+            x = MBConvBlock(
+                spec,
+                dtype=self.dtype,
+                conv_impl=self.conv_impl,
+                operand_dtype=frozen_dtype if block_frozen else None,
+                name=f"block{i}",
+            )(x, train and not block_frozen)
             if i == NUM_FROZEN_BLOCKS - 1 and frozen:
                 x = jax.lax.stop_gradient(x)
-        x = _conv(HEAD_FEATURES, 1, 1, "head_conv", dtype=self.dtype, impl=self.conv_impl,
-                  operand_dtype=None)(x)
+        x = _conv(
+            HEAD_FEATURES,
+            1,
+            1,
+            "head_conv",
+            dtype=self.dtype,
+            impl=self.conv_impl,
+            operand_dtype=None,
+        )(x)
         return jax.nn.relu6(_batch_norm(self.dtype, "head_bn")(x, not train))
 
 

@@ -3,6 +3,7 @@
 m = [A h ; A^T h];  z = sig(W_z m + b_z + U_z h + c_z);  r = sig(W_r m + b_r + U_r h + c_r);
 h~ = tanh(W_h m + b_h + U_h (r * h) + c_h);  h <- (1 - z) * h + z * h~,  for T steps.
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -34,11 +35,20 @@ class GatedGNN(nn.Module):
                 f"set features={nodes.shape[-1]}."
             )
         d = self.features
-        message = [LinearParams(2 * d, d, name=f"message_{gate}")() for gate in ("update", "reset", "candidate")]
-        state = [LinearParams(d, d, name=f"state_{gate}")() for gate in ("update", "reset", "candidate")]
-        message_kernel = jnp.concatenate([k for k, _ in message], axis=1).astype(self.dtype)  # (2D, 3D)
+        message = [
+            LinearParams(2 * d, d, name=f"message_{gate}")()
+            for gate in ("update", "reset", "candidate")
+        ]
+        state = [
+            LinearParams(d, d, name=f"state_{gate}")() for gate in ("update", "reset", "candidate")
+        ]
+        message_kernel = jnp.concatenate([k for k, _ in message], axis=1).astype(
+            self.dtype
+        )  # (2D, 3D)
         message_bias = jnp.concatenate([b for _, b in message]).astype(self.dtype)  # (3D,)
-        gate_kernel = jnp.concatenate([k for k, _ in state[:2]], axis=1).astype(self.dtype)  # (D, 2D)
+        gate_kernel = jnp.concatenate([k for k, _ in state[:2]], axis=1).astype(
+            self.dtype
+        )  # (D, 2D)
         gate_bias = jnp.concatenate([b for _, b in state[:2]]).astype(self.dtype)  # (2D,)
         candidate_kernel = state[2][0].astype(self.dtype)  # (D, D)
         candidate_bias = state[2][1].astype(self.dtype)  # (D,)
@@ -49,7 +59,9 @@ class GatedGNN(nn.Module):
             incoming = jnp.einsum("cj,bjd->bcd", adjacency, h)  # A h
             outgoing = jnp.einsum("jc,bjd->bcd", adjacency, h)  # A^T h
             m = jnp.concatenate([incoming, outgoing], axis=-1)  # (B, C, 2D)
-            m_update, m_reset, m_candidate = jnp.split(m @ message_kernel + message_bias, 3, axis=-1)
+            m_update, m_reset, m_candidate = jnp.split(
+                m @ message_kernel + message_bias, 3, axis=-1
+            )
             h_update, h_reset = jnp.split(h @ gate_kernel + gate_bias, 2, axis=-1)
             z = jax.nn.sigmoid(m_update + h_update)
             r = jax.nn.sigmoid(m_reset + h_reset)

@@ -3,6 +3,7 @@
 Flax's defaults (LeCun normal kernels, zero biases) differ from PyTorch's, so every layer of
 the shared network names its initialiser explicitly with one of these.
 """
+
 import math
 
 import flax.linen as nn

@@ -15,6 +15,7 @@ Records 1-5 are read with `_RestrictedUnpickler`, whose `find_class` resolves on
 listed in `_GLOBALS` (to the functions here) and refuses any other with `UnsafeFileError`
 before anything of it runs. Tensors become NumPy arrays (copies; views of one storage allowed).
 """
+
 import collections
 import dataclasses
 import io
@@ -66,11 +67,15 @@ class _TensorRef:
     stride: tuple[int, ...]
 
 
-def _rebuild_tensor(storage: _StorageRef, offset: int, size: tuple, stride: tuple, *_: Any) -> _TensorRef:
+def _rebuild_tensor(
+    storage: _StorageRef, offset: int, size: tuple, stride: tuple, *_: Any
+) -> _TensorRef:
     """Stands in for torch._utils._rebuild_tensor(_v2); requires_grad, hooks and metadata are dropped."""
     if not isinstance(storage, _StorageRef):
         raise UnsafeFileError(f"tensor rebuilt from {type(storage).__name__}, not from a storage")
-    return _TensorRef(storage, int(offset), tuple(int(s) for s in size), tuple(int(s) for s in stride))
+    return _TensorRef(
+        storage, int(offset), tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    )
 
 
 def _rebuild_parameter(data: _TensorRef, *_: Any) -> _TensorRef:
@@ -96,18 +101,23 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if (module, name) not in _GLOBALS:
             raise UnsafeFileError(
                 f"refusing to load global '{module}.{name}': a legacy torch weights file only needs "
-                f"{sorted(f'{m}.{n}' for m, n in _GLOBALS)}")
+                f"{sorted(f'{m}.{n}' for m, n in _GLOBALS)}"
+            )
         return _GLOBALS[(module, name)]
 
     def persistent_load(self, pid: Any) -> _StorageRef:
-        if self._storages is None or not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+        if self._storages is None or not (
+            isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
+        ):
             raise UnsafeFileError(f"unexpected persistent id {pid!r}")
         _, storage_type, key, _location, numel = pid[:5]
         if not isinstance(storage_type, _StorageType):
             raise UnsafeFileError(f"persistent id {pid!r} names no known storage type")
         if len(pid) > 5 and pid[5] is not None:
             raise UnsafeFileError("storage views (pre-0.4 files) are not supported")
-        ref = self._storages.setdefault(str(key), _StorageRef(str(key), storage_type.dtype, int(numel)))
+        ref = self._storages.setdefault(
+            str(key), _StorageRef(str(key), storage_type.dtype, int(numel))
+        )
         if ref.dtype != storage_type.dtype:
             raise UnsafeFileError(f"storage {key!r} is used with two dtypes")
         return ref
@@ -125,9 +135,15 @@ def _view(tensor: _TensorRef, data: dict[str, np.ndarray]) -> np.ndarray:
         return np.zeros(tensor.size, storage.dtype)
     last = tensor.offset + sum((n - 1) * s for n, s in zip(tensor.size, tensor.stride))
     if tensor.offset < 0 or last >= storage.size:
-        raise UnsafeFileError(f"tensor reaches past its storage {tensor.storage.key!r} ({storage.size} elements)")
+        raise UnsafeFileError(
+            f"tensor reaches past its storage {tensor.storage.key!r} ({storage.size} elements)"
+        )
     view = np.lib.stride_tricks.as_strided(
-        storage[tensor.offset:], tensor.size, tuple(s * storage.itemsize for s in tensor.stride), writeable=False)
+        storage[tensor.offset :],
+        tensor.size,
+        tuple(s * storage.itemsize for s in tensor.stride),
+        writeable=False,
+    )
     return np.array(view, dtype=storage.dtype.newbyteorder("="))
 
 
@@ -170,7 +186,9 @@ def load(path: str) -> Any:
         ref = storages[key]
         count = np.frombuffer(buffer.read(8), "<i8")
         if count.size != 1 or int(count[0]) != ref.numel:
-            raise UnsafeFileError(f"{path!r}: storage {key!r} record does not hold {ref.numel} elements")
+            raise UnsafeFileError(
+                f"{path!r}: storage {key!r} record does not hold {ref.numel} elements"
+            )
         raw = buffer.read(ref.numel * ref.dtype.itemsize)
         if len(raw) != ref.numel * ref.dtype.itemsize:
             raise UnsafeFileError(f"{path!r} is truncated in storage {key!r}")

@@ -3,6 +3,7 @@
 Method plug-ins call `extract` and `classify` as linen methods, e.g. classify blended semantic
 features inside the same `apply` (docs/methods/network.md §4.5 "head(S)").
 """
+
 from typing import Any
 
 import flax
@@ -45,19 +46,36 @@ def frozen_backbone_modules(backbone: str) -> tuple[str, ...]:
     return BACKBONES[backbone]
 
 
-def build_backbone(backbone_name: str, *, depth: int = 101, width: int = 64, extra_pool: bool = True,
-                   freeze_early_stages: bool = True, dtype: Any = jnp.float32,
-                   conv_impl: str = "auto", frozen_dtype: Any = None) -> nn.Module:
+def build_backbone(
+    backbone_name: str,
+    *,
+    depth: int = 101,
+    width: int = 64,
+    extra_pool: bool = True,
+    freeze_early_stages: bool = True,
+    dtype: Any = jnp.float32,
+    conv_impl: str = "auto",
+    frozen_dtype: Any = None,
+) -> nn.Module:
     """The backbone module `backbone_name` (a key of BACKBONES): images (B, H, W, 3) -> feature
     map. depth, width and extra_pool apply to 'resnet' only."""
     frozen_backbone_modules(backbone_name)  # validates the name
     if backbone_name == "efficientnet_lite0":
         return efficientnet_lite.EfficientNetLite0(
-            freeze_early_stages=freeze_early_stages, dtype=dtype, conv_impl=conv_impl,
-            frozen_dtype=frozen_dtype)
-    return ResNet(depth=depth, width=width, extra_pool=extra_pool,
-                  freeze_early_stages=freeze_early_stages, dtype=dtype, conv_impl=conv_impl,
-                  frozen_dtype=frozen_dtype)
+            freeze_early_stages=freeze_early_stages,
+            dtype=dtype,
+            conv_impl=conv_impl,
+            frozen_dtype=frozen_dtype,
+        )
+    return ResNet(
+        depth=depth,
+        width=width,
+        extra_pool=extra_pool,
+        freeze_early_stages=freeze_early_stages,
+        dtype=dtype,
+        conv_impl=conv_impl,
+        frozen_dtype=frozen_dtype,
+    )
 
 
 @flax.struct.dataclass
@@ -102,9 +120,13 @@ class SharedHead(nn.Module):
         c = self.num_classes
         words, adjacency = np.shape(self.word_embeddings), np.shape(self.adjacency)
         if len(words) != 2 or words[0] != c:
-            raise ValueError(f"word_embeddings must have shape (num_classes={c}, D_w), got {words}.")
+            raise ValueError(
+                f"word_embeddings must have shape (num_classes={c}, D_w), got {words}."
+            )
         if adjacency != (c, c):
-            raise ValueError(f"adjacency must have shape (num_classes, num_classes) = ({c}, {c}), got {adjacency}.")
+            raise ValueError(
+                f"adjacency must have shape (num_classes, num_classes) = ({c}, {c}), got {adjacency}."
+            )
         self.reduction_conv = nn.Conv(
             self.feature_dim,
             (1, 1),
@@ -114,10 +136,15 @@ class SharedHead(nn.Module):
             param_dtype=jnp.float32,
         )
         self.reduction_bn = TorchBatchNorm(dtype=self.dtype)
-        self.semantic_decoupling = SemanticDecoupling(attention_dim=self.attention_dim, dtype=self.dtype)
+        self.semantic_decoupling = SemanticDecoupling(
+            attention_dim=self.attention_dim, dtype=self.dtype
+        )
         self.ggnn = GatedGNN(features=self.feature_dim, steps=self.ggnn_steps, dtype=self.dtype)
         self.output_head = OutputHead(
-            num_classes=c, input_features=2 * self.feature_dim, features=self.output_dim, dtype=self.dtype
+            num_classes=c,
+            input_features=2 * self.feature_dim,
+            features=self.output_dim,
+            dtype=self.dtype,
         )
 
     def extract(self, feature_map: jax.Array, train: bool) -> Features:
@@ -164,11 +191,16 @@ class SharedNetwork(nn.Module):
     frozen_dtype: Any = None
 
     def setup(self) -> None:
-        self.backbone = build_backbone(self.backbone_name, depth=self.depth, width=self.width,
-                                       extra_pool=self.extra_pool,
-                                       freeze_early_stages=self.freeze_early_stages,
-                                       dtype=self.dtype, conv_impl=self.conv_impl,
-                                       frozen_dtype=self.frozen_dtype)
+        self.backbone = build_backbone(
+            self.backbone_name,
+            depth=self.depth,
+            width=self.width,
+            extra_pool=self.extra_pool,
+            freeze_early_stages=self.freeze_early_stages,
+            dtype=self.dtype,
+            conv_impl=self.conv_impl,
+            frozen_dtype=self.frozen_dtype,
+        )
         self.head = SharedHead(
             num_classes=self.num_classes,
             word_embeddings=self.word_embeddings,

@@ -4,6 +4,7 @@ NHWC. Padding is explicit and symmetric (3 for the 7x7 stem, 1 for 3x3 convs, 1 
 the max pool) so that converted torchvision weights compute the same function; 'SAME' would
 pad stride-2 layers asymmetrically.
 """
+
 import functools
 from typing import Any
 
@@ -31,17 +32,29 @@ RESNET_STAGES: dict[int, tuple[bool, tuple[int, int, int, int]]] = {
 def resnet_stages(depth: int) -> tuple[bool, tuple[int, int, int, int]]:
     """(uses bottleneck blocks, number of blocks in layer1..layer4) for a torchvision depth."""
     if depth not in RESNET_STAGES:
-        raise ValueError(f"Unsupported ResNet depth {depth}; choose one of {sorted(RESNET_STAGES)}.")
+        raise ValueError(
+            f"Unsupported ResNet depth {depth}; choose one of {sorted(RESNET_STAGES)}."
+        )
     return RESNET_STAGES[depth]
 
 
-def _conv(features: int, kernel: int, stride: int, name: str, *, dtype: Any, impl: str,
-          operand_dtype: Any) -> Conv:
+def _conv(
+    features: int, kernel: int, stride: int, name: str, *, dtype: Any, impl: str, operand_dtype: Any
+) -> Conv:
     """torchvision conv: no bias, symmetric zero padding (kernel - 1) / 2."""
     pad = (kernel - 1) // 2
-    return Conv(features, kernel, stride, padding=((pad, pad), (pad, pad)), use_bias=False,
-                kernel_init=kaiming_normal_fan_out, impl=impl, dtype=dtype,
-                operand_dtype=operand_dtype, name=name)
+    return Conv(
+        features,
+        kernel,
+        stride,
+        padding=((pad, pad), (pad, pad)),
+        use_bias=False,
+        kernel_init=kaiming_normal_fan_out,
+        impl=impl,
+        dtype=dtype,
+        operand_dtype=operand_dtype,
+        name=name,
+    )
 
 
 class ResidualBlock(nn.Module):
@@ -63,8 +76,9 @@ class ResidualBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         frozen_bn = not train
-        conv = functools.partial(_conv, dtype=self.dtype, impl=self.conv_impl,
-                                 operand_dtype=self.operand_dtype)
+        conv = functools.partial(
+            _conv, dtype=self.dtype, impl=self.conv_impl, operand_dtype=self.operand_dtype
+        )
         if self.bottleneck:
             out_features = 4 * self.planes
             y = conv(self.planes, 1, 1, "conv1")(x)
@@ -138,10 +152,19 @@ class ResNet(nn.Module):
         bottleneck, blocks = resnet_stages(self.depth)
         x = x.astype(self.dtype)
         frozen_dtype = self.frozen_dtype if self.freeze_early_stages else None
-        x = _conv(self.width, 7, 2, "conv1", dtype=self.dtype, impl=self.conv_impl,
-                  operand_dtype=frozen_dtype)(x)
+        x = _conv(
+            self.width,
+            7,
+            2,
+            "conv1",
+            dtype=self.dtype,
+            impl=self.conv_impl,
+            operand_dtype=frozen_dtype,
+        )(x)
         stem_train = train and not self.freeze_early_stages
-        x = nn.relu(TorchBatchNorm(dtype=self.dtype, name="bn1")(x, use_running_average=not stem_train))
+        x = nn.relu(
+            TorchBatchNorm(dtype=self.dtype, name="bn1")(x, use_running_average=not stem_train)
+        )
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))  # pads with -inf
         for stage, num_blocks in enumerate(blocks):
             frozen = stage < 3 and self.freeze_early_stages

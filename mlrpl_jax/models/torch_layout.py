@@ -7,6 +7,7 @@ classifiers keep (C, D); BN weight/bias -> params scale/bias and running_mean/va
 batch_stats mean/var. Results are {'params': ..., 'batch_stats': ...} trees for ResNet and
 EfficientNetLite0; `variables_from_torch` converts any module given its key map.
 """
+
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -66,11 +67,21 @@ def resnet_key_map(depth: int) -> KeyMap:
         for block in range(num_blocks):
             torch_block, path = f"layer{stage}.{block}", (f"layer{stage}", str(block))
             for i in range(1, convs + 1):
-                keys[f"{torch_block}.conv{i}.weight"] = ("params", (*path, f"conv{i}", "kernel"), conv_layout)
+                keys[f"{torch_block}.conv{i}.weight"] = (
+                    "params",
+                    (*path, f"conv{i}", "kernel"),
+                    conv_layout,
+                )
                 keys.update(batch_norm_keys(f"{torch_block}.bn{i}", (*path, f"bn{i}")))
             if block == 0 and (stage > 1 or bottleneck):
-                keys[f"{torch_block}.downsample.0.weight"] = ("params", (*path, "downsample_conv", "kernel"), conv_layout)
-                keys.update(batch_norm_keys(f"{torch_block}.downsample.1", (*path, "downsample_bn")))
+                keys[f"{torch_block}.downsample.0.weight"] = (
+                    "params",
+                    (*path, "downsample_conv", "kernel"),
+                    conv_layout,
+                )
+                keys.update(
+                    batch_norm_keys(f"{torch_block}.downsample.1", (*path, "downsample_bn"))
+                )
     return keys
 
 
@@ -83,7 +94,11 @@ def efficientnet_lite0_key_map() -> KeyMap:
         layers = [("_expand_conv", "_bn0", "expand")] if spec.expand_ratio != 1 else []
         layers += [("_depthwise_conv", "_bn1", "depthwise"), ("_project_conv", "_bn2", "project")]
         for conv, bn, ours in layers:
-            keys[f"{torch_block}.{conv}.weight"] = ("params", (*path, f"{ours}_conv", "kernel"), conv_layout)
+            keys[f"{torch_block}.{conv}.weight"] = (
+                "params",
+                (*path, f"{ours}_conv", "kernel"),
+                conv_layout,
+            )
             keys.update(batch_norm_keys(f"{torch_block}.{bn}", (*path, f"{ours}_bn")))
     keys["_conv_head.weight"] = ("params", ("head_conv", "kernel"), conv_layout)
     keys.update(batch_norm_keys("_bn1", ("head_bn",)))
@@ -95,7 +110,9 @@ def nested_key_map(key_map: KeyMap, torch_prefix: str, path_prefix: tuple[str, .
     return {torch_prefix + k: (c, (*path_prefix, *path), f) for k, (c, path, f) in key_map.items()}
 
 
-def variables_from_torch(state_dict: StateDict, key_map: KeyMap, what: str = "the model") -> Variables:
+def variables_from_torch(
+    state_dict: StateDict, key_map: KeyMap, what: str = "the model"
+) -> Variables:
     """Converts exactly the keys of key_map; a missing or unexpected key raises one KeyError listing all.
 
     Returns {'params': ..., 'batch_stats': ...} (a collection without entries is left out).
@@ -122,18 +139,29 @@ def variables_from_torch(state_dict: StateDict, key_map: KeyMap, what: str = "th
 
 def resnet_variables_from_torch(state_dict: StateDict, depth: int) -> Variables:
     """torchvision ResNet-`depth` state dict -> ResNet variables; 'fc.*' and BN counters are skipped."""
-    kept = {k: v for k, v in state_dict.items() if k not in ("fc.weight", "fc.bias") and not k.endswith(BN_COUNTER)}
+    kept = {
+        k: v
+        for k, v in state_dict.items()
+        if k not in ("fc.weight", "fc.bias") and not k.endswith(BN_COUNTER)
+    }
     return variables_from_torch(kept, resnet_key_map(depth), f"a torchvision ResNet-{depth}")
 
 
 def efficientnet_lite0_variables_from_torch(state_dict: StateDict) -> Variables:
     """EfficientNet-Lite0 port state dict -> EfficientNetLite0 variables; '_fc.*' and BN counters are skipped."""
-    kept = {k: v for k, v in state_dict.items()
-            if k not in ("_fc.weight", "_fc.bias") and not k.endswith(BN_COUNTER)}
-    return variables_from_torch(kept, efficientnet_lite0_key_map(), "an EfficientNet-Lite0 (lukemelas layout)")
+    kept = {
+        k: v
+        for k, v in state_dict.items()
+        if k not in ("_fc.weight", "_fc.bias") and not k.endswith(BN_COUNTER)
+    }
+    return variables_from_torch(
+        kept, efficientnet_lite0_key_map(), "an EfficientNet-Lite0 (lukemelas layout)"
+    )
 
 
-def backbone_variables_from_torch(state_dict: StateDict, backbone: str, depth: int = 101) -> Variables:
+def backbone_variables_from_torch(
+    state_dict: StateDict, backbone: str, depth: int = 101
+) -> Variables:
     """Backbone state dict -> variables of config.model.backbone's module (depth: ResNet only)."""
     if backbone == "efficientnet_lite0":
         return efficientnet_lite0_variables_from_torch(state_dict)

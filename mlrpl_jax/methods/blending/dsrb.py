@@ -53,9 +53,13 @@ class DSRB(RepresentationBlending):
 
     def check_prototype_options(self) -> None:
         if not 1 <= self.options.top_k <= self.info.num_classes:
-            raise ValueError(f"dsrb.top_k must lie in [1, {self.info.num_classes}], got {self.options.top_k}.")
+            raise ValueError(
+                f"dsrb.top_k must lie in [1, {self.info.num_classes}], got {self.options.top_k}."
+            )
         if self.options.samples_per_quadrant < 1:
-            raise ValueError(f"dsrb.samples_per_quadrant must be >= 1, got {self.options.samples_per_quadrant}.")
+            raise ValueError(
+                f"dsrb.samples_per_quadrant must be >= 1, got {self.options.samples_per_quadrant}."
+            )
 
     def prototype_table_shape(self) -> tuple[int, ...]:
         """ψ (C, 4, D)."""
@@ -65,30 +69,47 @@ class DSRB(RepresentationBlending):
         """(λ_I, λ_P) of §9.1 (D12)."""
         return self.options.instance_weight, self.options.prototype_weight
 
-    def prototype_blend(self, features: Features, targets: jax.Array, method_state: PyTree,
-                        beta: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def prototype_blend(
+        self,
+        features: Features,
+        targets: jax.Array,
+        method_state: PyTree,
+        beta: jax.Array,
+        rng: jax.Array,
+    ) -> tuple[jax.Array, jax.Array]:
         """PPRB in vector form (§9.1-9.2): top-K classes per image towards ψ_{c,q'} -> (S2, y2)."""
         offset_rng, class_rng = jax.random.split(rng)
         peaks = blend.peak_quadrants(features.attention, features.reduced, features.grid)  # (B, C)
         others = blend.other_quadrants(peaks, offset_rng)  # (B, C), != peaks
-        prototypes = blend.dsrb_prototypes_for_entries(method_state["prototypes"], others)  # (B, C, D)
+        prototypes = blend.dsrb_prototypes_for_entries(
+            method_state["prototypes"], others
+        )  # (B, C, D)
         mask = blend.choose_blend_classes(
-            targets, class_rng, top_k=self.options.top_k,
-            unknown_only=not self.options.blend_known_when_few_unknown)
+            targets,
+            class_rng,
+            top_k=self.options.top_k,
+            unknown_only=not self.options.blend_known_when_few_unknown,
+        )
         return blend.prototype_blend(features.semantic, targets, prototypes, mask, beta)
 
-    def prototype_features(self, variables: dict[str, PyTree], method_state: PyTree,
-                           images: jax.Array) -> dict[str, jax.Array]:
+    def prototype_features(
+        self, variables: dict[str, PyTree], method_state: PyTree, images: jax.Array
+    ) -> dict[str, jax.Array]:
         """Inference-mode S (B, C, D) and peak quadrants (B, C) for the quadrant prototypes (§9.3)."""
         features = self.model.apply(variables, images, train=False, method="extract")
-        return {"semantic": features.semantic,
-                "quadrants": blend.peak_quadrants(features.attention, features.reduced, features.grid)}
+        return {
+            "semantic": features.semantic,
+            "quadrants": blend.peak_quadrants(features.attention, features.reduced, features.grid),
+        }
 
     def compute_prototypes(self, state: Any, epoch: int, host: HostContext) -> np.ndarray:
         """ψ (C, 4, D): capped per-(class, quadrant) means of the known positives (§9.3, D9)."""
         accumulator = QuadrantPrototypeAccumulator(
-            self.info.num_classes, self.config.model.feature_dim, cap=self.options.samples_per_quadrant,
-            reference_placeholder=self.options.quadrant_placeholder)
+            self.info.num_classes,
+            self.config.model.feature_dim,
+            cap=self.options.samples_per_quadrant,
+            reference_placeholder=self.options.quadrant_placeholder,
+        )
         for outputs, labels in host.inference_pass(state, self.prototype_features, epoch):
             accumulator.add(outputs["semantic"], outputs["quadrants"], labels)
         return accumulator.prototypes()

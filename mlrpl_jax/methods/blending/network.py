@@ -4,6 +4,7 @@ The base (a SharedNetwork, or a SharedHead in head-only parity tests) shares thi
 scope, so its variables keep their usual paths and α, β are scalar params at the top level of
 params, beside them: the optimiser and the checkpoint carry them like any other parameter.
 """
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

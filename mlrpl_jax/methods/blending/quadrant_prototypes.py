@@ -1,5 +1,6 @@
 """DSRB's quadrant prototypes ψ (C, 4, D): per (class, peak quadrant) means of the known
 positives' semantic features over a prototype pass (docs/methods/dsrb.md §9.3). NumPy only."""
+
 import numpy as np
 
 from mlrpl_jax.class_prototypes import check_feature_batch, classes_without_samples
@@ -16,7 +17,9 @@ class QuadrantPrototypeAccumulator:
     collected samples of class c.
     """
 
-    def __init__(self, num_classes: int, dim: int, cap: int = 100, reference_placeholder: bool = True) -> None:
+    def __init__(
+        self, num_classes: int, dim: int, cap: int = 100, reference_placeholder: bool = True
+    ) -> None:
         if cap < 1:
             raise ValueError(f"cap must be at least 1, got {cap}.")
         self.num_classes = num_classes
@@ -41,7 +44,9 @@ class QuadrantPrototypeAccumulator:
         positive = targets == 1  # (b, C)
         if np.any(positive & ((quadrants < 0) | (quadrants >= NUM_QUADRANTS))):
             raise ValueError("quadrants of known positives must lie in 0..3.")
-        candidates = positive[..., None] & (quadrants[..., None] == np.arange(NUM_QUADRANTS))  # (b, C, 4)
+        candidates = positive[..., None] & (
+            quadrants[..., None] == np.arange(NUM_QUADRANTS)
+        )  # (b, C, 4)
         rank = np.cumsum(candidates, axis=0)  # 1-based position within the batch per (c, q)
         accepted = candidates & (self._counts[None] + rank <= self.cap)  # (b, C, 4)
         self._sums += np.einsum("bcq,bcd->cqd", accepted.astype(np.float64), semantic)
@@ -57,7 +62,9 @@ class QuadrantPrototypeAccumulator:
                 "quadrant prototypes; keep the previous prototypes or skip blending for them."
             )
         class_means = self._sums.sum(axis=1) / class_counts[:, None]  # (C, D)
-        denominators = self._counts + 1 if self.reference_placeholder else np.maximum(self._counts, 1)
+        denominators = (
+            self._counts + 1 if self.reference_placeholder else np.maximum(self._counts, 1)
+        )
         quadrant_means = self._sums / denominators[..., None]  # (C, 4, D)
         filled = (self._counts > 0)[..., None]
         return np.where(filled, quadrant_means, class_means[:, None]).astype(np.float32)

@@ -71,8 +71,10 @@ class RepresentationBlending(Method):
     def check_options(self) -> None:
         opts = self.options
         if opts.mixup_epoch < 0 or opts.recompute_interval < 1:
-            raise ValueError(f"{self.name}.mixup_epoch must be >= 0 and {self.name}.recompute_interval "
-                             f">= 1, got {opts.mixup_epoch} and {opts.recompute_interval}.")
+            raise ValueError(
+                f"{self.name}.mixup_epoch must be >= 0 and {self.name}.recompute_interval "
+                f">= 1, got {opts.mixup_epoch} and {opts.recompute_interval}."
+            )
         for name in ("alpha_init", "beta_init"):
             if not 0.0 <= opts[name] <= 1.0:
                 raise ValueError(f"{self.name}.{name} must lie in [0, 1], got {opts[name]}.")
@@ -89,8 +91,9 @@ class RepresentationBlending(Method):
         return self.options.mixup_epoch
 
     def network(self, base: nn.Module) -> BlendingNetwork:
-        return BlendingNetwork(base=base, alpha_init=self.options.alpha_init,
-                               beta_init=self.options.beta_init)
+        return BlendingNetwork(
+            base=base, alpha_init=self.options.alpha_init, beta_init=self.options.beta_init
+        )
 
     # ------------------------------------------------------------------ state and parameters
 
@@ -100,8 +103,10 @@ class RepresentationBlending(Method):
 
     def init_method_state(self) -> PyTree:
         """Prototypes (zeros, unused until computed) and the epoch they were computed at (-1: never)."""
-        return {"prototypes": jnp.zeros(self.prototype_table_shape(), jnp.float32),
-                "prototype_epoch": jnp.int32(-1)}
+        return {
+            "prototypes": jnp.zeros(self.prototype_table_shape(), jnp.float32),
+            "prototype_epoch": jnp.int32(-1),
+        }
 
     def active_params(self, params: PyTree, epoch: jax.Array) -> PyTree:
         """α, β take part from e_m on (if learnable); everything else from step 0 (§10.2)."""
@@ -113,7 +118,10 @@ class RepresentationBlending(Method):
 
     def project_params(self, params: PyTree) -> PyTree:
         """α, β clamped to [0, 1] after each update (§8.1)."""
-        return {**params, **{name: blend.clamp_unit_interval(params[name]) for name in BLEND_PARAMS}}
+        return {
+            **params,
+            **{name: blend.clamp_unit_interval(params[name]) for name in BLEND_PARAMS},
+        }
 
     # ------------------------------------------------------------------ loss
 
@@ -122,17 +130,30 @@ class RepresentationBlending(Method):
         return 1.0, 1.0
 
     @abc.abstractmethod
-    def prototype_blend(self, features: Features, targets: jax.Array, method_state: PyTree,
-                        beta: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def prototype_blend(
+        self,
+        features: Features,
+        targets: jax.Array,
+        method_state: PyTree,
+        beta: jax.Array,
+        rng: jax.Array,
+    ) -> tuple[jax.Array, jax.Array]:
         """Prototype-level blend -> (S2 (B, C, D), y2 (B, C))."""
 
-    def forward(self, variables: dict[str, PyTree], method_state: PyTree, batch: dict[str, jax.Array],
-                epoch: jax.Array, rng: jax.Array) -> BlendingForward:
+    def forward(
+        self,
+        variables: dict[str, PyTree],
+        method_state: PyTree,
+        batch: dict[str, jax.Array],
+        epoch: jax.Array,
+        rng: jax.Array,
+    ) -> BlendingForward:
         """Train-mode forward with both blended branches from e_m on (zeros before, §8.1)."""
         targets = batch["labels"]  # (B, C) in {-1, 0, 1}
         alpha, beta = variables["params"]["alpha"], variables["params"]["beta"]
-        output, updates = self.model.apply(variables, batch["image"], train=True,
-                                           mutable=["batch_stats"])
+        output, updates = self.model.apply(
+            variables, batch["image"], train=True, mutable=["batch_stats"]
+        )
         semantic = output.features.semantic  # (B, C, D)
 
         def classify(blended: jax.Array) -> jax.Array:
@@ -141,20 +162,35 @@ class RepresentationBlending(Method):
         def blended_branches() -> tuple[jax.Array, ...]:
             instance_features, instance_targets = blend.instance_blend(semantic, targets, alpha)
             prototype_features, prototype_targets = self.prototype_blend(
-                output.features, targets, method_state, beta, rng)
-            return (classify(instance_features), instance_targets,
-                    classify(prototype_features), prototype_targets)
+                output.features, targets, method_state, beta, rng
+            )
+            return (
+                classify(instance_features),
+                instance_targets,
+                classify(prototype_features),
+                prototype_targets,
+            )
 
         def no_blending() -> tuple[jax.Array, ...]:
-            logits, blended_targets = jnp.zeros_like(output.logits), jnp.zeros(targets.shape, jnp.float32)
+            logits, blended_targets = (
+                jnp.zeros_like(output.logits),
+                jnp.zeros(targets.shape, jnp.float32),
+            )
             return logits, blended_targets, logits, blended_targets
 
         # All-zero targets select nothing, so the blended BCE terms are 0 before e_m.
         branches = jax.lax.cond(epoch >= self.options.mixup_epoch, blended_branches, no_blending)
-        return BlendingForward(output.logits, semantic, *branches, batch_stats=updates["batch_stats"])
+        return BlendingForward(
+            output.logits, semantic, *branches, batch_stats=updates["batch_stats"]
+        )
 
-    def loss(self, variables: dict[str, PyTree], method_state: PyTree, batch: dict[str, jax.Array],
-             ctx: StepContext) -> tuple[jax.Array, LossAux]:
+    def loss(
+        self,
+        variables: dict[str, PyTree],
+        method_state: PyTree,
+        batch: dict[str, jax.Array],
+        ctx: StepContext,
+    ) -> tuple[jax.Array, LossAux]:
         """§8.4 (SARB) / §9.1 (DSRB): BCE + weighted contrastive + blended branches from e_m."""
         targets = batch["labels"]
         contrastive_rng, blend_rng = jax.random.split(ctx.rng)
@@ -165,12 +201,23 @@ class RepresentationBlending(Method):
         instance_bce = losses.partial_bce(out.instance_logits, out.instance_targets)
         prototype_bce = losses.partial_bce(out.prototype_logits, out.prototype_targets)
         instance_weight, prototype_weight = self.branch_weights()
-        total = (bce + self.options.contrastive_weight * warmup * contrastive_term
-                 + instance_weight * instance_bce + prototype_weight * prototype_bce)
-        metrics = {"bce": bce, "contrastive": contrastive_term, "instance_bce": instance_bce,
-                   "prototype_bce": prototype_bce, "alpha": variables["params"]["alpha"],
-                   "beta": variables["params"]["beta"]}
-        return total, LossAux(batch_stats=out.batch_stats, method_state=method_state, metrics=metrics)
+        total = (
+            bce
+            + self.options.contrastive_weight * warmup * contrastive_term
+            + instance_weight * instance_bce
+            + prototype_weight * prototype_bce
+        )
+        metrics = {
+            "bce": bce,
+            "contrastive": contrastive_term,
+            "instance_bce": instance_bce,
+            "prototype_bce": prototype_bce,
+            "alpha": variables["params"]["alpha"],
+            "beta": variables["params"]["beta"],
+        }
+        return total, LossAux(
+            batch_stats=out.batch_stats, method_state=method_state, metrics=metrics
+        )
 
     # ------------------------------------------------------------------ prototypes (host)
 
@@ -182,7 +229,10 @@ class RepresentationBlending(Method):
         """
         if epoch < self.options.mixup_epoch:
             return False
-        return prototype_epoch < 0 or (epoch - self.options.mixup_epoch) % self.options.recompute_interval == 0
+        return (
+            prototype_epoch < 0
+            or (epoch - self.options.mixup_epoch) % self.options.recompute_interval == 0
+        )
 
     @abc.abstractmethod
     def compute_prototypes(self, state: Any, epoch: int, host: HostContext) -> np.ndarray:
@@ -192,6 +242,8 @@ class RepresentationBlending(Method):
         prototype_epoch = int(jax.device_get(state.method_state["prototype_epoch"]))
         if not self.prototypes_due(epoch, prototype_epoch):
             return state
-        method_state = {"prototypes": self.compute_prototypes(state, epoch, host).astype(np.float32),
-                        "prototype_epoch": np.int32(epoch)}
+        method_state = {
+            "prototypes": self.compute_prototypes(state, epoch, host).astype(np.float32),
+            "prototype_epoch": np.int32(epoch),
+        }
         return state.replace(method_state=host.replicate(method_state))

@@ -41,23 +41,33 @@ class SARB(RepresentationBlending):
 
     def check_prototype_options(self) -> None:
         if self.options.num_prototypes < 1:
-            raise ValueError(f"sarb.num_prototypes must be >= 1, got {self.options.num_prototypes}.")
+            raise ValueError(
+                f"sarb.num_prototypes must be >= 1, got {self.options.num_prototypes}."
+            )
 
     def prototype_table_shape(self) -> tuple[int, ...]:
         """Π (C, K, D)."""
         return (self.info.num_classes, self.options.num_prototypes, self.config.model.feature_dim)
 
-    def prototype_blend(self, features: Features, targets: jax.Array, method_state: PyTree,
-                        beta: jax.Array, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def prototype_blend(
+        self,
+        features: Features,
+        targets: jax.Array,
+        method_state: PyTree,
+        beta: jax.Array,
+        rng: jax.Array,
+    ) -> tuple[jax.Array, jax.Array]:
         """PLRB (§8.3): one prototype index κ per step, one unknown class per image -> (S2, y2)."""
         index_rng, class_rng = jax.random.split(rng)
         prototypes = blend.sarb_prototypes_for_step(method_state["prototypes"], index_rng)  # (C, D)
         mask = blend.choose_blend_classes(
-            targets, class_rng, top_k=1, unknown_only=not self.options.blend_known_when_no_unknown)
+            targets, class_rng, top_k=1, unknown_only=not self.options.blend_known_when_no_unknown
+        )
         return blend.prototype_blend(features.semantic, targets, prototypes, mask, beta)
 
-    def prototype_features(self, variables: dict[str, PyTree], method_state: PyTree,
-                           images: jax.Array) -> dict[str, jax.Array]:
+    def prototype_features(
+        self, variables: dict[str, PyTree], method_state: PyTree, images: jax.Array
+    ) -> dict[str, jax.Array]:
         """Inference-mode outputs the prototype pass needs: semantic features S (B, C, D)."""
         features = self.model.apply(variables, images, train=False, method="extract")
         return {"semantic": features.semantic}

@@ -16,8 +16,9 @@ class AssumeNegative(PartialLabelLossMethod):
 
     name = "assume_negative"
 
-    def partial_label_loss(self, logits: jax.Array, labels: jax.Array,
-                           ctx: StepContext) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def partial_label_loss(
+        self, logits: jax.Array, labels: jax.Array, ctx: StepContext
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         return loss_functions.assume_negative_bce(logits, labels), {}
 
 
@@ -38,8 +39,10 @@ class WeakAssumeNegative(PartialLabelLossMethod):
     def check_options(self) -> None:
         weight = self.options.unknown_weight
         if weight != COLE_UNKNOWN_WEIGHT and not 0.0 <= weight <= 1.0:
-            raise ValueError(f"weak_assume_negative.unknown_weight must be in [0, 1], or -1 for "
-                             f"1/(C - 1) (Cole et al.), got {weight}")
+            raise ValueError(
+                f"weak_assume_negative.unknown_weight must be in [0, 1], or -1 for "
+                f"1/(C - 1) (Cole et al.), got {weight}"
+            )
 
     def unknown_weight(self) -> float:
         """γ: the option, or 1 / (C - 1) for -1."""
@@ -47,7 +50,9 @@ class WeakAssumeNegative(PartialLabelLossMethod):
             return 1.0 / (self.info.num_classes - 1)
         return float(self.options.unknown_weight)
 
-    def partial_label_loss(self, logits: jax.Array, labels: jax.Array,
-                           ctx: StepContext) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def partial_label_loss(
+        self, logits: jax.Array, labels: jax.Array, ctx: StepContext
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         return loss_functions.weak_assume_negative_bce(
-            logits, labels, unknown_weight=self.unknown_weight()), {}
+            logits, labels, unknown_weight=self.unknown_weight()
+        ), {}

@@ -23,8 +23,9 @@ def check_asymmetric_options(name: str, options: ml_collections.ConfigDict) -> N
         if options[key] < 0:
             raise ValueError(f"{name}.{key} must be >= 0, got {options[key]}")
     if not 0.0 <= options.clip < 1.0:
-        raise ValueError(f"{name}.clip (the probability margin m) must be in [0, 1), "
-                         f"got {options.clip}")
+        raise ValueError(
+            f"{name}.clip (the probability margin m) must be in [0, 1), got {options.clip}"
+        )
 
 
 class PartialAsymmetricLoss(PartialLabelLossMethod):
@@ -40,11 +41,17 @@ class PartialAsymmetricLoss(PartialLabelLossMethod):
     def check_options(self) -> None:
         check_asymmetric_options(self.name, self.options)
 
-    def partial_label_loss(self, logits: jax.Array, labels: jax.Array,
-                           ctx: StepContext) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def partial_label_loss(
+        self, logits: jax.Array, labels: jax.Array, ctx: StepContext
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         return loss_functions.partial_asymmetric_loss(
-            logits, labels, gamma_pos=self.options.gamma_pos, gamma_neg=self.options.gamma_neg,
-            clip=self.options.clip, assume_negative=self.assume_negative), {}
+            logits,
+            labels,
+            gamma_pos=self.options.gamma_pos,
+            gamma_neg=self.options.gamma_neg,
+            clip=self.options.clip,
+            assume_negative=self.assume_negative,
+        ), {}
 
 
 class AssumeNegativeAsymmetricLoss(PartialAsymmetricLoss):

@@ -29,14 +29,17 @@ class LargeLossRejection(PartialLabelLossMethod):
 
     def check_options(self) -> None:
         if not 0.0 <= self.options.delta_rel <= 100.0:
-            raise ValueError(f"{self.name}.delta_rel (percent per epoch) must be in [0, 100], "
-                             f"got {self.options.delta_rel}")
+            raise ValueError(
+                f"{self.name}.delta_rel (percent per epoch) must be in [0, 100], "
+                f"got {self.options.delta_rel}"
+            )
 
     def first_full_epoch(self) -> int:
         return 1  # no entry is modified in epoch 0
 
-    def partial_label_loss(self, logits: jax.Array, labels: jax.Array,
-                           ctx: StepContext) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def partial_label_loss(
+        self, logits: jax.Array, labels: jax.Array, ctx: StepContext
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         rate = loss_functions.large_loss_rejection_rate(ctx.epoch, self.options.delta_rel)
         loss = loss_functions.large_loss_modified(logits, labels, rate, correct=self.correct)
         return loss, {"modified_share": rate}

@@ -20,8 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def asymmetric_terms(logits: jax.Array, *, gamma_pos: float = 0.0, gamma_neg: float = 0.0,
-                     clip: float = 0.0) -> tuple[jax.Array, jax.Array]:
+def asymmetric_terms(
+    logits: jax.Array, *, gamma_pos: float = 0.0, gamma_neg: float = 0.0, clip: float = 0.0
+) -> tuple[jax.Array, jax.Array]:
     """(l+, l-) of every entry, each (B, C): the loss if the entry were positive / negative."""
     logits = jnp.asarray(logits, jnp.float32)
     probability = jax.nn.sigmoid(logits)
@@ -49,12 +50,15 @@ def _mean_over(losses: jax.Array, weights: jax.Array) -> jax.Array:
 
 def _check_shapes(logits: jax.Array, labels: jax.Array) -> None:
     if jnp.shape(logits) != jnp.shape(labels) or jnp.ndim(logits) != 2:
-        raise ValueError(f"logits and partial labels must both be (B, C), got {jnp.shape(logits)} "
-                         f"and {jnp.shape(labels)}")
+        raise ValueError(
+            f"logits and partial labels must both be (B, C), got {jnp.shape(logits)} "
+            f"and {jnp.shape(labels)}"
+        )
 
 
-def weak_assume_negative_bce(logits: jax.Array, labels: jax.Array, *,
-                             unknown_weight: float | jax.Array) -> jax.Array:
+def weak_assume_negative_bce(
+    logits: jax.Array, labels: jax.Array, *, unknown_weight: float | jax.Array
+) -> jax.Array:
     """Weak assume-negative BCE (Cole et al. 2021 "WAN"): unknowns are negatives of weight γ.
 
         L = 1/(BC) Σ_{b,c} ( [t=1] l+ + [t=-1] l- + γ [t=0] l- )
@@ -73,8 +77,15 @@ def assume_negative_bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return weak_assume_negative_bce(logits, labels, unknown_weight=1.0)
 
 
-def partial_asymmetric_loss(logits: jax.Array, labels: jax.Array, *, gamma_pos: float,
-                            gamma_neg: float, clip: float, assume_negative: bool) -> jax.Array:
+def partial_asymmetric_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    *,
+    gamma_pos: float,
+    gamma_neg: float,
+    clip: float,
+    assume_negative: bool,
+) -> jax.Array:
     """Asymmetric loss on the known labels (partial ASL) or with unknowns as negatives.
 
         L = Σ ([t=1] l+ + [t=-1] l- + a [t=0] l-) / |{t≠0} ∪ a{t=0}|,  a = assume_negative,
@@ -82,8 +93,9 @@ def partial_asymmetric_loss(logits: jax.Array, labels: jax.Array, *, gamma_pos: 
     i.e. the mean over the known entries (a = 0) or over all entries (a = 1).
     """
     _check_shapes(logits, labels)
-    positive, negative = asymmetric_terms(logits, gamma_pos=gamma_pos, gamma_neg=gamma_neg,
-                                          clip=clip)
+    positive, negative = asymmetric_terms(
+        logits, gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip
+    )
     used = jnp.ones_like(negative) if assume_negative else (labels != 0).astype(jnp.float32)
     return _mean_over(jnp.where(labels > 0, positive, negative), used)
 
@@ -99,22 +111,36 @@ def known_label_class_prior(partial_labels: np.ndarray) -> np.ndarray:
     known = np.sum(partial_labels != 0, axis=0)  # (C,)
     missing = np.flatnonzero(known == 0)
     if missing.size:
-        raise ValueError(f"classes {missing.tolist()} have no known training label, so their "
-                         "prior (the positive rate among known labels) is undefined; use a "
-                         "larger known_ratio")
+        raise ValueError(
+            f"classes {missing.tolist()} have no known training label, so their "
+            "prior (the positive rate among known labels) is undefined; use a "
+            "larger known_ratio"
+        )
     return (np.sum(partial_labels > 0, axis=0) / known).astype(np.float32)
 
 
 def _largest_first_rank(scores: jax.Array) -> jax.Array:
     """Rank of every entry of `scores` (B, C) in decreasing order over the whole batch, (B, C)."""
     order = jnp.argsort(-scores.reshape(-1))
-    return jnp.zeros(order.shape, jnp.int32).at[order].set(
-        jnp.arange(order.size, dtype=jnp.int32)).reshape(scores.shape)
+    return (
+        jnp.zeros(order.shape, jnp.int32)
+        .at[order]
+        .set(jnp.arange(order.size, dtype=jnp.int32))
+        .reshape(scores.shape)
+    )
 
 
-def selective_asymmetric_loss(logits: jax.Array, labels: jax.Array, class_prior: jax.Array, *,
-                              gamma_pos: float, gamma_neg: float, clip: float,
-                              prior_threshold: float, likelihood_topk: int) -> jax.Array:
+def selective_asymmetric_loss(
+    logits: jax.Array,
+    labels: jax.Array,
+    class_prior: jax.Array,
+    *,
+    gamma_pos: float,
+    gamma_neg: float,
+    clip: float,
+    prior_threshold: float,
+    likelihood_topk: int,
+) -> jax.Array:
     """Class-aware selective loss (Ben-Baruch et al. 2022, CSL) with asymmetric terms.
 
     An unknown entry (b, c) is ignored if its class is frequent, π_c > prior_threshold, or if it
@@ -127,8 +153,9 @@ def selective_asymmetric_loss(logits: jax.Array, labels: jax.Array, class_prior:
     The selection carries no gradient. `class_prior` (C,) is e.g. known_label_class_prior.
     """
     _check_shapes(logits, labels)
-    positive, negative = asymmetric_terms(logits, gamma_pos=gamma_pos, gamma_neg=gamma_neg,
-                                          clip=clip)
+    positive, negative = asymmetric_terms(
+        logits, gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip
+    )
     unknown = labels == 0
     likelihood = jnp.where(unknown, jax.nn.sigmoid(jax.lax.stop_gradient(logits)), -jnp.inf)
     likely_positive = _largest_first_rank(likelihood) < likelihood_topk * logits.shape[0]
@@ -145,8 +172,9 @@ def large_loss_rejection_rate(epoch: jax.Array, delta_rel: float) -> jax.Array:
     return jnp.minimum(jnp.asarray(epoch, jnp.float32) * (delta_rel / 100.0), 1.0)
 
 
-def large_loss_modified(logits: jax.Array, labels: jax.Array, rejection_rate: jax.Array, *,
-                        correct: bool) -> jax.Array:
+def large_loss_modified(
+    logits: jax.Array, labels: jax.Array, rejection_rate: jax.Array, *, correct: bool
+) -> jax.Array:
     """Large-loss rejection (LL-R) or temporary correction (LL-Ct), Kim et al. 2022.
 
     Unknowns are negatives (assume negative); of the batch's n_u unknown entries, the

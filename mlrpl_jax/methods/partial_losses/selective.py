@@ -34,11 +34,14 @@ class SelectiveLoss(PartialLabelLossMethod):
     def check_options(self) -> None:
         check_asymmetric_options(self.name, self.options)
         if not 0.0 <= self.options.prior_threshold <= 1.0:
-            raise ValueError(f"selective_loss.prior_threshold must be in [0, 1], "
-                             f"got {self.options.prior_threshold}")
+            raise ValueError(
+                f"selective_loss.prior_threshold must be in [0, 1], "
+                f"got {self.options.prior_threshold}"
+            )
         if self.options.likelihood_topk < 0:
-            raise ValueError(f"selective_loss.likelihood_topk must be >= 0, "
-                             f"got {self.options.likelihood_topk}")
+            raise ValueError(
+                f"selective_loss.likelihood_topk must be >= 0, got {self.options.likelihood_topk}"
+            )
 
     def check_training_labels(self) -> None:
         # ValueError naming any class without a known label (its prior is undefined)
@@ -49,11 +52,17 @@ class SelectiveLoss(PartialLabelLossMethod):
         """π̂ (C,): positive rate among the known training labels of each class."""
         return loss_functions.known_label_class_prior(self.info.train_partial_labels)
 
-    def partial_label_loss(self, logits: jax.Array, labels: jax.Array,
-                           ctx: StepContext) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def partial_label_loss(
+        self, logits: jax.Array, labels: jax.Array, ctx: StepContext
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         options = self.options
         return loss_functions.selective_asymmetric_loss(
-            logits, labels, self.class_prior, gamma_pos=options.gamma_pos,
-            gamma_neg=options.gamma_neg, clip=options.clip,
+            logits,
+            labels,
+            self.class_prior,
+            gamma_pos=options.gamma_pos,
+            gamma_neg=options.gamma_neg,
+            clip=options.clip,
             prior_threshold=options.prior_threshold,
-            likelihood_topk=options.likelihood_topk), {}
+            likelihood_topk=options.likelihood_topk,
+        ), {}

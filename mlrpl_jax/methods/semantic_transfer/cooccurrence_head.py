@@ -6,6 +6,7 @@ Here:       rho_k = ReLU(L_i + R_j + b2) with L = W2^L q, R = W2^R q per class (
             u_k = (W3'^T nu_k) . rho_k + (nu_k . b3' + lambda_k),
 so neither the (B, P, 2 D_a) pair concatenation nor the (B, P, H) x (H, H) product is formed.
 """
+
 from typing import Any
 
 import flax.linen as nn
@@ -52,23 +53,38 @@ class CooccurrenceHead(nn.Module):
                 f"{semantic.shape}."
             )
         feature_dim = semantic.shape[-1]
-        projection_kernel, projection_bias = LinearParams(feature_dim, self.pair_dim, name="class_projection")()
-        hidden_kernel, hidden_bias = LinearParams(2 * self.pair_dim, self.hidden_dim, name="pair_hidden")()
-        output_kernel, output_bias = LinearParams(self.hidden_dim, self.hidden_dim, name="pair_output")()
+        projection_kernel, projection_bias = LinearParams(
+            feature_dim, self.pair_dim, name="class_projection"
+        )()
+        hidden_kernel, hidden_bias = LinearParams(
+            2 * self.pair_dim, self.hidden_dim, name="pair_hidden"
+        )()
+        output_kernel, output_bias = LinearParams(
+            self.hidden_dim, self.hidden_dim, name="pair_output"
+        )()
         pair_weight, pair_bias = PairClassifierParams(
             num_pairs(self.num_classes), self.hidden_dim, name="pair_classifiers"
         )()
 
         dtype = self.dtype
-        projected = semantic.astype(dtype) @ projection_kernel.astype(dtype) + projection_bias.astype(dtype)  # q (B, C, D_a)
+        projected = semantic.astype(dtype) @ projection_kernel.astype(
+            dtype
+        ) + projection_bias.astype(dtype)  # q (B, C, D_a)
         left_right_kernel = jnp.concatenate(
             [hidden_kernel[: self.pair_dim], hidden_kernel[self.pair_dim :]], axis=1
         )  # [W2^L | W2^R] as (D_a, 2H)
         left_right = projected @ left_right_kernel.astype(dtype)  # (B, C, 2H)
-        left, right = left_right[..., : self.hidden_dim], left_right[..., self.hidden_dim :]  # (B, C, H) each
+        left, right = (
+            left_right[..., : self.hidden_dim],
+            left_right[..., self.hidden_dim :],
+        )  # (B, C, H) each
         first, second = pair_indices(self.num_classes)
-        pair_hidden = jax.nn.relu(left[:, first] + right[:, second] + hidden_bias.astype(dtype))  # rho (B, P, H)
+        pair_hidden = jax.nn.relu(
+            left[:, first] + right[:, second] + hidden_bias.astype(dtype)
+        )  # rho (B, P, H)
 
         folded_weight = pair_weight @ output_kernel.T  # W3'^T nu_k per pair, (P, H)
         folded_bias = pair_weight @ output_bias + pair_bias  # nu_k . b3' + lambda_k, (P,)
-        return jnp.einsum("bph,ph->bp", pair_hidden, folded_weight.astype(dtype)) + folded_bias.astype(dtype)  # u (B, P)
+        return jnp.einsum(
+            "bph,ph->bp", pair_hidden, folded_weight.astype(dtype)
+        ) + folded_bias.astype(dtype)  # u (B, P)

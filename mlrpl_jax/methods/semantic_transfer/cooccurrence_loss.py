@@ -1,5 +1,6 @@
 """Pairwise co-occurrence loss of SST and HST: an asymmetric focal loss on the co-occurrence
 head's pair logits (docs/methods/losses.md §5.2)."""
+
 import jax
 import jax.numpy as jnp
 
@@ -33,7 +34,9 @@ def pair_asymmetric_loss_elementwise(
     the focusing weight is not detached.
     """
     pair_logits = jnp.asarray(pair_logits)
-    pair_logits = pair_logits.astype(jnp.promote_types(pair_logits.dtype, jnp.float32))  # bf16 -> f32
+    pair_logits = pair_logits.astype(
+        jnp.promote_types(pair_logits.dtype, jnp.float32)
+    )  # bf16 -> f32
     num_classes = jnp.shape(targets)[-1]
     if pair_logits.shape[-1] != num_pairs(num_classes):
         raise ValueError(
@@ -43,9 +46,11 @@ def pair_asymmetric_loss_elementwise(
     pair_target = pair_positive_targets(jnp.asarray(targets)).astype(pair_logits.dtype)  # Y (B, P)
     probability = jax.nn.sigmoid(pair_logits)
     negative_probability = clip_with_boundary_gradient(1.0 - probability + clip, -jnp.inf, 1.0)
-    log_likelihood = pair_target * jnp.log(clip_with_boundary_gradient(probability, eps, jnp.inf)) + (
-        1.0 - pair_target
-    ) * jnp.log(clip_with_boundary_gradient(negative_probability, eps, jnp.inf))
+    log_likelihood = pair_target * jnp.log(
+        clip_with_boundary_gradient(probability, eps, jnp.inf)
+    ) + (1.0 - pair_target) * jnp.log(
+        clip_with_boundary_gradient(negative_probability, eps, jnp.inf)
+    )
     focus_base = 1.0 - (pair_target * probability + (1.0 - pair_target) * negative_probability)
     focus_exponent = gamma_pos * pair_target + gamma_neg * (1.0 - pair_target)
     # A zero exponent gives weight 1 with zero gradient, as PyTorch's pow backward (jnp.power: NaN at base 0).

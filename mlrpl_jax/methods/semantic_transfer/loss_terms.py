@@ -12,8 +12,13 @@ from mlrpl_jax.methods.semantic_transfer import cooccurrence_loss
 from mlrpl_jax.methods.semantic_transfer.network import SemanticTransferOutput
 
 
-def shared_loss_terms(output: SemanticTransferOutput, targets: jax.Array, intra_targets: jax.Array,
-                      inter_targets: jax.Array, rng: jax.Array) -> dict[str, jax.Array]:
+def shared_loss_terms(
+    output: SemanticTransferOutput,
+    targets: jax.Array,
+    intra_targets: jax.Array,
+    inter_targets: jax.Array,
+    rng: jax.Array,
+) -> dict[str, jax.Array]:
     """Unweighted scalars: BCE of the logits on the known labels t and on each pseudo-label set
     (B, C), the pair co-occurrence loss L_cooc (§5.2) and the contrastive loss L_con (§5.3)."""
     return {
@@ -25,9 +30,14 @@ def shared_loss_terms(output: SemanticTransferOutput, targets: jax.Array, intra_
     }
 
 
-def transfer_metrics(terms: dict[str, jax.Array], margins: dict[str, jax.Array],
-                     intra_targets: jax.Array, inter_targets: jax.Array, targets: jax.Array,
-                     pseudo_on: jax.Array) -> dict[str, jax.Array]:
+def transfer_metrics(
+    terms: dict[str, jax.Array],
+    margins: dict[str, jax.Array],
+    intra_targets: jax.Array,
+    inter_targets: jax.Array,
+    targets: jax.Array,
+    pseudo_on: jax.Array,
+) -> dict[str, jax.Array]:
     """The loss terms, the margins and the numbers of new pseudo positives of the batch (SST,
     HST): unknown entries turned positive, each a float32 scalar."""
     return {
@@ -39,15 +49,17 @@ def transfer_metrics(terms: dict[str, jax.Array], margins: dict[str, jax.Array],
     }
 
 
-def transfer_diagnostic_inputs(intra_targets: jax.Array, inter_targets: jax.Array,
-                               pseudo_on: jax.Array) -> dict[str, jax.Array]:
+def transfer_diagnostic_inputs(
+    intra_targets: jax.Array, inter_targets: jax.Array, pseudo_on: jax.Array
+) -> dict[str, jax.Array]:
     """What `pseudo_label_diagnostics` needs from the loss: the pseudo labels (B, C) and
     whether they are on (float32 scalar)."""
     return {"intra_targets": intra_targets, "inter_targets": inter_targets, "pseudo_on": pseudo_on}
 
 
-def pseudo_label_diagnostics(inputs: dict[str, jax.Array], targets: jax.Array,
-                             complete_labels: jax.Array) -> dict[str, jax.Array]:
+def pseudo_label_diagnostics(
+    inputs: dict[str, jax.Array], targets: jax.Array, complete_labels: jax.Array
+) -> dict[str, jax.Array]:
     """Counts against the hidden complete labels (B, C), each a float32 scalar: how many new
     pseudo positives are positive in them, and the number of hidden positives among the unknown
     entries. Over a logging window the ratios of their means to those of `transfer_metrics`'
@@ -55,10 +67,10 @@ def pseudo_label_diagnostics(inputs: dict[str, jax.Array], targets: jax.Array,
     hidden_positive = (targets == 0) & (complete_labels == 1)  # (B, C)
     pseudo_on = inputs["pseudo_on"]
     return {
-        "intra_pseudo_true_positives": pseudo_on * jnp.sum(
-            (inputs["intra_targets"] == 1) & hidden_positive, dtype=jnp.float32),
-        "inter_pseudo_true_positives": pseudo_on * jnp.sum(
-            (inputs["inter_targets"] == 1) & hidden_positive, dtype=jnp.float32),
+        "intra_pseudo_true_positives": pseudo_on
+        * jnp.sum((inputs["intra_targets"] == 1) & hidden_positive, dtype=jnp.float32),
+        "inter_pseudo_true_positives": pseudo_on
+        * jnp.sum((inputs["inter_targets"] == 1) & hidden_positive, dtype=jnp.float32),
         "hidden_positives": jnp.sum(hidden_positive, dtype=jnp.float32),
     }
 
@@ -67,9 +79,14 @@ class PseudoLabelDiagnostics:
     """`Method.diagnostics` of SST and HST: `pseudo_label_diagnostics` of the inputs their loss
     returns (`transfer_diagnostic_inputs`), on the labels it trained on."""
 
-    def diagnostics(self, inputs: PyTree, method_state: PyTree, batch: dict[str, jax.Array],
-                    complete_labels: jax.Array, ctx: StepContext
-                    ) -> tuple[dict[str, jax.Array], PyTree]:
+    def diagnostics(
+        self,
+        inputs: PyTree,
+        method_state: PyTree,
+        batch: dict[str, jax.Array],
+        complete_labels: jax.Array,
+        ctx: StepContext,
+    ) -> tuple[dict[str, jax.Array], PyTree]:
         del ctx
         return pseudo_label_diagnostics(inputs, batch["labels"], complete_labels), method_state
 

@@ -5,6 +5,7 @@ parity tests); it shares this module's scope, so its variables keep their usual 
 ('backbone', 'head' or the head's own submodules) and the co-occurrence head sits beside them
 as 'cooccurrence'. HST's learnable margins are scalar params at the top level.
 """
+
 import flax
 import flax.linen as nn
 import jax
@@ -49,7 +50,8 @@ class SemanticTransferNetwork(nn.Module):
 
     def __call__(self, inputs: jax.Array, train: bool) -> SemanticTransferOutput:
         features = self.base.extract(inputs, train)
-        return SemanticTransferOutput(logits=self.base.classify(features.semantic),
-                                      pair_logits=self.cooccurrence(features.semantic),
-                                      semantic=features.semantic)
-
+        return SemanticTransferOutput(
+            logits=self.base.classify(features.semantic),
+            pair_logits=self.cooccurrence(features.semantic),
+            semantic=features.semantic,
+        )

@@ -5,6 +5,7 @@ prototype loss (§7.2, §7.4).
 Labels are partial: +1 known positive, -1 known negative, 0 unknown. Threshold comparisons
 are done in float32 (§6.4, §10.4).
 """
+
 from typing import Literal
 
 import jax
@@ -30,7 +31,9 @@ def mean_cooccurrence_with_known_positives(pair_logits: jax.Array, targets: jax.
             f"pair_logits must be (B, {num_pairs(num_classes)}) for targets (B, {num_classes}); got "
             f"{pair_logits.shape} and {targets.shape}."
         )
-    cooccurrence = pairs_to_symmetric(jax.nn.sigmoid(pair_logits), num_classes, diagonal=1.0)  # M (B, C, C)
+    cooccurrence = pairs_to_symmetric(
+        jax.nn.sigmoid(pair_logits), num_classes, diagonal=1.0
+    )  # M (B, C, C)
     known_positive = (targets == 1).astype(cooccurrence.dtype)  # (B, C)
     count = jnp.maximum(jnp.sum(known_positive, axis=-1, keepdims=True), 1.0)  # (B, 1)
     return jnp.einsum("bij,bj->bi", cooccurrence, known_positive) / count
@@ -49,13 +52,17 @@ def _sst_threshold(scores: jax.Array, margin: float | jax.Array) -> jax.Array:
     return (scores.astype(jnp.float32) >= margin) & (margin < 1.0)
 
 
-def sst_intra_pseudo_labels(pair_logits: jax.Array, targets: jax.Array, margin: float | jax.Array) -> jax.Array:
+def sst_intra_pseudo_labels(
+    pair_logits: jax.Array, targets: jax.Array, margin: float | jax.Array
+) -> jax.Array:
     """t^intra = t + [t = 0] [p̄ >= m] (none when m >= 1), stop-gradient (docs/methods/sst.md §6.2): (B, C)."""
     scores = mean_cooccurrence_with_known_positives(pair_logits, targets)
     return _add_pseudo_positives(targets, _sst_threshold(scores, margin))
 
 
-def mean_cosine_to_class_rows(semantic: jax.Array, rows: jax.Array, *, eps: float = 1e-9) -> jax.Array:
+def mean_cosine_to_class_rows(
+    semantic: jax.Array, rows: jax.Array, *, eps: float = 1e-9
+) -> jax.Array:
     """(1/N) Σ_n cos_eps(s_{b,c}, R_{c,n}): semantic (B, C, D), rows (C, N, D) -> (B, C).
 
     Zero rows count as similarity 0 and still count in N (docs/methods/sst.md §6.3, §7.2).
@@ -94,7 +101,9 @@ def init_positive_bank(num_classes: int, size: int, dim: int) -> PositiveBank:
     }
 
 
-def positive_bank_update(bank: PositiveBank, semantic: jax.Array, targets: jax.Array) -> PositiveBank:
+def positive_bank_update(
+    bank: PositiveBank, semantic: jax.Array, targets: jax.Array
+) -> PositiveBank:
     """Makes the batch's known positives of each class its newest rows (docs/methods/sst.md §6.3).
 
     Equals the reference's per-class prepend-and-truncate: the first positive in batch order is
@@ -109,7 +118,9 @@ def positive_bank_update(bank: PositiveBank, semantic: jax.Array, targets: jax.A
             f"targets (B, {rows.shape[0]}); got {semantic.shape} and {targets.shape}."
         )
     positive = (targets == 1).astype(jnp.int32)  # (B, C)
-    earlier_positives = jnp.cumsum(positive, axis=0) - positive  # (B, C): positives before b in batch order
+    earlier_positives = (
+        jnp.cumsum(positive, axis=0) - positive
+    )  # (B, C): positives before b in batch order
     written = jnp.minimum(jnp.sum(positive, axis=0), size)  # (C,)
     # Written oldest to newest: the kept positive with e earlier positives is the (written-1-e)-th write.
     write_order = written[None, :] - 1 - earlier_positives  # (B, C)
@@ -123,13 +134,17 @@ def positive_bank_update(bank: PositiveBank, semantic: jax.Array, targets: jax.A
     return {"rows": new_rows, "next_slot": (next_slot + written) % size}
 
 
-def hst_intra_scores(pair_logits: jax.Array, targets: jax.Array, margin: float | jax.Array) -> jax.Array:
+def hst_intra_scores(
+    pair_logits: jax.Array, targets: jax.Array, margin: float | jax.Array
+) -> jax.Array:
     """r^intra = clip(p̄ - m_intra, 0, 1) for every entry, clamp gradient on [0, 1] (docs/methods/hst.md §7.2): (B, C)."""
     scores = mean_cooccurrence_with_known_positives(pair_logits, targets)
     return clip_with_boundary_gradient(scores - margin, 0.0, 1.0)
 
 
-def hst_inter_scores(semantic: jax.Array, prototypes: jax.Array, margin: float | jax.Array) -> jax.Array:
+def hst_inter_scores(
+    semantic: jax.Array, prototypes: jax.Array, margin: float | jax.Array
+) -> jax.Array:
     """r^inter = clip(δ - m_inter, 0, 1), δ = mean cosine to the class's K prototypes (constants) (§7.2).
 
     semantic (B, C, D), prototypes (C, K, D) -> (B, C).

@@ -44,13 +44,17 @@ def score_histogram(scores: jax.Array, mask: jax.Array, num_bins: int) -> jax.Ar
     return jnp.einsum("bc,bck->ck", jnp.asarray(mask, jnp.float32), onehot)
 
 
-def score_histograms(scores: jax.Array, labels: jax.Array, num_bins: int) -> tuple[jax.Array, jax.Array]:
+def score_histograms(
+    scores: jax.Array, labels: jax.Array, num_bins: int
+) -> tuple[jax.Array, jax.Array]:
     """Counts (C, K) of the known-positive and known-negative scores of one batch (§4.3).
 
     `scores` (B, C) in [0, 1]; `labels` (B, C) in {-1, 0, +1}, unknown (0) entries are ignored.
     """
-    return (score_histogram(scores, labels == 1, num_bins),
-            score_histogram(scores, labels == -1, num_bins))
+    return (
+        score_histogram(scores, labels == 1, num_bins),
+        score_histogram(scores, labels == -1, num_bins),
+    )
 
 
 def decayed_update(histogram: jax.Array, counts: jax.Array, decay: float) -> jax.Array:
@@ -88,29 +92,40 @@ def head_precision(positive: jax.Array, negative: jax.Array, min_count: float) -
     return jax.lax.cummin(precision, axis=1)
 
 
-def positive_precision_thresholds(positive: jax.Array, negative: jax.Array, *, min_precision: float,
-                                  min_count: float) -> jax.Array:
+def positive_precision_thresholds(
+    positive: jax.Array, negative: jax.Array, *, min_precision: float, min_count: float
+) -> jax.Array:
     """τ+_c (C,) of §4.4: the first edge e_k where `tail_precision` reaches ρ+ with
     T+ + T- >= n_min; +inf if none."""
     edges = bin_edges(positive.shape[1])
     tail = tail_counts(positive) + tail_counts(negative)  # (C, K)
-    qualifies = ((tail_precision(positive, negative, min_count) >= min_precision)
-                 & (tail >= min_count))
+    qualifies = (tail_precision(positive, negative, min_count) >= min_precision) & (
+        tail >= min_count
+    )
     return jnp.where(jnp.any(qualifies, axis=1), edges[jnp.argmax(qualifies, axis=1)], jnp.inf)
 
 
-def missed_positive_thresholds(positive: jax.Array, *, max_missed_positive_fraction: float,
-                               min_count: float) -> jax.Array:
+def missed_positive_thresholds(
+    positive: jax.Array, *, max_missed_positive_fraction: float, min_count: float
+) -> jax.Array:
     """τ-_c (C,) of §4.4 before the cap at τ+: the largest edge with L+ <= ε- n+_c, 0 if
     n+_c < n_min."""
     num_pos = tail_counts(positive)[:, 0]  # (C,)
-    within_budget = counts_below(positive) <= max_missed_positive_fraction * num_pos[:, None]  # (C, K)
+    within_budget = (
+        counts_below(positive) <= max_missed_positive_fraction * num_pos[:, None]
+    )  # (C, K)
     last = jnp.max(jnp.where(within_budget, jnp.arange(positive.shape[1]), 0), axis=1)
     return jnp.where(num_pos >= min_count, bin_edges(positive.shape[1])[last], 0.0)
 
 
-def prior_matching_thresholds(positive: jax.Array, negative: jax.Array, unknown: jax.Array, *,
-                              prior_fraction: float, min_count: float) -> jax.Array:
+def prior_matching_thresholds(
+    positive: jax.Array,
+    negative: jax.Array,
+    unknown: jax.Array,
+    *,
+    prior_fraction: float,
+    min_count: float,
+) -> jax.Array:
     """τ+_c (C,) of the `prior` rule (docs/methods/satl.md, "Threshold rules"): the lowest edge
     e_k whose tail of unknown scores T^u[c, k] holds at most ρ π̂_c n^u_c entries, with the class
     prior π̂_c = n+_c / (n+_c + n-_c) of the known labels (unbiased when labels are hidden
@@ -127,29 +142,42 @@ def prior_matching_thresholds(positive: jax.Array, negative: jax.Array, unknown:
     within = unknown_tail <= target[:, None]
     first = jnp.argmax(within, axis=1)  # (C,)
     selected = jnp.take_along_axis(unknown_tail, first[:, None], axis=1)[:, 0]
-    valid = (jnp.any(within, axis=1) & (selected > 0) & (num_known >= min_count)
-             & (unknown_tail[:, 0] >= min_count))
+    valid = (
+        jnp.any(within, axis=1)
+        & (selected > 0)
+        & (num_known >= min_count)
+        & (unknown_tail[:, 0] >= min_count)
+    )
     return jnp.where(valid, bin_edges(positive.shape[1])[first], jnp.inf)
 
 
-def negative_precision_thresholds(positive: jax.Array, negative: jax.Array, *,
-                                  min_negative_precision: float, min_count: float) -> jax.Array:
+def negative_precision_thresholds(
+    positive: jax.Array, negative: jax.Array, *, min_negative_precision: float, min_count: float
+) -> jax.Array:
     """τ-_c (C,) of the `asymmetric` rule: the highest upper bin edge e_{k+1} below which the
     known entries are negatives with `head_precision` >= ρ- and number at least n_min; 0 if none."""
     num_bins = positive.shape[1]
     head = jnp.cumsum(positive + negative, axis=1)  # (C, K): known entries below e_{k+1}
-    qualifies = ((head_precision(positive, negative, min_count) >= min_negative_precision)
-                 & (head >= min_count))
+    qualifies = (head_precision(positive, negative, min_count) >= min_negative_precision) & (
+        head >= min_count
+    )
     last = jnp.max(jnp.where(qualifies, jnp.arange(num_bins), -1), axis=1)  # (C,)
     upper_edges = (jnp.arange(num_bins, dtype=jnp.float32) + 1.0) / num_bins
     return jnp.where(last >= 0, upper_edges[jnp.maximum(last, 0)], 0.0)
 
 
-def category_thresholds(positive: jax.Array, negative: jax.Array, *, rule: str, min_precision: float,
-                        max_missed_positive_fraction: float, min_count: float,
-                        unknown: jax.Array | None = None, prior_fraction: float | None = None,
-                        min_negative_precision: float | None = None
-                        ) -> tuple[jax.Array, jax.Array]:
+def category_thresholds(
+    positive: jax.Array,
+    negative: jax.Array,
+    *,
+    rule: str,
+    min_precision: float,
+    max_missed_positive_fraction: float,
+    min_count: float,
+    unknown: jax.Array | None = None,
+    prior_fraction: float | None = None,
+    min_negative_precision: float | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """(τ+, τ-) float32 (C,) of `rule` in THRESHOLD_RULES or PRIOR_RULES; τ- never exceeds τ+.
 
     * `precision` (§4.4): τ+ from ρ+, τ- from the missed-positive budget ε-;
@@ -160,36 +188,52 @@ def category_thresholds(positive: jax.Array, negative: jax.Array, *, rule: str, 
       positives), τ- = `negative_precision_thresholds` (needs `min_negative_precision`).
     """
     if rule not in THRESHOLD_RULES + PRIOR_RULES:
-        raise ValueError(f"unknown threshold rule {rule!r}; "
-                         f"valid rules: {', '.join(THRESHOLD_RULES + PRIOR_RULES)}")
+        raise ValueError(
+            f"unknown threshold rule {rule!r}; "
+            f"valid rules: {', '.join(THRESHOLD_RULES + PRIOR_RULES)}"
+        )
     positive = jnp.asarray(positive, jnp.float32)
     negative = jnp.asarray(negative, jnp.float32)
-    tau_pos = positive_precision_thresholds(positive, negative, min_precision=min_precision,
-                                            min_count=min_count)
+    tau_pos = positive_precision_thresholds(
+        positive, negative, min_precision=min_precision, min_count=min_count
+    )
     if rule in PRIOR_RULES:
         if unknown is None or prior_fraction is None:
-            raise ValueError(f"threshold rule {rule!r} needs the histogram of the unknown entries' "
-                             "scores and prior_fraction")
-        prior_pos = prior_matching_thresholds(positive, negative, jnp.asarray(unknown, jnp.float32),
-                                              prior_fraction=prior_fraction, min_count=min_count)
+            raise ValueError(
+                f"threshold rule {rule!r} needs the histogram of the unknown entries' "
+                "scores and prior_fraction"
+            )
+        prior_pos = prior_matching_thresholds(
+            positive,
+            negative,
+            jnp.asarray(unknown, jnp.float32),
+            prior_fraction=prior_fraction,
+            min_count=min_count,
+        )
         tau_pos = prior_pos if rule == "prior" else jnp.maximum(tau_pos, prior_pos)
     if rule == "pos_only":
         return tau_pos, jnp.zeros_like(tau_pos)
     if rule == "asymmetric":
         if min_negative_precision is None:
             raise ValueError("threshold rule 'asymmetric' needs min_negative_precision")
-        tau_neg = negative_precision_thresholds(positive, negative,
-                                                min_negative_precision=min_negative_precision,
-                                                min_count=min_count)
+        tau_neg = negative_precision_thresholds(
+            positive, negative, min_negative_precision=min_negative_precision, min_count=min_count
+        )
     else:
         tau_neg = missed_positive_thresholds(
-            positive, max_missed_positive_fraction=max_missed_positive_fraction,
-            min_count=min_count)
+            positive, max_missed_positive_fraction=max_missed_positive_fraction, min_count=min_count
+        )
     return tau_pos, jnp.minimum(tau_neg, tau_pos)
 
 
-def pseudo_label_precision(scores: jax.Array, pseudo_labels: jax.Array, positive: jax.Array,
-                           negative: jax.Array, *, min_count: float) -> jax.Array:
+def pseudo_label_precision(
+    scores: jax.Array,
+    pseudo_labels: jax.Array,
+    positive: jax.Array,
+    negative: jax.Array,
+    *,
+    min_count: float,
+) -> jax.Array:
     """Weights (B, C) of the `precision` pseudo-label weighting: the known-label precision of
     each pseudo label's set, `tail_precision` at its bin for a +1, `head_precision` for a -1,
     0 where there is no pseudo label."""
@@ -199,12 +243,14 @@ def pseudo_label_precision(scores: jax.Array, pseudo_labels: jax.Array, positive
     classes = jnp.arange(positive.shape[0])[None, :]  # (1, C)
     pos_weight = tail_precision(positive, negative, min_count)[classes, bins]  # (B, C)
     neg_weight = head_precision(positive, negative, min_count)[classes, bins]
-    return jnp.where(pseudo_labels == 1, pos_weight,
-                     jnp.where(pseudo_labels == -1, neg_weight, 0.0))
+    return jnp.where(
+        pseudo_labels == 1, pos_weight, jnp.where(pseudo_labels == -1, neg_weight, 0.0)
+    )
 
 
-def threshold_pseudo_labels(scores: jax.Array, labels: jax.Array, tau_pos: jax.Array,
-                            tau_neg: jax.Array) -> jax.Array:
+def threshold_pseudo_labels(
+    scores: jax.Array, labels: jax.Array, tau_pos: jax.Array, tau_neg: jax.Array
+) -> jax.Array:
     """ŷ (B, C) of §4.5: +1 where unknown and s >= τ+_c, -1 where unknown and s < τ-_c, else 0."""
     unknown = labels == 0
     positive = unknown & (scores >= tau_pos)
@@ -217,8 +263,15 @@ def smooth_hinge(x: jax.Array, smoothness: float) -> jax.Array:
     return jax.nn.softplus(smoothness * x) / smoothness
 
 
-def distribution_ranking_loss(scores: jax.Array, labels: jax.Array, positive: jax.Array,
-                              negative: jax.Array, *, margin: float, smoothness: float) -> jax.Array:
+def distribution_ranking_loss(
+    scores: jax.Array,
+    labels: jax.Array,
+    positive: jax.Array,
+    negative: jax.Array,
+    *,
+    margin: float,
+    smoothness: float,
+) -> jax.Array:
     """Differential ranking loss of §4.6 (distribution-anchored pairwise smooth hinge), scalar.
 
     R+[i, c] = Σ_k w-[c, k] h(m - (s[i, c] - v_k)) for known positives, R-[j, c] =
@@ -235,8 +288,9 @@ def distribution_ranking_loss(scores: jax.Array, labels: jax.Array, positive: ja
     gap = scores[:, :, None] - bin_centres(positive.shape[1])  # (B, C, K): s - v_k
     rank_pos = jnp.sum(w_neg * smooth_hinge(margin - gap, smoothness), axis=-1)  # (B, C)
     rank_neg = jnp.sum(w_pos * smooth_hinge(margin + gap, smoothness), axis=-1)  # (B, C)
-    return (masked_mean(rank_pos, (labels == 1) & (num_neg > 0))
-            + masked_mean(rank_neg, (labels == -1) & (num_pos > 0)))
+    return masked_mean(rank_pos, (labels == 1) & (num_neg > 0)) + masked_mean(
+        rank_neg, (labels == -1) & (num_pos > 0)
+    )
 
 
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -245,8 +299,9 @@ def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(count, 1.0)
 
 
-def pseudo_label_counts(pseudo_labels: jax.Array, labels: jax.Array,
-                        complete_labels: jax.Array) -> dict[str, jax.Array]:
+def pseudo_label_counts(
+    pseudo_labels: jax.Array, labels: jax.Array, complete_labels: jax.Array
+) -> dict[str, jax.Array]:
     """Per-class counts (C,) float32 for the precision and recall of pseudo labels (§4.10).
 
     Diagnostics only: `complete_labels` (B, C) in {-1, +1} are the hidden full labels and must
@@ -259,9 +314,11 @@ def pseudo_label_counts(pseudo_labels: jax.Array, labels: jax.Array,
     def per_class(mask: jax.Array) -> jax.Array:
         return jnp.sum(mask, axis=0, dtype=jnp.float32)
 
-    return {"pseudo_positives": per_class(pseudo_pos),
-            "true_pseudo_positives": per_class(pseudo_pos & hidden_pos),
-            "pseudo_negatives": per_class(pseudo_neg),
-            "true_pseudo_negatives": per_class(pseudo_neg & hidden_neg),
-            "hidden_positives": per_class(hidden_pos),
-            "hidden_negatives": per_class(hidden_neg)}
+    return {
+        "pseudo_positives": per_class(pseudo_pos),
+        "true_pseudo_positives": per_class(pseudo_pos & hidden_pos),
+        "pseudo_negatives": per_class(pseudo_neg),
+        "true_pseudo_negatives": per_class(pseudo_neg & hidden_neg),
+        "hidden_positives": per_class(hidden_pos),
+        "hidden_negatives": per_class(hidden_neg),
+    }

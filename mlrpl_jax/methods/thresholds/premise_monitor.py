@@ -23,13 +23,20 @@ import numpy as np
 from mlrpl_jax.methods.thresholds import histogram_thresholds
 
 # (known group, hidden group) compared for each sign
-COMPARISONS = {"positive": ("known_positive", "hidden_positive"),
-               "negative": ("known_negative", "hidden_negative")}
+COMPARISONS = {
+    "positive": ("known_positive", "hidden_positive"),
+    "negative": ("known_negative", "hidden_negative"),
+}
 GROUPS = tuple(group for pair in COMPARISONS.values() for group in pair)
 
 
-def premise_histograms(scores: jax.Array, trained_labels: jax.Array, labels: jax.Array,
-                       complete_labels: jax.Array, num_bins: int) -> dict[str, jax.Array]:
+def premise_histograms(
+    scores: jax.Array,
+    trained_labels: jax.Array,
+    labels: jax.Array,
+    complete_labels: jax.Array,
+    num_bins: int,
+) -> dict[str, jax.Array]:
     """Counts (C, K) of one batch's scores for each group of GROUPS.
 
     `scores` (B, C) in [0, 1]; `trained_labels` (B, C) in {-1, 0, +1}, the known labels the loss
@@ -37,12 +44,18 @@ def premise_histograms(scores: jax.Array, trained_labels: jax.Array, labels: jax
     hidden ones; `complete_labels` (B, C) in {-1, +1}, the hidden full labels.
     """
     hidden = jnp.where(labels == 0, complete_labels, 0)  # (B, C)
-    known_positive, known_negative = histogram_thresholds.score_histograms(scores, trained_labels,
-                                                                           num_bins)
-    hidden_positive, hidden_negative = histogram_thresholds.score_histograms(scores, hidden,
-                                                                             num_bins)
-    return {"known_positive": known_positive, "hidden_positive": hidden_positive,
-            "known_negative": known_negative, "hidden_negative": hidden_negative}
+    known_positive, known_negative = histogram_thresholds.score_histograms(
+        scores, trained_labels, num_bins
+    )
+    hidden_positive, hidden_negative = histogram_thresholds.score_histograms(
+        scores, hidden, num_bins
+    )
+    return {
+        "known_positive": known_positive,
+        "hidden_positive": hidden_positive,
+        "known_negative": known_negative,
+        "hidden_negative": hidden_negative,
+    }
 
 
 def binned_ks_statistic(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -62,8 +75,9 @@ def binned_ks_statistic(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.where(defined, statistic, np.nan)
 
 
-def epoch_premise_scalars(histograms: dict[str, np.ndarray],
-                          class_names: tuple[str, ...]) -> dict[str, float]:
+def epoch_premise_scalars(
+    histograms: dict[str, np.ndarray], class_names: tuple[str, ...]
+) -> dict[str, float]:
     """Scalars logged per epoch: `satl/premise_ks_{positive,negative}/<class>` where both
     samples are non-empty, and their mean and maximum over those classes."""
     scalars: dict[str, float] = {}

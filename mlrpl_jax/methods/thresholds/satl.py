@@ -34,8 +34,14 @@ from mlrpl_jax.methods import get_method_class, registered_methods
 from mlrpl_jax.methods.base import LossAux, Method, PyTree, StepContext
 from mlrpl_jax.methods.thresholds import histogram_thresholds, premise_monitor
 
-COUNT_KEYS = ("pseudo_positives", "true_pseudo_positives", "pseudo_negatives",
-              "true_pseudo_negatives", "hidden_positives", "hidden_negatives")
+COUNT_KEYS = (
+    "pseudo_positives",
+    "true_pseudo_positives",
+    "pseudo_negatives",
+    "true_pseudo_negatives",
+    "hidden_positives",
+    "hidden_negatives",
+)
 PSEUDO_LABEL_WEIGHTINGS = ("hard", "precision")
 
 
@@ -46,8 +52,9 @@ class SemanticAwareThresholdLearning(Method):
     paper_batch_size = 32
     schedule_options = {"warmup_epochs": "epochs"}
     # Values of satl.threshold_rule that `thresholds` computes.
-    threshold_rules: ClassVar[tuple[str, ...]] = (histogram_thresholds.THRESHOLD_RULES
-                                                  + histogram_thresholds.PRIOR_RULES)
+    threshold_rules: ClassVar[tuple[str, ...]] = (
+        histogram_thresholds.THRESHOLD_RULES + histogram_thresholds.PRIOR_RULES
+    )
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
@@ -82,7 +89,9 @@ class SemanticAwareThresholdLearning(Method):
         return options
 
     @classmethod
-    def config_sections(cls, config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+    def config_sections(
+        cls, config: ml_collections.ConfigDict
+    ) -> dict[str, ml_collections.ConfigDict]:
         """Sections a config of this method may hold: `satl` and the base method's own section."""
         base_name = cls.method_options(config).base_method
         sections = {SemanticAwareThresholdLearning.name: cls.default_config()}
@@ -97,7 +106,8 @@ class SemanticAwareThresholdLearning(Method):
     def build_model(self, word_embeddings: np.ndarray, adjacency: np.ndarray) -> nn.Module:
         """The base method's model; the base itself is built here from the same config."""
         self.base = get_method_class(self.options.base_method)(
-            base_method_config(self.config, self.options), self.info, word_embeddings, adjacency)
+            base_method_config(self.config, self.options), self.info, word_embeddings, adjacency
+        )
         return self.base.model
 
     def init_variables(self, rng: jax.Array, image_shape: tuple[int, ...]) -> dict[str, PyTree]:
@@ -109,14 +119,18 @@ class SemanticAwareThresholdLearning(Method):
         num_classes = self.info.num_classes
         shape = (num_classes, self.options.num_bins)
         premise_shape = (num_classes, self.options.premise_bins)
-        return {"base": self.base.init_method_state(),
-                "satl": {"positive_histogram": jnp.zeros(shape, jnp.float32),
-                         "negative_histogram": jnp.zeros(shape, jnp.float32),
-                         "unknown_histogram": jnp.zeros(shape, jnp.float32),
-                         "counts": {key: jnp.zeros(num_classes, jnp.float32)
-                                    for key in COUNT_KEYS},
-                         "premise": {group: jnp.zeros(premise_shape, jnp.float32)
-                                     for group in premise_monitor.GROUPS}}}
+        return {
+            "base": self.base.init_method_state(),
+            "satl": {
+                "positive_histogram": jnp.zeros(shape, jnp.float32),
+                "negative_histogram": jnp.zeros(shape, jnp.float32),
+                "unknown_histogram": jnp.zeros(shape, jnp.float32),
+                "counts": {key: jnp.zeros(num_classes, jnp.float32) for key in COUNT_KEYS},
+                "premise": {
+                    group: jnp.zeros(premise_shape, jnp.float32) for group in premise_monitor.GROUPS
+                },
+            },
+        }
 
     def check_training_labels(self) -> None:
         self.base.check_training_labels()
@@ -130,20 +144,28 @@ class SemanticAwareThresholdLearning(Method):
     def project_params(self, params: PyTree) -> PyTree:
         return self.base.project_params(params)
 
-    def predict(self, variables: dict[str, PyTree], method_state: PyTree,
-                images: jax.Array) -> jax.Array:
+    def predict(
+        self, variables: dict[str, PyTree], method_state: PyTree, images: jax.Array
+    ) -> jax.Array:
         return self.base.predict(variables, method_state["base"], images)
 
-    def thresholds(self, positive: jax.Array, negative: jax.Array,
-                   unknown: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    def thresholds(
+        self, positive: jax.Array, negative: jax.Array, unknown: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
         """(τ+, τ-) float32 (C,) of the configured rule (§4.4); `unknown` (C, K), the histogram of
         the unknown entries' scores, is needed by the `prior` and `asymmetric` rules."""
         opts = self.options
         return histogram_thresholds.category_thresholds(
-            positive, negative, rule=opts.threshold_rule, min_precision=opts.min_precision,
+            positive,
+            negative,
+            rule=opts.threshold_rule,
+            min_precision=opts.min_precision,
             max_missed_positive_fraction=opts.max_missed_positive_fraction,
-            min_count=opts.min_count, unknown=unknown, prior_fraction=opts.prior_fraction,
-            min_negative_precision=opts.min_negative_precision)
+            min_count=opts.min_count,
+            unknown=unknown,
+            prior_fraction=opts.prior_fraction,
+            min_negative_precision=opts.min_negative_precision,
+        )
 
     def split_known_labels(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """(labels the losses train on, labels counted into H±), both (B, C) in {-1, 0, +1}: the
@@ -151,9 +173,13 @@ class SemanticAwareThresholdLearning(Method):
         and benchmarks/satl_oracle_calibration.py change them."""
         return batch["labels"], batch["labels"]
 
-    def base_loss_and_logits(self, variables: dict[str, PyTree], base_state: PyTree,
-                             batch: dict[str, jax.Array],
-                             ctx: StepContext) -> tuple[jax.Array, LossAux, jax.Array]:
+    def base_loss_and_logits(
+        self,
+        variables: dict[str, PyTree],
+        base_state: PyTree,
+        batch: dict[str, jax.Array],
+        ctx: StepContext,
+    ) -> tuple[jax.Array, LossAux, jax.Array]:
         """The base's loss and aux, and the logits (B, C) of its one train-mode forward."""
         outputs = []
 
@@ -167,18 +193,26 @@ class SemanticAwareThresholdLearning(Method):
         with nn.intercept_methods(capture):
             base_loss, base_aux = self.base.loss(variables, base_state, batch, ctx)
         if len(outputs) != 1:
-            raise RuntimeError(f"satl needs exactly one train-mode forward in the loss of base method "
-                               f"'{self.base.name}', found {len(outputs)}")
+            raise RuntimeError(
+                f"satl needs exactly one train-mode forward in the loss of base method "
+                f"'{self.base.name}', found {len(outputs)}"
+            )
         return base_loss, base_aux, outputs[0].logits
 
-    def loss(self, variables: dict[str, PyTree], method_state: PyTree, batch: dict[str, jax.Array],
-             ctx: StepContext) -> tuple[jax.Array, LossAux]:
+    def loss(
+        self,
+        variables: dict[str, PyTree],
+        method_state: PyTree,
+        batch: dict[str, jax.Array],
+        ctx: StepContext,
+    ) -> tuple[jax.Array, LossAux]:
         """§4.7: base loss + λ_r r(t) L_rank + [e >= E_w] λ_p BCE(z, ŷ); H± from the global batch."""
         opts = self.options
         labels = batch["labels"]  # (B, C) in {-1, 0, +1}
         trained_labels, histogram_labels = self.split_known_labels(batch)
         base_loss, base_aux, logits = self.base_loss_and_logits(
-            variables, method_state["base"], {**batch, "labels": trained_labels}, ctx)
+            variables, method_state["base"], {**batch, "labels": trained_labels}, ctx
+        )
         stats = method_state["satl"]
         scores = jax.nn.sigmoid(logits.astype(jnp.float32))  # (B, C)
         # The training student's scores set H±, H^u, the thresholds and the pseudo labels; an EMA
@@ -186,31 +220,47 @@ class SemanticAwareThresholdLearning(Method):
         detached = jax.lax.stop_gradient(scores)
 
         # Thresholds and ranking anchors from the state before this step's update (§4.4).
-        tau_pos, tau_neg = self.thresholds(stats["positive_histogram"], stats["negative_histogram"],
-                                           stats["unknown_histogram"])
-        pseudo = histogram_thresholds.threshold_pseudo_labels(detached, labels, tau_pos, tau_neg)  # (B, C)
+        tau_pos, tau_neg = self.thresholds(
+            stats["positive_histogram"], stats["negative_histogram"], stats["unknown_histogram"]
+        )
+        pseudo = histogram_thresholds.threshold_pseudo_labels(
+            detached, labels, tau_pos, tau_neg
+        )  # (B, C)
         pseudo_on = (ctx.epoch >= opts.warmup_epochs).astype(jnp.float32)
         pseudo_bce, pseudo_weights = self.pseudo_label_bce(logits, pseudo, detached, stats)
         ranking = histogram_thresholds.distribution_ranking_loss(
-            scores, trained_labels, stats["positive_histogram"], stats["negative_histogram"],
-            margin=opts.ranking_margin, smoothness=opts.ranking_smoothness)
+            scores,
+            trained_labels,
+            stats["positive_histogram"],
+            stats["negative_histogram"],
+            margin=opts.ranking_margin,
+            smoothness=opts.ranking_smoothness,
+        )
         ramp = losses.warmup_factor(ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
-        total = (base_loss + opts.ranking_weight * ramp * ranking
-                 + pseudo_on * opts.pseudo_weight * pseudo_bce)
+        total = (
+            base_loss
+            + opts.ranking_weight * ramp * ranking
+            + pseudo_on * opts.pseudo_weight * pseudo_bce
+        )
 
         decay = math.exp(-1.0 / (opts.memory_epochs * ctx.steps_per_epoch))
-        positive_counts, negative_counts = histogram_thresholds.score_histograms(detached, histogram_labels,
-                                                                       opts.num_bins)
+        positive_counts, negative_counts = histogram_thresholds.score_histograms(
+            detached, histogram_labels, opts.num_bins
+        )
         unknown_counts = histogram_thresholds.score_histogram(detached, labels == 0, opts.num_bins)
         new_stats = {
             "positive_histogram": histogram_thresholds.decayed_update(
-                stats["positive_histogram"], positive_counts, decay),
+                stats["positive_histogram"], positive_counts, decay
+            ),
             "negative_histogram": histogram_thresholds.decayed_update(
-                stats["negative_histogram"], negative_counts, decay),
+                stats["negative_histogram"], negative_counts, decay
+            ),
             "unknown_histogram": histogram_thresholds.decayed_update(
-                stats["unknown_histogram"], unknown_counts, decay),
+                stats["unknown_histogram"], unknown_counts, decay
+            ),
             # counted against the hidden labels in `diagnostics`
-            "counts": stats["counts"], "premise": stats["premise"],
+            "counts": stats["counts"],
+            "premise": stats["premise"],
         }
         metrics = {
             **base_aux.metrics,
@@ -219,31 +269,50 @@ class SemanticAwareThresholdLearning(Method):
             "satl/pseudo_on": pseudo_on,
             "satl/pseudo_positives": jnp.sum(pseudo == 1, dtype=jnp.float32),
             "satl/pseudo_negatives": jnp.sum(pseudo == -1, dtype=jnp.float32),
-            "satl/classes_with_positive_threshold": jnp.sum(jnp.isfinite(tau_pos), dtype=jnp.float32),
+            "satl/classes_with_positive_threshold": jnp.sum(
+                jnp.isfinite(tau_pos), dtype=jnp.float32
+            ),
             "satl/mean_negative_threshold": jnp.mean(tau_neg),
-            "satl/mean_pseudo_weight": histogram_thresholds.masked_mean(pseudo_weights,
-                                                                        pseudo != 0),
+            "satl/mean_pseudo_weight": histogram_thresholds.masked_mean(
+                pseudo_weights, pseudo != 0
+            ),
         }
-        diagnostic_inputs = {"base": base_aux.diagnostic_inputs, "pseudo_labels": pseudo,
-                             "scores": detached}
-        return total, LossAux(batch_stats=base_aux.batch_stats,
-                              method_state={"base": base_aux.method_state, "satl": new_stats},
-                              metrics=metrics, diagnostic_inputs=diagnostic_inputs)
+        diagnostic_inputs = {
+            "base": base_aux.diagnostic_inputs,
+            "pseudo_labels": pseudo,
+            "scores": detached,
+        }
+        return total, LossAux(
+            batch_stats=base_aux.batch_stats,
+            method_state={"base": base_aux.method_state, "satl": new_stats},
+            metrics=metrics,
+            diagnostic_inputs=diagnostic_inputs,
+        )
 
-    def pseudo_label_bce(self, logits: jax.Array, pseudo: jax.Array, scores: jax.Array,
-                         stats: PyTree) -> tuple[jax.Array, jax.Array]:
+    def pseudo_label_bce(
+        self, logits: jax.Array, pseudo: jax.Array, scores: jax.Array, stats: PyTree
+    ) -> tuple[jax.Array, jax.Array]:
         """BCE(z, ŷ) of the pseudo labels (§4.7) and their weights (B, C): 1 (`hard`), or the
         known-label precision of each one's set (`precision`); 0 where there is none."""
         if self.options.pseudo_label_weighting == "precision":
             weights = histogram_thresholds.pseudo_label_precision(
-                scores, pseudo, stats["positive_histogram"], stats["negative_histogram"],
-                min_count=self.options.min_count)
+                scores,
+                pseudo,
+                stats["positive_histogram"],
+                stats["negative_histogram"],
+                min_count=self.options.min_count,
+            )
             return weighted_pseudo_bce(logits, pseudo, weights), weights
         return losses.partial_bce(logits, pseudo), (pseudo != 0).astype(jnp.float32)
 
-    def diagnostics(self, inputs: PyTree, method_state: PyTree, batch: dict[str, jax.Array],
-                    complete_labels: jax.Array, ctx: StepContext
-                    ) -> tuple[dict[str, jax.Array], PyTree]:
+    def diagnostics(
+        self,
+        inputs: PyTree,
+        method_state: PyTree,
+        batch: dict[str, jax.Array],
+        complete_labels: jax.Array,
+        ctx: StepContext,
+    ) -> tuple[dict[str, jax.Array], PyTree]:
         """The base's diagnostics, on the batch its loss saw, and this epoch's per-class counts
         of pseudo labels against the hidden labels (§4.10), which `on_epoch_end` logs as
         precision and recall, and the premise monitor's histograms of known and hidden scores
@@ -251,21 +320,36 @@ class SemanticAwareThresholdLearning(Method):
         (B, C) they were drawn from."""
         trained_labels, _ = self.split_known_labels(batch)
         scalars, base_state = self.base.diagnostics(
-            inputs["base"], method_state["base"], {**batch, "labels": trained_labels},
-            complete_labels, ctx)
+            inputs["base"],
+            method_state["base"],
+            {**batch, "labels": trained_labels},
+            complete_labels,
+            ctx,
+        )
         stats = method_state["satl"]
-        batch_counts = histogram_thresholds.pseudo_label_counts(inputs["pseudo_labels"],
-                                                                batch["labels"], complete_labels)
+        batch_counts = histogram_thresholds.pseudo_label_counts(
+            inputs["pseudo_labels"], batch["labels"], complete_labels
+        )
         batch_premise = premise_monitor.premise_histograms(
-            inputs["scores"], trained_labels, batch["labels"], complete_labels,
-            self.options.premise_bins)
+            inputs["scores"],
+            trained_labels,
+            batch["labels"],
+            complete_labels,
+            self.options.premise_bins,
+        )
         new_epoch = ctx.step_in_epoch == 0
-        counts = {key: jnp.where(new_epoch, 0.0, stats["counts"][key]) + batch_counts[key]
-                  for key in COUNT_KEYS}
-        premise = {group: jnp.where(new_epoch, 0.0, stats["premise"][group]) + batch_premise[group]
-                   for group in premise_monitor.GROUPS}
-        return scalars, {"base": base_state, "satl": {**stats, "counts": counts,
-                                                      "premise": premise}}
+        counts = {
+            key: jnp.where(new_epoch, 0.0, stats["counts"][key]) + batch_counts[key]
+            for key in COUNT_KEYS
+        }
+        premise = {
+            group: jnp.where(new_epoch, 0.0, stats["premise"][group]) + batch_premise[group]
+            for group in premise_monitor.GROUPS
+        }
+        return scalars, {
+            "base": base_state,
+            "satl": {**stats, "counts": counts, "premise": premise},
+        }
 
     def on_epoch_start(self, state: Any, epoch: int, host: HostContext) -> Any:
         return self.with_base_hook(self.base.on_epoch_start, state, epoch, host)
@@ -274,13 +358,19 @@ class SemanticAwareThresholdLearning(Method):
         """Logs the epoch's thresholds, pseudo-label precision / recall (§4.10) and premise
         monitor, then runs the base hook."""
         stats = jax.device_get(state.method_state["satl"])
-        tau_pos, tau_neg = jax.device_get(self.thresholds(stats["positive_histogram"],
-                                                          stats["negative_histogram"],
-                                                          stats["unknown_histogram"]))
+        tau_pos, tau_neg = jax.device_get(
+            self.thresholds(
+                stats["positive_histogram"], stats["negative_histogram"], stats["unknown_histogram"]
+            )
+        )
         class_names = self.info.spec.class_names
-        host.log(int(jax.device_get(state.step)),
-                 {**epoch_diagnostics(tau_pos, tau_neg, stats["counts"], class_names),
-                  **premise_monitor.epoch_premise_scalars(stats["premise"], class_names)})
+        host.log(
+            int(jax.device_get(state.step)),
+            {
+                **epoch_diagnostics(tau_pos, tau_neg, stats["counts"], class_names),
+                **premise_monitor.epoch_premise_scalars(stats["premise"], class_names),
+            },
+        )
         return self.with_base_hook(self.base.on_epoch_end, state, epoch, host)
 
     @staticmethod
@@ -298,24 +388,35 @@ def check_options(options: ml_collections.ConfigDict, threshold_rules: tuple[str
         raise ValueError("satl.base_method cannot be 'satl'")
     base = get_method_class(options.base_method)
     if options.replace_base_pseudo_labels and base.replaced_pseudo_label_weights is None:
-        replaceable = [name for name, method in registered_methods().items()
-                       if method.replaced_pseudo_label_weights is not None
-                       and name != SemanticAwareThresholdLearning.name]
-        raise ValueError(f"satl cannot replace the pseudo labels of base method '{options.base_method}' "
-                         f"(supported: {', '.join(sorted(replaceable))}); set "
-                         "satl.replace_base_pseudo_labels=False to add SATL on top of them")
+        replaceable = [
+            name
+            for name, method in registered_methods().items()
+            if method.replaced_pseudo_label_weights is not None
+            and name != SemanticAwareThresholdLearning.name
+        ]
+        raise ValueError(
+            f"satl cannot replace the pseudo labels of base method '{options.base_method}' "
+            f"(supported: {', '.join(sorted(replaceable))}); set "
+            "satl.replace_base_pseudo_labels=False to add SATL on top of them"
+        )
     if options.threshold_rule not in threshold_rules:
-        raise ValueError(f"satl.threshold_rule must be one of {', '.join(threshold_rules)}, "
-                         f"got {options.threshold_rule!r}")
+        raise ValueError(
+            f"satl.threshold_rule must be one of {', '.join(threshold_rules)}, "
+            f"got {options.threshold_rule!r}"
+        )
     if options.num_bins < 2 or options.memory_epochs <= 0 or options.warmup_epochs < 0:
-        raise ValueError(f"satl.num_bins must be >= 2, satl.memory_epochs > 0 and satl.warmup_epochs "
-                         f">= 0, got {options.num_bins}, {options.memory_epochs}, {options.warmup_epochs}")
+        raise ValueError(
+            f"satl.num_bins must be >= 2, satl.memory_epochs > 0 and satl.warmup_epochs "
+            f">= 0, got {options.num_bins}, {options.memory_epochs}, {options.warmup_epochs}"
+        )
     if options.premise_bins < 2:
         raise ValueError(f"satl.premise_bins must be >= 2, got {options.premise_bins}")
     if options.pseudo_label_weighting not in PSEUDO_LABEL_WEIGHTINGS:
-        raise ValueError(f"satl.pseudo_label_weighting must be one of "
-                         f"{', '.join(PSEUDO_LABEL_WEIGHTINGS)}, "
-                         f"got {options.pseudo_label_weighting!r}")
+        raise ValueError(
+            f"satl.pseudo_label_weighting must be one of "
+            f"{', '.join(PSEUDO_LABEL_WEIGHTINGS)}, "
+            f"got {options.pseudo_label_weighting!r}"
+        )
     for key in ("min_precision", "prior_fraction", "min_negative_precision"):
         if not 0.0 < options[key] <= 1.0:
             raise ValueError(f"satl.{key} must be in (0, 1], got {options[key]}")
@@ -329,8 +430,9 @@ def weighted_pseudo_bce(logits: jax.Array, pseudo: jax.Array, weights: jax.Array
     return jnp.sum(weights * elementwise) / jnp.maximum(count, 1.0)
 
 
-def base_method_config(config: ml_collections.ConfigDict,
-                       options: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def base_method_config(
+    config: ml_collections.ConfigDict, options: ml_collections.ConfigDict
+) -> ml_collections.ConfigDict:
     """The config the base method is built from: method = base, its pseudo-label weights zeroed
     if SATL replaces them."""
     base_config = config.copy_and_resolve_references()
@@ -345,8 +447,12 @@ def base_method_config(config: ml_collections.ConfigDict,
     return base_config
 
 
-def epoch_diagnostics(tau_pos: np.ndarray, tau_neg: np.ndarray, counts: dict[str, np.ndarray],
-                      class_names: tuple[str, ...]) -> dict[str, float]:
+def epoch_diagnostics(
+    tau_pos: np.ndarray,
+    tau_neg: np.ndarray,
+    counts: dict[str, np.ndarray],
+    class_names: tuple[str, ...],
+) -> dict[str, float]:
     """Scalars of §4.10 from one epoch's per-class counts (C,) and the thresholds (C,) at its end.
 
     Per class: τ+ (left out while +inf, i.e. no positive pseudo labels), τ- and, where defined,
@@ -354,17 +460,21 @@ def epoch_diagnostics(tau_pos: np.ndarray, tau_neg: np.ndarray, counts: dict[str
     over all classes, the numbers of pseudo labels and of classes with a finite τ+.
     """
     scalars: dict[str, float] = {}
-    ratios = {"positive_precision": ("true_pseudo_positives", "pseudo_positives"),
-              "positive_recall": ("true_pseudo_positives", "hidden_positives"),
-              "negative_precision": ("true_pseudo_negatives", "pseudo_negatives"),
-              "negative_recall": ("true_pseudo_negatives", "hidden_negatives")}
+    ratios = {
+        "positive_precision": ("true_pseudo_positives", "pseudo_positives"),
+        "positive_recall": ("true_pseudo_positives", "hidden_positives"),
+        "negative_precision": ("true_pseudo_negatives", "pseudo_negatives"),
+        "negative_recall": ("true_pseudo_negatives", "hidden_negatives"),
+    }
     for c, name in enumerate(class_names):
         if np.isfinite(tau_pos[c]):
             scalars[f"satl/threshold_pos/{name}"] = float(tau_pos[c])
         scalars[f"satl/threshold_neg/{name}"] = float(tau_neg[c])
         for ratio, (numerator, denominator) in ratios.items():
             if counts[denominator][c] > 0:
-                scalars[f"satl/{ratio}/{name}"] = float(counts[numerator][c] / counts[denominator][c])
+                scalars[f"satl/{ratio}/{name}"] = float(
+                    counts[numerator][c] / counts[denominator][c]
+                )
     for ratio, (numerator, denominator) in ratios.items():
         total = float(np.sum(counts[denominator]))
         if total > 0:
