@@ -53,8 +53,8 @@ benchmark: install
 # (20,000 scenes, 4 epochs) with the whole backbone frozen and its maps cached (REGIME), at
 # p = REGIME_RATIOS over REGIME_SEEDS, the baseline also at 1.0, paired 95 % intervals of each
 # method's gain. REGIME=large trains the backbone's last stages as the papers do (~9x slower per
-# step). On the shared 2-core CPU a cached run takes ~2.5 min under load, so the full command is
-# a many-hour job there (benchmarks/regime_runs_per_hour.py).
+# step). On the 2-core CPU a cached run takes 1-2 min (8 seeds of 7 configs at p = 0.1: 80 min),
+# so the full command (~170 runs) is a ~4-hour job there (benchmarks/regime_runs_per_hour.py).
 REGIME ?= cached
 REGIME_DIR ?= $(CURDIR)/workdirs/regime_$(REGIME)
 REGIME_SEEDS ?= 0,1,2,3,4,5,6,7
