@@ -9,10 +9,10 @@ of every batch mixed, 2 or 3 images each. Any other config takes LogicMix the sa
 docs/methods/logicmix.md §4).
 """
 
-from mlrpl_jax.config import digit_scenes_config
+from mlrpl_jax.config import AUTHORS_LOGICMIX, digit_scenes_config
 
 
 def get_config(regime: str = "small"):
     config = digit_scenes_config("baseline", regime)
-    config.logicmix.update(probability=0.5, min_images=2, max_images=3)
+    config.logicmix.update(AUTHORS_LOGICMIX)
     return config

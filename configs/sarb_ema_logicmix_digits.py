@@ -9,11 +9,11 @@ The settings of configs/sarb_digits.py, the EMA horizon of configs/baseline_ema_
 the LogicMix settings of configs/baseline_logicmix_digits.py.
 """
 
-from mlrpl_jax.config import DIGIT_REGIMES, digit_scenes_config
+from mlrpl_jax.config import AUTHORS_LOGICMIX, DIGIT_REGIMES, digit_scenes_config
 
 
 def get_config(regime: str = "small"):
     config = digit_scenes_config("sarb", regime)  # an unknown regime stops here
     config.ema.decay = DIGIT_REGIMES[regime].ema_decay
-    config.logicmix.update(probability=0.5, min_images=2, max_images=3)
+    config.logicmix.update(AUTHORS_LOGICMIX)
     return config

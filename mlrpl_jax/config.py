@@ -167,6 +167,9 @@ class DigitRegime:
         return 20 / self.epochs
 
 
+# The LogicMix authors' settings (config.logicmix): half of the rows mixed, 2 or 3 images each.
+AUTHORS_LOGICMIX = {"probability": 0.5, "min_images": 2, "max_images": 3}
+
 DIGIT_REGIMES = {
     # 1,000 scenes, 8 epochs: the demo, the learning test and the first results page
     # (docs/results/digit_methods.md). At p = 0.1 a class has ~19 known positives, which the
