@@ -2,8 +2,10 @@
 combined by logical OR (docs/methods/logicmix.md).
 
 A mixed label is positive if any mixed image has it as a known positive, negative if every mixed
-image has it as a known negative, and unknown otherwise. Mixing runs inside the jitted train
-step (core/train.py) on the global batch with a key derived from the step's key, so a run
+image has it as a known negative, and unknown otherwise. The labels mixed are the method's
+training labels (Method.training_labels): the partial labels, or for the EMA teacher the partial
+labels completed by its pseudo labels, as in the published recipe. Mixing runs inside the jitted
+train step (core/train.py) on the global batch with a key derived from the step's key, so a run
 resumes exactly; it acts on batch['image'] whatever its shape (pixels or feature maps).
 """
 
@@ -15,9 +17,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-# Batch keys combined by the OR rule; the hidden complete labels are mixed like the partial ones
-# so that the diagnostics measure the rows the loss trained on.
-LABEL_KEYS = ("labels", "complete_labels")
+from mlrpl_jax.methods.base import PARTIAL_LABELS
+
+# Batch keys combined by the OR rule: the training labels (Method.training_labels, e.g. partial
+# labels completed by pseudo labels), the partial labels and the hidden complete labels, so that
+# the diagnostics measure the rows the loss trained on.
+LABEL_KEYS = ("labels", PARTIAL_LABELS, "complete_labels")
 # Folded into the step's key for the mixing draws, so the method's own draws are unchanged.
 RNG_STREAM = 0x4C4D
 

@@ -205,3 +205,21 @@ def test_every_digit_config_has_the_large_regime_with_the_papers_proportions(pat
         config_lib.ConfigError, match="unknown digit regime 'huge'; valid: small, large, cached"
     ):
         load_config_file(path, "huge")
+
+
+@pytest.mark.parametrize(
+    "recipe, method_config, arg",
+    [
+        ("ema_teacher_logicmix_digits.py", "ema_teacher_digits.py", "small"),
+        ("ema_teacher_logicmix_digits.py", "ema_teacher_digits.py", "cached"),
+        ("ema_teacher_logicmix_coco.py", "ema_teacher_coco.py", "ema_teacher"),
+        ("ema_teacher_logicmix_coco.py", "sarb_coco.py", "sarb"),
+    ],
+)
+def test_the_logicmix_recipe_configs_add_only_the_authors_logicmix(recipe, method_config, arg):
+    config = load_config_file(ROOT / "configs" / recipe, arg)
+    config_lib.validate_config(config)
+    assert config.logicmix.to_dict() == config_lib.AUTHORS_LOGICMIX
+    expected = load_config_file(ROOT / "configs" / method_config, arg)
+    expected.logicmix.update(config_lib.AUTHORS_LOGICMIX)
+    assert config.to_dict() == expected.to_dict()

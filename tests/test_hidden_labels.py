@@ -1,7 +1,7 @@
 """The hidden complete labels never reach a loss (mlrpl_jax/methods/base.py): for every registered
-method the step hands its loss a batch without them, and its loss, gradients and batch-norm
-statistics are no function of them, so they stay identical whatever the hidden labels are; only
-the diagnostics hook reads them.
+method the step hands its training-labels hook and its loss a batch without them, and its loss,
+gradients and batch-norm statistics are no function of them, so they stay identical whatever the
+hidden labels are; only the diagnostics hook reads them.
 
 The step is traced, not run: a value of the traced program depends on an input only through a
 chain of operations from it, so following every operation (a nested program's outputs all
@@ -77,14 +77,19 @@ def test_loss_and_gradients_do_not_depend_on_the_hidden_labels(name, section):
         np.eye(method_harness.NUM_CLASSES, dtype=np.float32),
     )
     state = abstract_train_state(method, optim.build_optimizer(config.optim, 2), config)
-    batch_keys = []
-    loss = method.loss
+    batch_keys, hook_keys = [], []
+    loss, training_labels = method.loss, method.training_labels
 
     def recording_loss(variables, method_state, batch, ctx):
         batch_keys.append(set(batch))
         return loss(variables, method_state, batch, ctx)
 
-    method.loss = recording_loss  # the step calls the instance's loss
+    def recording_training_labels(batch, method_state):
+        hook_keys.append(set(batch))
+        return training_labels(batch, method_state)
+
+    method.loss = recording_loss  # the step calls the instance's hooks
+    method.training_labels = recording_training_labels
     # An epoch where every loss term, pseudo labels included, is on.
     ctx = StepContext(
         epoch=jnp.int32(method.first_full_epoch()),
@@ -92,12 +97,17 @@ def test_loss_and_gradients_do_not_depend_on_the_hidden_labels(name, section):
         rng=jax.random.PRNGKey(0),
         steps_per_epoch=method_harness.STEPS_PER_EPOCH,
     )
-    step = functools.partial(train.loss_gradients_and_diagnostics, method, ctx=ctx)
+
+    def step(state, batch):  # the train step's order without the optimiser and LogicMix
+        batch = train.training_batch(method, state.method_state, batch)
+        return train.loss_gradients_and_diagnostics(method, state, batch, ctx)
+
     batch = data.batch(0)
     closed_jaxpr, out_shape = jax.make_jaxpr(step, return_shape=True)(state, batch)
 
+    assert hook_keys and all(train.HIDDEN_LABELS not in keys for keys in hook_keys)
     assert batch_keys and all(train.HIDDEN_LABELS not in keys for keys in batch_keys)
-    assert all({"image", "labels"} <= keys for keys in batch_keys)
+    assert all({"image", "labels"} <= keys for keys in batch_keys + hook_keys)
     inputs = jax.tree_util.tree_flatten_with_path((state, batch))[0]
     (hidden_index,) = [
         i
@@ -135,11 +145,12 @@ def test_transfer_diagnostics_count_pseudo_labels_against_the_hidden_labels():
         }
 
 
-@pytest.mark.parametrize("name", ["baseline", "hst"])
+@pytest.mark.parametrize("name", ["baseline", "hst", "ema_teacher"])
 def test_logicmix_batches_keep_the_hidden_labels_out_of_the_loss(name):
     """The whole step with LogicMix on (mlrpl_jax/logicmix.py mixes the hidden labels with the
-    same plan as the partial ones): the new parameters, optimiser and BN state, the step and the
-    loss are no function of the hidden labels; HST's diagnostics still read them."""
+    same plan as the training and partial ones; the EMA teacher's training labels carry its
+    pseudo labels): the new parameters, optimiser and BN state, the step and the loss are no
+    function of the hidden labels; HST's and the EMA teacher's diagnostics still read them."""
     config = method_harness.tiny_config(name)
     config.logicmix.probability = 1.0
     data = method_harness.SyntheticTrainingData()

@@ -186,6 +186,49 @@ def test_with_zero_weights_satl_is_its_base_method():
     assert {"intra_bce", "satl/ranking"} <= set(aux.metrics)
 
 
+def test_around_the_ema_teacher_the_base_trains_on_its_pseudo_labels():
+    """SATL completes its base's labels with the base's `training_labels` (the EMA teacher's
+    pseudo labels) as the step does for the base alone: with zero weights, the same loss and
+    diagnostics as the EMA teacher in the step."""
+    config = method_harness.tiny_config(
+        "satl",
+        **SATL_OPTIONS,
+        base_method="ema_teacher",
+        replace_base_pseudo_labels=False,
+        ranking_weight=0.0,
+        pseudo_weight=0.0,
+    )
+    config.ema.decay = 0.999  # the teacher's
+    data = method_harness.SyntheticTrainingData()
+    method, _, host_state = method_harness.build(SemanticAwareThresholdLearning, config, data)
+    teacher = method.base
+    table = np.random.default_rng(0).integers(-1, 2, data.info.train_partial_labels.shape)
+    method_state = {**host_state.method_state, "base": {"pseudo_labels": table.astype(np.int8)}}
+    ctx = StepContext(
+        epoch=np.int32(1),
+        step_in_epoch=np.int32(0),
+        rng=jax.random.PRNGKey(0),
+        steps_per_epoch=method_harness.STEPS_PER_EPOCH,
+    )
+
+    def loss_and_diagnostics(method, method_state, batch):
+        state = host_state.replace(method_state=method_state)
+        batch = train.training_batch(method, method_state, batch)
+        return train.loss_gradients_and_diagnostics(method, state, batch, ctx)[:2]
+
+    batch = data.batch(0)
+    loss, aux = jax.jit(loss_and_diagnostics, static_argnums=0)(method, method_state, batch)
+    teacher_loss, teacher_aux = jax.jit(loss_and_diagnostics, static_argnums=0)(
+        teacher, method_state["base"], batch
+    )
+    assert float(loss) == float(teacher_loss)
+    assert float(teacher_aux.metrics["pseudo_positives"]) > 0
+    for key in ("pseudo_positives", "pseudo_negatives_true", "unknown_hidden_negatives"):
+        assert float(aux.metrics[key]) == float(teacher_aux.metrics[key]), key
+    plain_loss, _ = jax.jit(teacher.loss)(host_state.variables(), method_state["base"], batch, ctx)
+    assert float(loss) != float(plain_loss)  # the pseudo labels count
+
+
 @pytest.mark.parametrize("ranking_weight,pseudo_weight", [(0.3, 0.0), (0.0, 0.7)])
 def test_ranking_loss_and_pseudo_labels_switch_on_their_own(ranking_weight, pseudo_weight):
     """Each of SATL's two terms can be measured alone: the loss is L_base + λ_r r L_rank +

@@ -44,7 +44,7 @@ from mlrpl_jax.core.train_state import TrainState, split_params
 from mlrpl_jax.data import label_embeddings, label_graph
 from mlrpl_jax.data.pipeline import PartialLabelData, resolve_num_workers
 from mlrpl_jax.methods import get_method_class
-from mlrpl_jax.methods.base import LossAux, Method, StepContext
+from mlrpl_jax.methods.base import PARTIAL_LABELS, LossAux, Method, StepContext
 from mlrpl_jax.models.pretrained import with_pretrained_backbone
 
 TrainStep = Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]
@@ -135,8 +135,9 @@ def make_train_step(
     BN and method state (only the step counter advances) and reports `skipped_update` = 1, so
     non-finite values never reach the state; the loop decides on the host, at logging and
     checkpoint time, whether to stop or go on (config.train.on_nonfinite). An applied step also
-    moves the model EMA, when the run keeps one (core/model_ema.py, config.ema.decay). With
-    config.logicmix.probability > 0 the loss sees the LogicMix batch (mlrpl_jax/logicmix.py).
+    moves the model EMA, when the run keeps one (core/model_ema.py, config.ema.decay). The
+    batch's labels are first replaced by the method's training labels (`training_batch`); with
+    config.logicmix.probability > 0 the loss then sees the LogicMix batch (mlrpl_jax/logicmix.py).
     """
     ema_decay = method.config.ema.decay
     mix = logicmix.batch_mixer(method.config.logicmix)
@@ -149,7 +150,7 @@ def make_train_step(
             rng=jax.random.fold_in(state.rng, state.step),
             steps_per_epoch=steps_per_epoch,
         )
-        batch, mix_scalars = mix(batch, ctx.rng)
+        batch, mix_scalars = mix(training_batch(method, state.method_state, batch), ctx.rng)
         loss, aux, grads = loss_gradients_and_diagnostics(method, state, batch, ctx)
         updates, opt_state = optimizer.update(
             grads, state.opt_state, state.params, active=method.active_params(state.params, epoch)
@@ -182,16 +183,31 @@ def make_train_step(
     return train_step
 
 
+def without_hidden_labels(batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    return {key: value for key, value in batch.items() if key != HIDDEN_LABELS}
+
+
+def training_batch(
+    method: Method, method_state: Any, batch: dict[str, jax.Array]
+) -> dict[str, jax.Array]:
+    """`batch` with its 'labels' replaced by `method.training_labels` (computed without the
+    hidden labels) and its partial labels kept under PARTIAL_LABELS: the batch LogicMix mixes
+    and the loss trains on."""
+    labels = method.training_labels(without_hidden_labels(batch), method_state)
+    return {**batch, PARTIAL_LABELS: batch["labels"], "labels": labels}
+
+
 def loss_gradients_and_diagnostics(
     method: Method, state: TrainState, batch: dict[str, jax.Array], ctx: StepContext
 ) -> tuple[jax.Array, LossAux, Any]:
-    """The method's loss, aux and gradients with respect to `state.params` on `batch`.
+    """The method's loss, aux and gradients with respect to `state.params` on `batch` (a
+    `training_batch`, mixed or not).
 
     The loss sees the batch without its hidden 'complete_labels' (B, C); they go only to the
     method's diagnostics hook, after the gradient, whose scalars join `aux.metrics` and whose
     method state replaces `aux.method_state`.
     """
-    seen = {key: value for key, value in batch.items() if key != HIDDEN_LABELS}
+    seen = without_hidden_labels(batch)
 
     def loss_fn(params):
         return method.loss(state.variables(params), state.method_state, seen, ctx)

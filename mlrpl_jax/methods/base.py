@@ -27,6 +27,9 @@ from mlrpl_jax.data.info import DataInfo
 from mlrpl_jax.models.network import SharedHead, SharedNetwork
 
 PyTree = Any
+# The batch key under which the train step keeps the partial labels once `Method.training_labels`
+# has replaced the batch's 'labels' (and LogicMix has mixed both alike).
+PARTIAL_LABELS = "partial_labels"
 # The arguments of SharedNetwork that its head (SharedHead) takes too.
 HEAD_ARGUMENTS = (
     "num_classes",
@@ -199,6 +202,18 @@ class Method(abc.ABC):
     def init_method_state(self) -> PyTree:
         return {}
 
+    def training_labels(self, batch: dict[str, jax.Array], method_state: PyTree) -> jax.Array:
+        """The labels (B, C) in {-1, 0, +1} the step trains on, from the un-mixed batch (without
+        the hidden labels) and the method state before the step: the partial labels by default.
+
+        The step calls it before LogicMix, so a mixed row ORs its images' training labels
+        (docs/methods/logicmix.md §4); the loss then reads them as the batch's 'labels', and the
+        partial labels stay under PARTIAL_LABELS. A method that completes labels from per-image
+        state (e.g. pseudo labels by 'index') does it here, never in its loss.
+        """
+        del method_state
+        return batch["labels"]
+
     def active_params(self, params: PyTree, epoch: jax.Array) -> PyTree | None:
         """Per-leaf booleans: which parameters took part in this step's backward pass.
 
@@ -233,7 +248,8 @@ class Method(abc.ABC):
         """Measurements against the hidden complete labels (B, C) in {-1, +1}, inside the step
         after the gradient: the only code that sees them. `inputs` is the loss's
         `LossAux.diagnostic_inputs`, `method_state` its updated method state and `batch` the
-        batch the loss saw. Returns (scalars merged into the logged metrics, the method state,
+        batch the loss saw: its 'labels' are `training_labels`, its PARTIAL_LABELS the partial
+        labels. Returns (scalars merged into the logged metrics, the method state,
         in which diagnostic counts may accumulate). None by default."""
         del inputs, batch, complete_labels, ctx
         return {}, method_state

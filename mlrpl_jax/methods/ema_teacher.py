@@ -5,8 +5,9 @@ epoch `warmup_epochs` on, at the start of every epoch the model EMA in inference
 every training image (unaugmented); an unknown entry whose teacher logit is above
 `positive_logit` becomes a positive pseudo label, one below `negative_logit` a negative one,
 every other unknown entry stays unknown. The table is replaced at every refresh, never
-accumulated. Known labels always win. The loss is the baseline's partial BCE over the known and
-pseudo-labelled entries.
+accumulated. Known labels always win. The step completes each image's labels with its pseudo
+labels (`training_labels`) before LogicMix mixes them, as the published recipe does; the loss is
+the baseline's partial BCE over the batch's known and pseudo-labelled entries.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from mlrpl_jax.core.host_context import HostContext
-from mlrpl_jax.methods.base import LossAux, PyTree, StepContext
+from mlrpl_jax.methods.base import PARTIAL_LABELS, PyTree, StepContext
 from mlrpl_jax.methods.baseline import PartialBCEBaseline
 
 
@@ -45,9 +46,9 @@ class EMATeacherPseudoLabels(PartialBCEBaseline):
     model_ema_decay = 0.999
     replaced_pseudo_label_weights = None  # the thresholds are the method: SATL cannot replace them
     schedule_options = {"warmup_epochs": "epochs"}
-    # The loss reads the pseudo labels of the row's own image (by 'index'), which a mixed row is
-    # not (docs/methods/logicmix.md §4).
-    supports_logicmix = False
+    # Pseudo labels join each image's labels before the mix (`training_labels`), so a mixed row
+    # ORs its images' completed labels (docs/methods/logicmix.md §4).
+    supports_logicmix = True
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
@@ -84,15 +85,10 @@ class EMATeacherPseudoLabels(PartialBCEBaseline):
         # Per-image pseudo labels by 'index' (N, C) in {-1, 0, +1}; none before the warm-up ends.
         return {"pseudo_labels": np.zeros((self.info.num_train, self.info.num_classes), np.int8)}
 
-    def loss(
-        self,
-        variables: dict[str, PyTree],
-        method_state: PyTree,
-        batch: dict[str, jax.Array],
-        ctx: StepContext,
-    ) -> tuple[jax.Array, LossAux]:
-        targets = with_pseudo_labels(batch["labels"], method_state["pseudo_labels"], batch["index"])
-        return super().loss(variables, method_state, {**batch, "labels": targets}, ctx)
+    def training_labels(self, batch: dict[str, jax.Array], method_state: PyTree) -> jax.Array:
+        """The partial labels with their unknown entries filled from the pseudo-label table by
+        the row's 'index' (the inherited loss trains on them)."""
+        return with_pseudo_labels(batch["labels"], method_state["pseudo_labels"], batch["index"])
 
     def diagnostics(
         self,
@@ -105,10 +101,12 @@ class EMATeacherPseudoLabels(PartialBCEBaseline):
         """Counts over the batch's unknown entries (docs/methods/ema.md §2.3): pseudo labels
         of each sign, how many of them the hidden labels confirm, and the hidden positives and
         negatives among the unknowns (precision = confirmed / pseudo labels, recall = confirmed
-        / hidden of that sign, over any window)."""
+        / hidden of that sign, over any window). On a LogicMix row all three label sets are the
+        OR over its images: a pseudo label is an entry its partial labels leave unknown and its
+        training labels do not."""
         del inputs, ctx
-        unknown = batch["labels"] == 0  # (B, C)
-        pseudo = method_state["pseudo_labels"][batch["index"]]  # (B, C)
+        unknown = batch[PARTIAL_LABELS] == 0  # (B, C)
+        pseudo = batch["labels"]  # (B, C): the partial labels completed by the pseudo labels
         hidden_positive, hidden_negative = complete_labels > 0, complete_labels < 0
         positive, negative = unknown & (pseudo > 0), unknown & (pseudo < 0)
 

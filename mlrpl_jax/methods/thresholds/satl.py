@@ -31,7 +31,7 @@ import numpy as np
 from mlrpl_jax import losses
 from mlrpl_jax.core.host_context import HostContext
 from mlrpl_jax.methods import get_method_class, registered_methods
-from mlrpl_jax.methods.base import LossAux, Method, PyTree, StepContext
+from mlrpl_jax.methods.base import PARTIAL_LABELS, LossAux, Method, PyTree, StepContext
 from mlrpl_jax.methods.thresholds import histogram_thresholds, premise_monitor
 
 COUNT_KEYS = (
@@ -173,6 +173,16 @@ class SemanticAwareThresholdLearning(Method):
         and benchmarks/satl_oracle_calibration.py change them."""
         return batch["labels"], batch["labels"]
 
+    def base_batch(
+        self, batch: dict[str, jax.Array], trained_labels: jax.Array, base_state: PyTree
+    ) -> dict[str, jax.Array]:
+        """The batch the base's loss sees, as the step would build it for the base alone
+        (core/train.py `training_batch`): its labels the base's `training_labels` of
+        `trained_labels` (e.g. completed by the EMA teacher's pseudo labels), these kept under
+        PARTIAL_LABELS."""
+        labels = self.base.training_labels({**batch, "labels": trained_labels}, base_state)
+        return {**batch, PARTIAL_LABELS: trained_labels, "labels": labels}
+
     def base_loss_and_logits(
         self,
         variables: dict[str, PyTree],
@@ -210,8 +220,9 @@ class SemanticAwareThresholdLearning(Method):
         opts = self.options
         labels = batch["labels"]  # (B, C) in {-1, 0, +1}
         trained_labels, histogram_labels = self.split_known_labels(batch)
+        base_batch = self.base_batch(batch, trained_labels, method_state["base"])
         base_loss, base_aux, logits = self.base_loss_and_logits(
-            variables, method_state["base"], {**batch, "labels": trained_labels}, ctx
+            variables, method_state["base"], base_batch, ctx
         )
         stats = method_state["satl"]
         scores = jax.nn.sigmoid(logits.astype(jnp.float32))  # (B, C)
@@ -279,6 +290,7 @@ class SemanticAwareThresholdLearning(Method):
         }
         diagnostic_inputs = {
             "base": base_aux.diagnostic_inputs,
+            "base_labels": base_batch["labels"],
             "pseudo_labels": pseudo,
             "scores": detached,
         }
@@ -322,7 +334,7 @@ class SemanticAwareThresholdLearning(Method):
         scalars, base_state = self.base.diagnostics(
             inputs["base"],
             method_state["base"],
-            {**batch, "labels": trained_labels},
+            {**batch, PARTIAL_LABELS: trained_labels, "labels": inputs["base_labels"]},
             complete_labels,
             ctx,
         )
