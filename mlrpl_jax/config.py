@@ -412,6 +412,13 @@ def _check_values(config: ml_collections.ConfigDict) -> None:
         check_ema_decay(config.ema.decay)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    ema_option = methods.get_method_class(config.method).model_ema_in_loss(config)
+    if ema_option and config.ema.decay == 0.0:
+        recipes = ", ".join(f"{name} {regime.ema_decay}" for name, regime in DIGIT_REGIMES.items())
+        raise ConfigError(
+            f"{ema_option} scores the training batches with the model EMA, but this config "
+            f"keeps none: set ema.decay > 0 (the digit regimes' EMA decays: {recipes})"
+        )
     if config.train.on_nonfinite not in ("stop", "skip"):
         raise ConfigError(
             f"train.on_nonfinite must be 'stop' or 'skip', got {config.train.on_nonfinite!r}"

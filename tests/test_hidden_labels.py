@@ -24,20 +24,24 @@ from mlrpl_jax.methods import get_method_class, registered_methods
 from mlrpl_jax.methods.base import StepContext
 from mlrpl_jax.methods.semantic_transfer.loss_terms import pseudo_label_diagnostics
 
-# Every registered method, SATL around SST (its hook passes the labels on to its base's) and
-# SATL's threshold designs that read more of its state.
+# Every registered method, SATL around SST (its hook passes the labels on to its base's),
+# SATL's threshold designs that read more of its state, and SATL scoring with the model EMA (a
+# loss that reads TrainState.ema through the step).
 CASES = [(name, {}) for name in sorted(registered_methods())] + [
     ("satl", {"base_method": "sst"}),
     ("satl", {"threshold_rule": "prior"}),
     ("satl", {"threshold_rule": "asymmetric", "pseudo_label_weighting": "precision"}),
+    ("satl", {"score_source": "ema_teacher"}),
 ]
+# config.ema.decay of a case whose loss reads the model EMA (Method.model_ema_in_loss).
+EMA_DECAY = 0.9
 # Methods whose diagnostics count pseudo labels against the hidden labels (so the trace must
 # find outputs that depend on them: the dependence check can fail).
 WITH_HIDDEN_LABEL_DIAGNOSTICS = {"sst", "hst", "satl", "ema_teacher"}
 
 
 def abstract_train_state(method, optimizer, config):
-    """create_train_state's TrainState as shapes only."""
+    """create_train_state's TrainState as shapes only, with the model EMA the config keeps."""
     shape = (1, config.data.image_size, config.data.image_size, 3)
     variables = jax.eval_shape(
         functools.partial(method.init_variables, image_shape=shape), jax.random.PRNGKey(0)
@@ -45,6 +49,7 @@ def abstract_train_state(method, optimizer, config):
     params, frozen = split_params(
         variables["params"], config.model.freeze_early_stages, config.model.backbone
     )
+    ema = {"params": params, "batch_stats": variables["batch_stats"]} if config.ema.decay else {}
     return TrainState(
         step=jax.ShapeDtypeStruct((), jnp.int32),
         params=params,
@@ -53,13 +58,14 @@ def abstract_train_state(method, optimizer, config):
         opt_state=jax.eval_shape(optimizer.init, params),
         method_state=jax.eval_shape(method.init_method_state),
         rng=jax.eval_shape(jax.random.PRNGKey, 0),
+        ema=ema,
     )
 
 
-def dependent_outputs(closed_jaxpr, input_index):
-    """Per output of the program: whether it depends on its input number `input_index`."""
+def dependent_outputs(closed_jaxpr, input_indices):
+    """Per output of the program: whether it depends on any of its inputs `input_indices`."""
     jaxpr = closed_jaxpr.jaxpr
-    dependent = {jaxpr.invars[input_index]}
+    dependent = {jaxpr.invars[index] for index in input_indices}
     for eqn in jaxpr.eqns:
         if any(isinstance(var, jax.extend.core.Var) and var in dependent for var in eqn.invars):
             dependent.update(eqn.outvars)
@@ -69,6 +75,8 @@ def dependent_outputs(closed_jaxpr, input_index):
 @pytest.mark.parametrize("name,section", CASES, ids=lambda case: str(case or ""))
 def test_loss_and_gradients_do_not_depend_on_the_hidden_labels(name, section):
     config = method_harness.tiny_config(name, **section)
+    if get_method_class(name).model_ema_in_loss(config):
+        config.ema.decay = EMA_DECAY
     data = method_harness.SyntheticTrainingData()
     method = get_method_class(name)(
         config,
@@ -115,7 +123,7 @@ def test_loss_and_gradients_do_not_depend_on_the_hidden_labels(name, section):
         if path[-1] == jax.tree_util.DictKey(train.HIDDEN_LABELS)
     ]
     outputs = jax.tree_util.tree_flatten_with_path(out_shape)[0]
-    dependent = dependent_outputs(closed_jaxpr, hidden_index)
+    dependent = dependent_outputs(closed_jaxpr, [hidden_index])
     assert len(dependent) == len(outputs)
     names = {jax.tree_util.keystr(path): depends for (path, _), depends in zip(outputs, dependent)}
     loss_and_gradients = [key for key in names if key.startswith(("[0]", "[2]", "[1].batch_stats"))]
@@ -125,6 +133,13 @@ def test_loss_and_gradients_do_not_depend_on_the_hidden_labels(name, section):
     diagnostic = {key for key, depends in names.items() if depends}
     assert bool(diagnostic) == (name in WITH_HIDDEN_LABEL_DIAGNOSTICS), diagnostic
     assert all(key.startswith(("[1].metrics", "[1].method_state")) for key in diagnostic)
+    # A loss that asks for the model EMA reads it (the other losses never see it).
+    ema_inputs = [
+        i for i, (path, _) in enumerate(inputs) if path[1] == jax.tree_util.GetAttrKey("ema")
+    ]
+    assert bool(ema_inputs) == (config.ema.decay > 0)
+    reads_ema = dependent_outputs(closed_jaxpr, ema_inputs)[0]
+    assert reads_ema == bool(get_method_class(name).model_ema_in_loss(config))
 
 
 def test_transfer_diagnostics_count_pseudo_labels_against_the_hidden_labels():
@@ -173,7 +188,7 @@ def test_logicmix_batches_keep_the_hidden_labels_out_of_the_loss(name):
     outputs = jax.tree_util.tree_flatten_with_path(out_shape)[0]
     names = {
         jax.tree_util.keystr(path): depends
-        for (path, _), depends in zip(outputs, dependent_outputs(closed_jaxpr, hidden_index))
+        for (path, _), depends in zip(outputs, dependent_outputs(closed_jaxpr, [hidden_index]))
     }
     assert "[1]['logicmix_fraction']" in names
     trained = [

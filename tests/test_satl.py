@@ -11,8 +11,15 @@ import method_harness
 import numpy as np
 import pytest
 
-from mlrpl_jax.config import digit_scenes_config, validate_config, with_method_sections
+from mlrpl_jax.config import (
+    DIGIT_REGIMES,
+    ConfigError,
+    digit_scenes_config,
+    validate_config,
+    with_method_sections,
+)
 from mlrpl_jax.core import checkpointing, train
+from mlrpl_jax.core.train_state import split_params
 from mlrpl_jax.methods import get_method_class
 from mlrpl_jax.methods.base import StepContext
 from mlrpl_jax.methods.semantic_transfer.sst import StructuredSemanticTransfer
@@ -22,8 +29,9 @@ from mlrpl_jax.methods.thresholds.satl import SemanticAwareThresholdLearning, ba
 SATL_OPTIONS = dict(warmup_epochs=1, num_bins=10, min_count=2.0, min_precision=0.5)
 
 
-def build_satl(base_section=None, **options):
+def build_satl(base_section=None, ema_decay=0.0, **options):
     config = method_harness.tiny_config("satl", **{**SATL_OPTIONS, **options})
+    config.ema.decay = ema_decay
     if base_section is not None:
         config[options["base_method"]] = base_section
     data = method_harness.SyntheticTrainingData()
@@ -72,6 +80,100 @@ def test_histograms_in_the_step_equal_a_numpy_recomputation(satl_setup):
         stats[key].sum() > 0
         for key in ("positive_histogram", "negative_histogram", "unknown_histogram")
     )
+
+
+def with_other_ema(method, state, seed):
+    """`state` whose model EMA holds the trainable parameters of another initialisation (and the
+    state's BN statistics), so that the EMA's scores differ from the student's."""
+    variables = method.init_variables(
+        jax.random.PRNGKey(seed), (1, method_harness.IMAGE_SIZE, method_harness.IMAGE_SIZE, 3)
+    )
+    params, _ = split_params(variables["params"], method.config.model.freeze_early_stages)
+    return state.replace(ema={"params": jax.device_get(params), "batch_stats": state.batch_stats})
+
+
+def test_ema_teacher_scores_set_the_histograms_and_pseudo_labels():
+    """score_source='ema_teacher': H±, H^u and the pseudo labels come from the EMA's
+    inference-mode scores of the batch, recomputed here from the state before each step."""
+    method, optimizer, host_state, data = build_satl(ema_decay=0.5, score_source="ema_teacher")
+    runner = method_harness.Runner(method, optimizer, data, jax.devices()[:1])
+    decay = math.exp(-1.0 / method_harness.STEPS_PER_EPOCH)  # memory_epochs = 1
+    teacher_forward = jax.jit(
+        lambda variables, images: jax.nn.sigmoid(
+            method.model.apply(variables, images, train=False).logits
+        )
+    )
+    state = runner.replicate(with_other_ema(method, host_state, seed=1))
+    expected = np.zeros((3, method_harness.NUM_CLASSES, 10))  # H+, H-, H^u
+    pseudo_made = 0.0
+    for step in range(4):
+        batch, before = data.batch(step), jax.device_get(state)
+        teacher = np.asarray(teacher_forward(before.ema_variables(), batch["image"]))  # (B, C)
+        student = train_mode_scores(method, state, batch)
+        labels = batch["labels"]
+        stats = before.method_state["satl"]
+        tau_pos, tau_neg = method.thresholds(
+            stats["positive_histogram"], stats["negative_histogram"], stats["unknown_histogram"]
+        )
+        pseudo = np.asarray(
+            histogram_thresholds.threshold_pseudo_labels(teacher, labels, tau_pos, tau_neg)
+        )
+        counts = {}
+        for source, scores in (("teacher", teacher), ("student", student)):
+            bins = np.minimum(np.floor(scores * 10).astype(int), 9)
+            counts[source] = np.zeros((3, method_harness.NUM_CLASSES, 10))
+            for sign, index in ((1, 0), (-1, 1), (0, 2)):
+                np.add.at(
+                    counts[source][index], (np.nonzero(labels == sign)[1], bins[labels == sign]), 1
+                )
+        # The two sources bin this batch differently, so the comparison below tells them apart.
+        assert np.any(counts["teacher"] != counts["student"])
+        expected = decay * expected + counts["teacher"]
+        state, (scalars,) = runner.run(state, 1)
+        stats = jax.device_get(state.method_state["satl"])
+        # Each entry is Σ_s λ^(n-s) c_s of non-negative integer counts, made in float32 by one
+        # product and one sum per step from λ rounded once: relative error <= (2n + n) u
+        # (u = 2^-24; λ^k carries k roundings of λ), 7.2e-7 after n = 4 steps.
+        for index, key in enumerate(("positive", "negative", "unknown")):
+            np.testing.assert_allclose(stats[f"{key}_histogram"], expected[index], rtol=1e-6)
+        assert float(scalars["satl/pseudo_positives"]) == np.sum(pseudo == 1)
+        assert float(scalars["satl/pseudo_negatives"]) == np.sum(pseudo == -1)
+        pseudo_made += float(scalars["satl/pseudo_on"]) * np.sum(pseudo != 0)
+    assert pseudo_made > 0  # the teacher's pseudo labels entered the loss in epoch 1
+
+
+def test_student_scores_are_the_default_and_ignore_the_model_ema():
+    """The default score source reads no EMA: the step's loss, gradients and state are the same,
+    bit for bit, whatever the EMA holds."""
+    method, _, host_state, data = build_satl(ema_decay=0.5)
+    assert method.options.score_source == "student"
+    assert method.model_ema_in_loss(method.config) == ""
+    ctx = StepContext(
+        epoch=np.int32(1),
+        step_in_epoch=np.int32(0),
+        rng=jax.random.PRNGKey(0),
+        steps_per_epoch=method_harness.STEPS_PER_EPOCH,
+    )
+    step = jax.jit(
+        lambda state, batch: train.loss_gradients_and_diagnostics(method, state, batch, ctx)
+    )
+    batch = data.batch(0)
+    results = [step(host_state, batch), step(with_other_ema(method, host_state, seed=1), batch)]
+    method_harness.assert_trees_close(results[0], results[1], rtol=0, atol=0)
+
+
+def test_ema_teacher_without_a_model_ema_stops_at_config_validation(tmp_path):
+    config = digit_scenes_config("satl", "cached")
+    config.satl.score_source = "ema_teacher"
+    message = r"satl.score_source='ema_teacher' scores .* set ema.decay > 0"
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+    # A run stops there, before it opens the data (which this data_dir does not hold).
+    config.data.data_dir = str(tmp_path / "absent")
+    with pytest.raises(ConfigError, match=message):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    config.ema.decay = DIGIT_REGIMES["cached"].ema_decay
+    validate_config(config)
 
 
 def test_state_and_training_agree_on_one_and_eight_devices(satl_setup):
@@ -308,6 +410,8 @@ def test_invalid_options_are_rejected():
         build_satl(threshold_rule="asymmetric", min_negative_precision=1.5)
     with pytest.raises(ValueError, match="premise_bins must be >= 2"):
         build_satl(premise_bins=1)
+    with pytest.raises(ValueError, match="score_source must be one of student, ema_teacher"):
+        build_satl(score_source="teacher")
 
 
 def test_asymmetric_precision_weighted_design_in_the_step():

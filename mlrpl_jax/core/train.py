@@ -205,9 +205,12 @@ def loss_gradients_and_diagnostics(
 
     The loss sees the batch without its hidden 'complete_labels' (B, C); they go only to the
     method's diagnostics hook, after the gradient, whose scalars join `aux.metrics` and whose
-    method state replaces `aux.method_state`.
+    method state replaces `aux.method_state`. A method whose loss reads the model EMA
+    (`Method.model_ema_in_loss`) finds the EMA's variables in `ctx.ema_variables`.
     """
     seen = without_hidden_labels(batch)
+    if method.model_ema_in_loss(method.config):
+        ctx = ctx.replace(ema_variables=state.ema_variables())
 
     def loss_fn(params):
         return method.loss(state.variables(params), state.method_state, seen, ctx)

@@ -51,6 +51,10 @@ class StepContext:
     step_in_epoch: jax.Array  # int32 scalar, i in docs/methods/losses.md §5.4
     rng: jax.Array  # PRNG key for this step's in-step randomness
     steps_per_epoch: int = flax.struct.field(pytree_node=False)
+    # The model EMA's variables {'params', 'batch_stats'} (TrainState.ema_variables) before this
+    # step's update, for a loss that asks for them (`Method.model_ema_in_loss`); else None, so
+    # the steps of every other method trace exactly as without the field.
+    ema_variables: PyTree = None
 
 
 @flax.struct.dataclass
@@ -127,6 +131,14 @@ class Method(abc.ABC):
         self.options = self.method_options(config)
         self.check_options()
         self.model = self.build_model(word_embeddings, adjacency)
+
+    @classmethod
+    def model_ema_in_loss(cls, config: ml_collections.ConfigDict) -> str:
+        """The option by which the loss of `config` reads the model EMA (`ctx.ema_variables`),
+        e.g. "satl.score_source='ema_teacher'", or '' when it does not. Only then does the step
+        pass the EMA to the loss, and config validation requires config.ema.decay > 0."""
+        del config
+        return ""
 
     def check_options(self) -> None:
         """Raises ValueError, before anything is built, on option values the method cannot use."""

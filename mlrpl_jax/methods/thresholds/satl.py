@@ -14,7 +14,9 @@ runs unchanged; with `replace_base_pseudo_labels` the base's own pseudo-label te
 options it declares in `replaced_pseudo_label_weights`, e.g. SST's and HST's intra/inter BCE)
 get weight 0, so SATL's thresholds take their place (§3.3). z are the logits of the base's
 train-mode forward, captured with `flax.linen.intercept_methods`, so SATL adds no forward pass. The histograms, thresholds and ranking loss are in
-mlrpl_jax/methods/thresholds/histogram_thresholds.py.
+mlrpl_jax/methods/thresholds/histogram_thresholds.py. With `score_source = 'ema_teacher'` (ours)
+H±, H^u, the thresholds and the pseudo labels come from one more forward, the model EMA's in
+inference mode on the same batch; the pseudo-label BCE and the ranking loss stay on z.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ COUNT_KEYS = (
     "hidden_negatives",
 )
 PSEUDO_LABEL_WEIGHTINGS = ("hard", "precision")
+# Whose scores fill H±, H^u and are cut into pseudo labels: the training student's (§4.1) or the
+# model EMA's in inference mode on the same batch (ours, docs/methods/satl.md "Score source").
+SCORE_SOURCES = ("student", "ema_teacher")
 
 
 class SemanticAwareThresholdLearning(Method):
@@ -77,6 +82,7 @@ class SemanticAwareThresholdLearning(Method):
         section.ranking_margin = 0.5  # m, on probabilities
         section.ranking_smoothness = 10.0  # β of the smooth hinge
         section.premise_bins = 100  # bins of the premise monitor's histograms (diagnostics only)
+        section.score_source = "student"  # 'student' | 'ema_teacher' (needs config.ema.decay > 0)
         return section
 
     @classmethod
@@ -99,6 +105,13 @@ class SemanticAwareThresholdLearning(Method):
         if base_section is not None:
             sections[base_name] = base_section
         return sections
+
+    @classmethod
+    def model_ema_in_loss(cls, config: ml_collections.ConfigDict) -> str:
+        """With `score_source = 'ema_teacher'` the loss scores its batch with the model EMA."""
+        if cls.method_options(config).score_source == "ema_teacher":
+            return "satl.score_source='ema_teacher'"
+        return ""
 
     def check_options(self) -> None:
         check_options(self.options, self.threshold_rules)
@@ -225,10 +238,9 @@ class SemanticAwareThresholdLearning(Method):
             variables, method_state["base"], base_batch, ctx
         )
         stats = method_state["satl"]
-        scores = jax.nn.sigmoid(logits.astype(jnp.float32))  # (B, C)
-        # The training student's scores set H±, H^u, the thresholds and the pseudo labels; an EMA
-        # teacher's scores (config.ema, another issue) would take their place here.
-        detached = jax.lax.stop_gradient(scores)
+        scores = jax.nn.sigmoid(logits.astype(jnp.float32))  # (B, C), the student's
+        # The scores that set H±, H^u, the thresholds and the pseudo labels (`score_source`).
+        detached = self.threshold_scores(scores, method_state, batch, ctx)  # (B, C)
 
         # Thresholds and ranking anchors from the state before this step's update (§4.4).
         tau_pos, tau_neg = self.thresholds(
@@ -300,6 +312,26 @@ class SemanticAwareThresholdLearning(Method):
             metrics=metrics,
             diagnostic_inputs=diagnostic_inputs,
         )
+
+    def threshold_scores(
+        self,
+        scores: jax.Array,
+        method_state: PyTree,
+        batch: dict[str, jax.Array],
+        ctx: StepContext,
+    ) -> jax.Array:
+        """Detached scores (B, C) of the batch for the histograms, thresholds and pseudo labels:
+        the student's train-mode `scores` (§4.1), or with `score_source = 'ema_teacher'` the
+        sigmoid of the model EMA's inference-mode logits (no BN update) on the same images."""
+        if self.options.score_source == "ema_teacher":
+            if ctx.ema_variables is None:
+                raise ValueError(
+                    "satl.score_source='ema_teacher' needs the model EMA in ctx.ema_variables, "
+                    "which the train step passes (core/train.py loss_gradients_and_diagnostics)"
+                )
+            teacher_logits = self.predict(ctx.ema_variables, method_state, batch["image"])
+            scores = jax.nn.sigmoid(teacher_logits.astype(jnp.float32))
+        return jax.lax.stop_gradient(scores)
 
     def pseudo_label_bce(
         self, logits: jax.Array, pseudo: jax.Array, scores: jax.Array, stats: PyTree
@@ -423,6 +455,11 @@ def check_options(options: ml_collections.ConfigDict, threshold_rules: tuple[str
         )
     if options.premise_bins < 2:
         raise ValueError(f"satl.premise_bins must be >= 2, got {options.premise_bins}")
+    if options.score_source not in SCORE_SOURCES:
+        raise ValueError(
+            f"satl.score_source must be one of {', '.join(SCORE_SOURCES)}, "
+            f"got {options.score_source!r}"
+        )
     if options.pseudo_label_weighting not in PSEUDO_LABEL_WEIGHTINGS:
         raise ValueError(
             f"satl.pseudo_label_weighting must be one of "
