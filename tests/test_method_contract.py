@@ -38,7 +38,31 @@ from mlrpl_jax.methods.thresholds import histogram_thresholds
 
 SMALL_DATASET = "digit_scenes/small"
 CHANCE_MAP = 25.3  # random scores on digit scenes (docs/digit_scenes.md)
-MIN_MAP = {}  # set from the measurements below
+# Test mAP each method's run reaches (measured on the 2-core CPU machine, 8 simulated devices).
+# The run is seeded and, on one machine, bit-exact (test_resume_is_bit_exact); another machine
+# changes only the order of float32 sums (test_one_and_eight_devices_agree bounds that per
+# step). The bound sits MARGIN points below each measurement, far beyond what such a change
+# moves, and a quarter of the way from the weakest method (65.9) to chance; it stays above twice
+# chance (50.6), so a method that learnt nothing, or far less (a wrong sign, a head that does
+# not train, labels shuffled against the maps), fails. A newly registered method has only that
+# floor until its measurement is added here.
+MEASURED_MAP = {
+    "assume_negative": 66.44,
+    "assume_negative_asl": 69.99,
+    "baseline": 71.03,
+    "dsrb": 71.37,
+    "ema_teacher": 70.67,
+    "hst": 70.88,
+    "ll_ct": 65.88,
+    "ll_r": 66.12,
+    "partial_asl": 71.91,
+    "sarb": 71.36,
+    "satl": 69.87,
+    "selective_loss": 71.91,
+    "sst": 70.77,
+    "weak_assume_negative": 71.30,
+}
+MARGIN = 10.0
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +71,15 @@ def cached_digit_scenes_dir(tmp_path_factory):
     return prepared_data_dir(tmp_path_factory, SMALL_DATASET)
 
 
+# Options that make a mechanism act within the 4 short epochs: SST's score margins of 0.95 pass
+# no score of these heads in 124 steps, so no pseudo label would be made.
+MECHANISM_OPTIONS = {"sst": {"intra_margin": 0.6, "inter_margin": 0.3}}
+
+
 def contract_config(method_name, data_dir):
     """The method's digit config in the cached regime (configs/<method>_digits.py:cached), on
     the small scenes: every checkpoint of the 4 epochs kept, one evaluation at the end."""
-    config = digit_scenes_config(method_name, "cached")
+    config = digit_scenes_config(method_name, "cached", **MECHANISM_OPTIONS.get(method_name, {}))
     config.data.name = SMALL_DATASET
     config.data.data_dir = data_dir
     config.eval.every_epochs = config.epochs
@@ -101,7 +130,9 @@ def run(request, cached_digit_scenes_dir, tmp_path_factory):
 def test_it_learns(run):
     name = run.config.method
     assert run.results["last"]["epoch"] == run.config.epochs - 1
-    assert run.results["last"]["mAP"] > MIN_MAP.get(name, 2 * CHANCE_MAP), run.results["last"]
+    floor = 2 * CHANCE_MAP
+    bound = max(MEASURED_MAP.get(name, floor + MARGIN) - MARGIN, floor)
+    assert run.results["last"]["mAP"] > bound, run.results["last"]
     written = json.loads((run.workdir / "results.json").read_text())
     assert run.results["evaluated_weights"] == written["evaluated_weights"]
     assert written["evaluated_weights"] == ("ema" if run.config.ema.decay > 0 else "trained")
