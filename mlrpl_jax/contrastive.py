@@ -17,7 +17,7 @@ def cosine_from_dot_products(
     """cos = a·b / sqrt(max(|a|² |b|², eps²)) from precomputed a·b and squared norms (docs/methods/problem_and_data.md §0).
 
     The PyTorch-1.7 convention, for Gram-style batches where the broadcast (…, D) products
-    would be large (tests/cosine_oracle.py writes it out directly).
+    would be large (tests/support/cosine_oracle.py writes it out directly).
     """
     return dots / jnp.sqrt(jnp.maximum(squared_norms_a * squared_norms_b, eps * eps))
 

@@ -26,7 +26,7 @@ def test_acceptance_command_reports_devices_step_flops_input_rate_and_verdict(
             sys.executable,
             "-m",
             "mlrpl_jax.acceptance",
-            "--config=tests/tiny_config.py:baseline",
+            "--config=tests/support/tiny_config.py:baseline",
             f"--config.data.data_dir={digit_scenes_dir}",
             f"--workdir={tmp_path}",
             "--steps=1",

@@ -10,7 +10,6 @@ from fixtures_blending import (
     check_checkpoint_round_trip,
     check_config_file,
     check_devices_and_schedule,
-    end_to_end,
     tiny_method,
     training_batches,
 )
@@ -203,15 +202,6 @@ def test_one_and_eight_devices_and_frozen_alpha_beta():
 
 def test_method_state_and_alpha_beta_survive_checkpoints(tmp_path):
     check_checkpoint_round_trip(DSRB, tmp_path)
-
-
-def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
-    initial, final = end_to_end("dsrb", digit_scenes_dir, tmp_path / "dsrb")
-    assert int(final.method_state["prototype_epoch"]) == 1
-    assert final.method_state["prototypes"].shape == (10, 4, 16)
-    assert np.abs(final.method_state["prototypes"]).max() > 0
-    for name in ("alpha", "beta"):
-        assert float(initial.params[name]) == 0.5 and float(final.params[name]) != 0.5
 
 
 @pytest.mark.parametrize("name", ["dsrb_coco", "dsrb_vg", "dsrb_voc", "dsrb_digits"])

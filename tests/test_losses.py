@@ -1,5 +1,5 @@
 """Shared loss blocks against the reference's parity vectors and independent oracles, and the
-cosine oracle (tests/cosine_oracle.py) against the reference's vectors."""
+cosine oracle (tests/support/cosine_oracle.py) against the reference's vectors."""
 
 import jax
 import jax.numpy as jnp

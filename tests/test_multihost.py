@@ -2,7 +2,7 @@
 
 `python -m mlrpl_jax.main` runs as two local processes (2 simulated CPU devices each, gloo
 collectives, coordinator on a free port) and as one process with 4 simulated devices, on the
-same tiny config (tests/tiny_config.py) with the same global batch. Losses, evaluation
+same tiny config (tests/support/tiny_config.py) with the same global batch. Losses, evaluation
 metrics, final parameters, BN statistics and method state must agree, and only process 0 may
 write logs, metrics and results. The 2-process baseline run is also the uninterrupted reference
 of the resilience test: one process SIGKILLed mid-epoch, SIGTERM to every process, and the
@@ -27,7 +27,7 @@ from mlrpl_jax.core import distributed
 from mlrpl_jax.core.fault_injection import FAULT_ENV_VAR
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CONFIG_FILE = ROOT / "tests" / "tiny_config.py"
+CONFIG_FILE = ROOT / "tests" / "support" / "tiny_config.py"
 TIMEOUT_S = 600
 
 

@@ -1,8 +1,8 @@
-"""gs:// workdirs end to end, against a local Cloud Storage emulator (tests/gcs_emulator.py).
+"""gs:// workdirs end to end, against a local Cloud Storage emulator (tests/support/gcs_emulator.py).
 
 The TPU-pod command of launch/README.md goes through launch/tpu_pod.sh with a stand-in `gcloud`
 that records the command it would run on every worker. That command's flags train the tiny
-config (tests/tiny_config.py) in place of the paper config, as one CPU process (without
+config (tests/support/tiny_config.py) in place of the paper config, as one CPU process (without
 --distributed=on), into the emulator's bucket: `python -m mlrpl_jax.main` is preempted (SIGTERM)
 mid-epoch, the run is started again, and its results.json in the bucket must equal that of a
 run of the same flags on local disk. orbax writes the checkpoint arrays with tensorstore
@@ -40,7 +40,7 @@ from mlrpl_jax.models import backbone_weights
 
 ROOT = epath.Path(__file__).resolve().parent.parent
 LAUNCH_README = ROOT / "launch" / "README.md"
-TINY_CONFIG = f"{ROOT / 'tests' / 'tiny_config.py'}:baseline"
+TINY_CONFIG = f"{ROOT / 'tests' / 'support' / 'tiny_config.py'}:baseline"
 PREEMPTED_AT_STEP = 3  # of the tiny config's one epoch of 6 steps
 
 
@@ -73,7 +73,7 @@ def cloud_storage(tmp_path_factory):
         emulator = subprocess.Popen(
             [
                 sys.executable,
-                str(ROOT / "tests" / "gcs_emulator.py"),
+                str(ROOT / "tests" / "support" / "gcs_emulator.py"),
                 "start",
                 "--host=127.0.0.1",
                 f"--port={port}",
@@ -140,7 +140,7 @@ def launched_command(tmp_path, data_dir: str) -> tuple[str, list[str]]:
 
 def as_local_run(arguments: list[str]) -> list[str]:
     """The worker's arguments for one CPU process of the tiny config: the documented config
-    replaced by tests/tiny_config.py, --distributed=on (TPU VM metadata) dropped."""
+    replaced by tests/support/tiny_config.py, --distributed=on (TPU VM metadata) dropped."""
     assert arguments[0] == "--distributed=on"
     assert sum(a.startswith("--config=") for a in arguments) == 1
     return [f"--config={TINY_CONFIG}" if a.startswith("--config=") else a for a in arguments[1:]]

@@ -13,7 +13,6 @@ from fixtures_blending import (
     check_checkpoint_round_trip,
     check_config_file,
     check_devices_and_schedule,
-    end_to_end,
     head_only,
     tiny_config,
     tiny_method,
@@ -254,19 +253,6 @@ def test_projection_clamps_alpha_beta():
     )
     assert float(params["alpha"]) == 1.0 and float(params["beta"]) == 0.0
     np.testing.assert_array_equal(params["w"], 1.0)
-
-
-# ----------------------------------------------------------------------------- end to end
-
-
-def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
-    initial, final = end_to_end("sarb", digit_scenes_dir, tmp_path / "sarb")
-    assert int(final.method_state["prototype_epoch"]) == 1
-    assert np.all(np.isfinite(final.method_state["prototypes"]))
-    assert np.abs(final.method_state["prototypes"]).max() > 0
-    for name in ("alpha", "beta"):
-        assert float(initial.params[name]) == 0.5 and float(final.params[name]) != 0.5
-        assert 0.0 <= float(final.params[name]) <= 1.0
 
 
 @pytest.mark.parametrize("name", ["sarb_coco", "sarb_vg", "sarb_voc", "sarb_digits"])

@@ -1,8 +1,7 @@
 """SATL as a method plug-in (docs/methods/satl.md §4, our design): histograms in the jitted step against NumPy,
-1 vs 8 devices, complete labels only in diagnostics, checkpoints, composition with SST and DSRB,
-and a short end-to-end run on the digit scenes."""
+1 vs 8 devices, complete labels only in diagnostics, checkpoints, composition with SST and DSRB.
+A real run of SATL, its per-epoch thresholds and premise monitor: tests/test_method_contract.py."""
 
-import json
 import math
 import os
 
@@ -477,44 +476,3 @@ def test_with_method_sections_adds_the_chosen_base_section_and_keeps_the_rest():
     assert config.satl.base_method == "dsrb" and config.satl.warmup_epochs == 3
     assert config.dsrb.to_dict() == get_method_class("dsrb").default_config().to_dict()
     validate_config(config)
-
-
-def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
-    config = method_harness.digit_run_config("satl", digit_scenes_dir, epochs=2, **SATL_OPTIONS)
-    results = train.train_and_evaluate(config, str(tmp_path))
-    assert results["last"]["epoch"] == 1 and 0.0 < results["last"]["mAP"] <= 100.0
-    windows = method_harness.logged_train_metrics(str(tmp_path))
-    assert all(w["train/satl/pseudo_on"] == 0 for w in windows if w["step"] <= 12)  # 12 steps/epoch
-    assert (
-        sum(
-            w["train/satl/pseudo_positives"] + w["train/satl/pseudo_negatives"]
-            for w in windows
-            if w["step"] > 12
-        )
-        > 0
-    )
-    with open(os.path.join(tmp_path, "metrics.jsonl"), encoding="utf-8") as f:
-        entries = [json.loads(line) for line in f]
-    epoch_logs = [e for e in entries if "satl/threshold_neg/zero" in e]
-    assert [e["step"] for e in epoch_logs] == [12, 24]
-    last = epoch_logs[-1]
-    assert all(f"satl/threshold_neg/{name}" in last for name in ("zero", "five", "nine"))
-    assert (
-        0.0 <= last["satl/negative_precision"] <= 1.0 and 0.0 <= last["satl/negative_recall"] <= 1.0
-    )
-    assert 0.0 <= last.get("satl/positive_precision", 0.0) <= 1.0  # absent without pseudo positives
-    assert last["satl/epoch_pseudo_positives"] + last["satl/epoch_pseudo_negatives"] > 0
-    for sign in ("positive", "negative"):  # the premise monitor (premise_monitor.py)
-        mean, largest = last[f"satl/premise_ks_{sign}_mean"], last[f"satl/premise_ks_{sign}_max"]
-        assert 0.0 <= mean <= largest <= 1.0
-    stats = method_harness.restore_final_state(config, str(tmp_path)).method_state["satl"]
-    _, tau_neg = histogram_thresholds.category_thresholds(
-        stats["positive_histogram"],
-        stats["negative_histogram"],
-        rule="precision",
-        min_precision=0.5,
-        max_missed_positive_fraction=0.05,
-        min_count=2.0,
-    )
-    names = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-    np.testing.assert_allclose([last[f"satl/threshold_neg/{n}"] for n in names], tau_neg)

@@ -1,8 +1,9 @@
 """Scale-out beyond one device: checkpoints move between device counts, and bfloat16 compute.
 
-The 1 vs 8 device equivalence of every method lives next to the method: baseline in
-test_training.py, SST/HST/SATL in test_sst.py, test_hst.py, test_satl.py (method_harness) and
-SARB/DSRB in test_sarb.py, test_dsrb.py (fixtures_blending.check_devices_and_schedule).
+The 1 vs 8 device equivalence of every registered method, on a real run's checkpoint, is in
+test_method_contract.py; the tiny synthetic runs beside each method check it with what the
+method keeps (baseline in test_training.py, SST/HST/SATL in test_sst.py, test_hst.py,
+test_satl.py, SARB/DSRB in test_sarb.py, test_dsrb.py).
 """
 
 import jax

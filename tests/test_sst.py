@@ -1,5 +1,6 @@
 """SST as a method plug-in (docs/methods/sst.md §6, §13 items 13-15): one reference training step, the
-margin schedule, the bank across devices and checkpoints, and a short end-to-end run."""
+margin schedule, the bank across devices and checkpoints. A real run of SST, its pseudo labels
+and bank: tests/test_method_contract.py."""
 
 import head_parity
 import jax
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import reference_torch_layout
 
-from mlrpl_jax.core import checkpointing, train
+from mlrpl_jax.core import checkpointing
 from mlrpl_jax.methods.semantic_transfer.sst import StructuredSemanticTransfer, margin_schedule
 
 
@@ -146,31 +147,6 @@ def test_bank_survives_checkpoint_and_resume(sst_setup, tmp_path):
     resumed, resumed_history = runner.run(restored, 1)
     assert float(resumed_history[0]["loss"]) == float(history[3]["loss"])
     method_harness.assert_trees_close(resumed, uninterrupted, rtol=0, atol=0)
-
-
-def test_end_to_end_on_digit_scenes(digit_scenes_dir, tmp_path):
-    config = method_harness.digit_run_config(
-        "sst",
-        digit_scenes_dir,
-        epochs=2,
-        generate_label_epoch=1,
-        bank_size=5,
-        intra_margin=0.6,
-        inter_margin=0.3,
-    )
-    results = train.train_and_evaluate(config, str(tmp_path))
-    assert results["last"]["epoch"] == 1 and 0.0 < results["last"]["mAP"] <= 100.0
-    windows = method_harness.logged_train_metrics(str(tmp_path))
-    epoch_1 = [w for w in windows if w["step"] > 12]  # 12 steps per epoch
-    assert all(w["train/intra_pseudo_positives"] == 0 for w in windows if w["step"] <= 12)
-    assert (
-        sum(w["train/intra_pseudo_positives"] + w["train/inter_pseudo_positives"] for w in epoch_1)
-        > 0
-    )
-    assert all(w["train/intra_margin"] == pytest.approx(0.6) for w in epoch_1)
-    bank = method_harness.restore_final_state(config, str(tmp_path)).method_state["bank"]
-    rows = np.asarray(bank["rows"])  # (C, 5, 16)
-    assert np.all(np.any(rows != 0, axis=-1))  # 24 steps of 8 scenes fill every class's 5 rows
 
 
 def test_paper_model_has_the_reference_parameter_count():

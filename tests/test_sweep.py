@@ -226,10 +226,13 @@ def test_load_config_file_with_and_without_arg():
     assert baseline.to_dict() == digit_scenes_config("baseline").to_dict()
     assert sweep.config_name(str(REPO / "configs" / "baseline_digits.py")) == "baseline_digits"
 
-    tiny_sarb = sweep.load_config_file(str(REPO / "tests" / "tiny_config.py") + ":sarb")
+    tiny_sarb = sweep.load_config_file(str(REPO / "tests" / "support" / "tiny_config.py") + ":sarb")
     assert tiny_sarb.method == "sarb" and tiny_sarb.sarb.mixup_epoch == 0
-    assert sweep.load_config_file(str(REPO / "tests" / "tiny_config.py")).method == "baseline"
-    assert sweep.config_name("tests/tiny_config.py:sarb") == "tiny_config_sarb"
+    assert (
+        sweep.load_config_file(str(REPO / "tests" / "support" / "tiny_config.py")).method
+        == "baseline"
+    )
+    assert sweep.config_name("tests/support/tiny_config.py:sarb") == "tiny_config_sarb"
 
     satl_dsrb = sweep.load_config_file(str(REPO / "configs" / "satl_dsrb_digits.py"))
     assert sweep.method_label(satl_dsrb) == "satl(dsrb)"
@@ -271,7 +274,7 @@ def test_run_comparison_layout_tables_and_plot(tmp_path, monkeypatch):
         return {"last": {"mAP": last}, "best": {"mAP": last + 1}}
 
     monkeypatch.setattr(train, "train_and_evaluate", fake_train)
-    tiny = str(REPO / "tests" / "tiny_config.py")
+    tiny = str(REPO / "tests" / "support" / "tiny_config.py")
     configs = {sweep.config_name(s): sweep.load_config_file(s) for s in (tiny, tiny + ":sarb")}
     tables = sweep.run_comparison(configs, str(tmp_path), [0.1, 0.5], [0, 1], ("train/loss",))
     assert list(tables) == ["tiny_config", "tiny_config_sarb"]
@@ -318,7 +321,7 @@ def test_reference_only_ratios_run_for_the_first_config_alone(tmp_path, monkeypa
         return {"last": {"mAP": 50.0}, "best": {"mAP": 50.0}}
 
     monkeypatch.setattr(train, "train_and_evaluate", fake_train)
-    tiny = str(REPO / "tests" / "tiny_config.py")
+    tiny = str(REPO / "tests" / "support" / "tiny_config.py")
     configs = {sweep.config_name(s): sweep.load_config_file(s) for s in (tiny, tiny + ":sarb")}
     tables = sweep.run_comparison(configs, str(tmp_path), [0.1], [0], reference_only_ratios=(1.0,))
     assert sorted(trained) == [
@@ -350,7 +353,7 @@ def test_tabulate_only_rebuilds_the_comparison_of_runs_made_one_seed_at_a_time(
         return results
 
     monkeypatch.setattr(train, "train_and_evaluate", fake_train)
-    tiny = str(REPO / "tests" / "tiny_config.py")
+    tiny = str(REPO / "tests" / "support" / "tiny_config.py")
     configs = {sweep.config_name(s): sweep.load_config_file(s) for s in (tiny, tiny + ":sarb")}
     for seed in (0, 1):  # the runs of each seed in their own sweep, as a seed-major loop makes them
         sweep.run_comparison(configs, str(tmp_path), [0.1], [seed], ("train/loss",))

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import types
 
 import jax
 import method_harness
@@ -9,14 +10,11 @@ import numpy as np
 import pytest
 from method_harness import assert_trees_close, synthetic_batch
 
-from mlrpl_jax.config import base_config
 from mlrpl_jax.core import checkpointing, optim, parallel
 from mlrpl_jax.core.train import (
     INIT_IMAGE_SIZE,
     create_train_state,
     jit_predict,
-    jit_train_step,
-    make_train_step,
 )
 from mlrpl_jax.data.label_embeddings import random_embeddings
 from mlrpl_jax.data.label_graph import label_adjacency
@@ -30,28 +28,9 @@ BATCH_SIZE = 8
 STEPS_PER_EPOCH = 10
 
 
-def tiny_config():
-    config = base_config()
-    config.batch_size = BATCH_SIZE
-    config.data.image_size = IMAGE_SIZE
-    config.embeddings.kind = "random"
-    config.embeddings.dim = 12
-    config.model.update(
-        depth=18,
-        width=8,
-        extra_pool=False,
-        freeze_early_stages=True,
-        feature_dim=16,
-        attention_dim=8,
-        output_dim=16,
-    )
-    config.optim.lr = 1e-3
-    return config
-
-
 @pytest.fixture(scope="module")
 def setup():
-    config = tiny_config()
+    config = method_harness.tiny_config("baseline")
     info = synthetic_data_info(NUM_CLASSES, 64, known_ratio=0.5)
     method = PartialBCEBaseline(
         config, info, random_embeddings(NUM_CLASSES, 12), label_adjacency(info.train_partial_labels)
@@ -64,15 +43,12 @@ def setup():
 
 def run_steps(setup, devices, num_steps, state=None):
     method, optimizer, host_state, batches = setup
-    mesh = parallel.create_mesh(devices)
-    state = parallel.replicate(host_state if state is None else state, mesh)
-    step = jit_train_step(make_train_step(method, optimizer, STEPS_PER_EPOCH), mesh)
-    start = int(jax.device_get(state.step))
-    losses = []
-    for k in range(start, start + num_steps):
-        state, scalars = step(state, parallel.to_global(batches[k], mesh))
-        losses.append(float(scalars["loss"]))
-    return state, losses
+    data = types.SimpleNamespace(batch=batches.__getitem__)
+    runner = method_harness.Runner(
+        method, optimizer, data, devices, steps_per_epoch=STEPS_PER_EPOCH
+    )
+    state, history = runner.run(runner.replicate(host_state if state is None else state), num_steps)
+    return state, [float(scalars["loss"]) for scalars in history]
 
 
 def test_one_and_eight_devices_give_the_same_training(setup):

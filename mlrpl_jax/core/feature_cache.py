@@ -60,12 +60,25 @@ def backbone_module(config: ml_collections.ConfigDict):
     )
 
 
+# cache_key -> the backbone's map shape (h, w, F): traced once per process, as every run of a
+# sweep or test session with the same backbone asks again
+_MAP_SHAPES: dict[str, tuple[int, int, int]] = {}
+
+
 def model_input_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
     """Shape of one model input: the image (S, S, 3), or with the cache the backbone's map
     (h, w, F) at that image size (from shapes alone, nothing is computed)."""
     size = config.data.image_size
     if not config.data.feature_cache:
         return (size, size, 3)
+    key = cache_key(config)
+    if key not in _MAP_SHAPES:
+        _MAP_SHAPES[key] = _traced_map_shape(config)
+    return _MAP_SHAPES[key]
+
+
+def _traced_map_shape(config: ml_collections.ConfigDict) -> tuple[int, int, int]:
+    size = config.data.image_size
     backbone = backbone_module(config)
     images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
     variables = jax.eval_shape(

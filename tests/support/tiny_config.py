@@ -1,4 +1,4 @@
-"""The tiny run config of the tests, also a config file: `--config=tests/tiny_config.py:<method>`.
+"""The tiny run config of the tests, also a config file: `--config=tests/support/tiny_config.py:<method>`.
 
 `tiny_digit_config` is the shared base (tiny digit scenes, ResNet-18 of width 8 at 32 px, small
 heads); `get_config` is the multi-process tests' config: one epoch of 6 steps (global batch 16),

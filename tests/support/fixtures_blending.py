@@ -9,7 +9,6 @@ import pathlib
 
 import jax
 import numpy as np
-from fixtures_data import TINY_DATASET
 from head_parity import head_only
 from method_harness import (
     assert_layout_close,
@@ -19,14 +18,12 @@ from method_harness import (
     synthetic_batch,
 )
 
-from mlrpl_jax import methods
 from mlrpl_jax.config import base_config, validate_config
-from mlrpl_jax.core import checkpointing, optim, parallel, train
+from mlrpl_jax.core import optim, parallel, train
 from mlrpl_jax.core.checkpointing import Checkpointer
 from mlrpl_jax.core.train import jit_train_step, make_train_step
 from mlrpl_jax.data.label_embeddings import random_embeddings
 from mlrpl_jax.data.label_graph import label_adjacency
-from mlrpl_jax.data.pipeline import PartialLabelData
 from mlrpl_jax.data.synthetic import synthetic_data_info
 from mlrpl_jax.methods.blending.sarb import SARB
 
@@ -164,37 +161,6 @@ def check_checkpoint_round_trip(method_class, tmp_path):
     saver.close()
     assert_trees_close(restored, state, rtol=0, atol=0)
     assert int(restored.method_state["prototype_epoch"]) == 1
-
-
-def end_to_end(method_name, digit_scenes_dir, workdir):
-    """Two epochs on the tiny digit scenes with e_m = 1; returns (initial, final) train states."""
-    config = tiny_config(methods.get_method_class(method_name), grid=32, mixup_epoch=1)
-    config.data.update(name=TINY_DATASET, data_dir=digit_scenes_dir)
-    config.model.update(depth=18, width=8, extra_pool=False, freeze_early_stages=False)
-    config.epochs = 2
-    config.optim.lr = 1e-3
-    config.logging.every_steps = 6
-    results = train.train_and_evaluate(config, str(workdir))
-    assert results["last"]["epoch"] == 1
-
-    data = PartialLabelData(
-        dataset=config.data.name,
-        data_dir=config.data.data_dir,
-        image_size=32,
-        known_ratio=config.known_ratio,
-        seed=config.seed,
-    )
-    method = train.build_method(config, data)
-    optimizer = optim.build_optimizer(config.optim, data.steps_per_epoch(config.batch_size))
-    initial = parallel.replicate(
-        train.create_train_state(method, optimizer, config), parallel.create_mesh()
-    )
-    saver = checkpointing.Checkpointer(
-        str(workdir / "checkpoints"), keep_last=2, keep_best=1, async_save=False
-    )
-    final, _ = saver.restore(saver.latest_step(), initial)
-    saver.close()
-    return jax.device_get(initial), jax.device_get(final)
 
 
 def check_config_file(name):

@@ -2,6 +2,7 @@
 mesh of chosen devices, with in-memory batches standing in for the data pipeline."""
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -42,22 +43,12 @@ PASS_BATCHES = 4  # batches of a host-hook pass over the "training loader"
 
 
 def tiny_config(method_name, **section):
-    config = base_config()
-    config.method = method_name
-    config.batch_size = BATCH_SIZE
-    config.data.image_size = IMAGE_SIZE
-    config.embeddings.kind = "random"
+    """The tests' tiny model (tiny_config.tiny_digit_config) for synthetic batches: the early
+    stages frozen, 12-dimensional label embeddings, the paper schedule's 20 epochs, the method's
+    model EMA and its section `section`."""
+    config = tiny_digit_config(method_name, batch_size=BATCH_SIZE, epochs=base_config().epochs)
     config.embeddings.dim = 12
-    config.model.update(
-        depth=18,
-        width=8,
-        extra_pool=False,
-        freeze_early_stages=True,
-        feature_dim=16,
-        attention_dim=8,
-        output_dim=16,
-    )
-    config.optim.lr = 1e-3
+    config.model.freeze_early_stages = True
     config.ema.decay = get_method_class(method_name).model_ema_decay  # as the config factories
     config[method_name] = section
     return config
@@ -86,6 +77,24 @@ class SyntheticTrainingData:
         )
 
 
+class RecordedBatches:
+    """A real run's data (PartialLabelData) for Runner: the host hooks read it as the run does,
+    and the steps from `start` on take the batches of `epoch` in the run's order."""
+
+    def __init__(self, data, epoch, start, num_steps, batch_size):
+        self.data, self.start = data, start
+        self.batches = list(itertools.islice(data.train_batches(epoch, batch_size), num_steps))
+
+    def batch(self, step):
+        return self.batches[step - self.start]
+
+    def train_batches(self, *args, **kwargs):
+        return self.data.train_batches(*args, **kwargs)
+
+    def eval_batches(self, *args, **kwargs):
+        return self.data.eval_batches(*args, **kwargs)
+
+
 def build(method_class, config, data):
     method = method_class(
         config,
@@ -98,17 +107,28 @@ def build(method_class, config, data):
 
 
 class Runner:
-    """Trains `method` on a mesh of `devices`, calling on_epoch_start at every epoch boundary."""
+    """Trains `method` on a mesh of `devices`, calling on_epoch_start at every epoch boundary.
 
-    def __init__(self, method, optimizer, data, devices):
-        self.method, self.data = method, data
+    `data.batch(step)` is the step's global batch; the host hooks read `data` as they read the
+    pipeline (SyntheticTrainingData, or RecordedBatches over a real PartialLabelData)."""
+
+    def __init__(
+        self,
+        method,
+        optimizer,
+        data,
+        devices,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        batch_size=BATCH_SIZE,
+    ):
+        self.method, self.data, self.steps_per_epoch = method, data, steps_per_epoch
         self.mesh = parallel.create_mesh(devices)
         self.step_fn = jit_train_step(
-            make_train_step(method, optimizer, STEPS_PER_EPOCH), self.mesh
+            make_train_step(method, optimizer, steps_per_epoch), self.mesh
         )
         self.host = HostContext(
             data=data,
-            global_batch_size=BATCH_SIZE,
+            global_batch_size=batch_size,
             process_index=0,
             process_count=1,
             to_global=functools.partial(parallel.to_global, mesh=self.mesh),
@@ -124,8 +144,8 @@ class Runner:
         history = []
         for _ in range(num_steps):
             step = int(jax.device_get(state.step))
-            if step % STEPS_PER_EPOCH == 0:
-                state = self.method.on_epoch_start(state, step // STEPS_PER_EPOCH, self.host)
+            if step % self.steps_per_epoch == 0:
+                state = self.method.on_epoch_start(state, step // self.steps_per_epoch, self.host)
             state, scalars = self.step_fn(
                 state, parallel.to_global(self.data.batch(step), self.mesh)
             )
