@@ -216,6 +216,9 @@ def longest_sum_of_loss(method, state, batch, steps_per_epoch=STEPS_PER_EPOCH) -
     )
 
     def loss_and_grads(params, method_state, batch):
+        # The loss sees the step's training batch (its labels completed by the method's
+        # training_labels, the partial labels kept beside them), as in core/train.py.
+        batch = train.training_batch(method, method_state, batch)
         return train.loss_gradients_and_diagnostics(
             method, state.replace(params=params, method_state=method_state), batch, ctx
         )
