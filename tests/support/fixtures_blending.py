@@ -165,7 +165,7 @@ def check_checkpoint_round_trip(method_class, tmp_path):
 
 def check_config_file(name):
     """configs/<name>.py validates and its docstring holds its launch command."""
-    path = pathlib.Path(__file__).resolve().parent.parent / "configs" / f"{name}.py"
+    path = pathlib.Path(__file__).resolve().parents[2] / "configs" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
