@@ -1,6 +1,7 @@
 """SARB (docs/methods/sarb.md §8): parity with the reference head, schedule, α/β, prototypes, devices, resume."""
 
 import flax
+import head_parity
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -124,14 +125,7 @@ def test_training_step_matches_reference(vectors):
     # reference's deviate by up to ~2e-4 (ours) / ~5e-5 (theirs) of a leaf's largest entry.
     assert_trees_close(grads, expected_grads, rtol=HEAD_RTOL, atol=HEAD_ATOL, scaled_atol=3e-4)
 
-    b1, b2 = (float(b) for b in v["adam_betas"])
-    optimizer = optim.reference_adam(
-        float(v["adam_lr"]),
-        b1=b1,
-        b2=b2,
-        eps=float(v["adam_eps"]),
-        weight_decay=float(v["adam_weight_decay"]),
-    )
+    optimizer = head_parity.recorded_adam(v)
     params = variables["params"]
     state = TrainState(
         step=jnp.int32(ctx.epoch),

@@ -37,22 +37,12 @@ from mlrpl_jax.core import optim
 from mlrpl_jax.core.train import loss_gradients_and_diagnostics, make_train_step
 from mlrpl_jax.core.train_state import TrainState
 from mlrpl_jax.data.synthetic import synthetic_data_info
-from mlrpl_jax.methods.base import StepContext, network_kwargs
+from mlrpl_jax.methods.base import HEAD_ARGUMENTS, StepContext, network_kwargs
 from mlrpl_jax.models.network import SharedHead
 
 NUM_CLASSES = 80
 STEPS_PER_EPOCH = 10
 TORCH_MARGINS = {"intraMargin": "intra_margin", "interMargin": "inter_margin"}
-HEAD_FIELDS = (
-    "num_classes",
-    "word_embeddings",
-    "adjacency",
-    "feature_dim",
-    "attention_dim",
-    "output_dim",
-    "ggnn_steps",
-    "dtype",
-)
 
 U32 = 2.0**-24  # float32 unit round-off (round to nearest)
 # |ours32 - ref32| <= |ours32 - exact| + |ref32 - exact| <= (1 + 3) x our measured error.
@@ -107,7 +97,7 @@ def head_only(method_class):
     class HeadOnly(method_class):
         def base_network(self, word_embeddings, adjacency):
             kwargs = network_kwargs(self.config, self.info.num_classes, word_embeddings, adjacency)
-            return SharedHead(**{field: kwargs[field] for field in HEAD_FIELDS})
+            return SharedHead(**{field: kwargs[field] for field in HEAD_ARGUMENTS})
 
     HeadOnly.__name__ = f"HeadOnly{method_class.__name__}"
     return HeadOnly
@@ -137,16 +127,21 @@ def float64_compute():
         yield
 
 
-def _step_function(method, v):
-    """The recorded step as a function (vectors, method state) -> StepResult, jitted once."""
+def recorded_adam(v):
+    """The reference's Adam with the hyper-parameters recorded in the vectors `v`."""
     b1, b2 = (float(beta) for beta in v["adam_betas"])
-    optimizer = optim.reference_adam(
+    return optim.reference_adam(
         float(v["adam_lr"]),
         b1=b1,
         b2=b2,
         eps=float(v["adam_eps"]),
         weight_decay=float(v["adam_weight_decay"]),
     )
+
+
+def _step_function(method, v):
+    """The recorded step as a function (vectors, method state) -> StepResult, jitted once."""
+    optimizer = recorded_adam(v)
     epoch = int(v["hp/epoch"])
     ctx = StepContext(
         epoch=jnp.int32(epoch),
