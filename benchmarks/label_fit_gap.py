@@ -19,14 +19,13 @@ same rule from the test labels (labels the model never fitted).
 from __future__ import annotations
 
 import json
-import os
 
+import finished_run
 import jax
 import numpy as np
 from absl import app, flags
 
-from mlrpl_jax.config import config_from_record
-from mlrpl_jax.core import checkpointing, parallel, train
+from mlrpl_jax.core import parallel, train
 from mlrpl_jax.core.metrics import evaluate_scores
 from mlrpl_jax.data.pipeline import PartialLabelData
 from mlrpl_jax.methods.thresholds import histogram_thresholds
@@ -64,20 +63,9 @@ def precision_at(scores: np.ndarray, labels: np.ndarray, tau_pos: np.ndarray) ->
 
 def label_fit_gap(workdir: str, batch_size: int = 50) -> dict:
     """The summary described in the module docstring, for the latest checkpoint in `workdir`."""
-    checkpointer = checkpointing.Checkpointer(
-        os.path.join(workdir, "checkpoints"), keep_last=2, keep_best=1, async_save=False
-    )
-    step = checkpointer.latest_step()
-    if step is None:
-        raise FileNotFoundError(
-            f"no checkpoint in {workdir}/checkpoints; pass the workdir of a run"
-        )
-    config = config_from_record(json.loads(checkpointer.read_record(step)["config"]))
-    mesh = parallel.create_mesh()
-    data = train.open_data(config)
-    method, _, state = train.build_run(config, data, mesh)
-    state, _ = checkpointer.restore(step, state)
-    checkpointer.close()
+    run = finished_run.restore(workdir)
+    config, data, method, state, mesh = run.config, run.data, run.method, run.state, run.mesh
+    step = run.step
     predict = train.jit_predict(method, mesh)
 
     info = data.info

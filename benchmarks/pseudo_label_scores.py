@@ -21,14 +21,12 @@ by their hidden label (a diagnostic: the loss never reads it):
 from __future__ import annotations
 
 import json
-import os
 
+import finished_run
 import jax
 import numpy as np
 from absl import app, flags
 
-from mlrpl_jax.config import config_from_record
-from mlrpl_jax.core import checkpointing, parallel, train
 from mlrpl_jax.methods.semantic_transfer import pseudo_labels
 
 QUANTILES = (50, 90, 99, 100)
@@ -77,22 +75,15 @@ def at_thresholds(scores: np.ndarray, unknown: np.ndarray, hidden: np.ndarray) -
     return rows
 
 
-def pseudo_label_scores(run_dir: str, num_batches: int) -> dict:
-    checkpointer = checkpointing.Checkpointer(
-        os.path.join(run_dir, "checkpoints"), keep_last=1, keep_best=0, async_save=False
-    )
-    step = checkpointer.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {run_dir}/checkpoints")
-    record = checkpointer.read_record(step)
-    config = config_from_record(json.loads(record["config"]))
+def sst_or_hst_run(config) -> None:
     if config.method not in ("sst", "hst"):
-        raise ValueError(f"{run_dir} is a {config.method} run; this script reads SST and HST runs")
-    mesh = parallel.create_mesh()
-    data = train.open_data(config)
-    method, _, state = train.build_run(config, data, mesh)
-    state, _ = checkpointer.restore(step, state)
-    checkpointer.close()
+        raise ValueError(f"a {config.method} run; this script reads SST and HST runs")
+
+
+def pseudo_label_scores(run_dir: str, num_batches: int) -> dict:
+    run = finished_run.restore(run_dir, check=sst_or_hst_run)
+    config, data, method, state, step = run.config, run.data, run.method, run.state, run.step
+    record = run.record
     epoch = record["epoch"] - 1 if record["step_in_epoch"] == 0 else record["epoch"]
     margins = (
         method.margins_at(epoch)
