@@ -10,6 +10,7 @@ from fixtures_blending import (
     check_checkpoint_round_trip,
     check_config_file,
     check_devices_and_schedule,
+    check_fixed_blend_weights,
     tiny_method,
     training_batches,
 )
@@ -198,6 +199,10 @@ def test_d8_and_d9_quadrant_prototypes_from_the_epoch_hook():
 
 def test_one_and_eight_devices_and_frozen_alpha_beta():
     check_devices_and_schedule(DSRB)
+
+
+def test_fixed_alpha_beta_blend_at_their_initial_values():
+    check_fixed_blend_weights(DSRB)
 
 
 def test_method_state_and_alpha_beta_survive_checkpoints(tmp_path):

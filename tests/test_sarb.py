@@ -14,6 +14,7 @@ from fixtures_blending import (
     check_checkpoint_round_trip,
     check_config_file,
     check_devices_and_schedule,
+    check_fixed_blend_weights,
     head_only,
     tiny_config,
     tiny_method,
@@ -234,6 +235,10 @@ def test_epoch_start_hook_computes_kmeans_prototypes():
 
 def test_one_and_eight_devices_and_frozen_alpha_beta():
     check_devices_and_schedule(SARB)
+
+
+def test_fixed_alpha_beta_blend_at_their_initial_values():
+    check_fixed_blend_weights(SARB)
 
 
 def test_method_state_and_alpha_beta_survive_checkpoints(tmp_path):

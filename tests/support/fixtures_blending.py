@@ -138,6 +138,42 @@ def check_devices_and_schedule(method_class):
     assert all(s["instance_bce"] > 0 and s["prototype_bce"] > 0 for s in scalars_8[2:])
 
 
+def check_fixed_blend_weights(method_class):
+    """learn_alpha / learn_beta = False (the reference's isAlphaLearnable / isBetaLearnable):
+    blending runs at the initial α, β, which no step moves, while the network trains."""
+    method, info = tiny_method(
+        method_class, mixup_epoch=0, alpha_init=0.3, beta_init=0.7, learn_alpha=False,
+        learn_beta=False,
+    )  # fmt: skip
+    host_state = prepared_state(method, info)
+    state, scalars = run_steps(
+        method, host_state, training_batches(info, 2), jax.devices()[:1], 3, steps_per_epoch=2
+    )
+    counts = jax.device_get(state.opt_state.leaf_counts)
+    assert float(state.params["alpha"]) == np.float32(0.3)
+    assert float(state.params["beta"]) == np.float32(0.7)
+    assert int(counts["alpha"]) == 0 and int(counts["beta"]) == 0
+    assert all(s["instance_bce"] > 0 and s["prototype_bce"] > 0 for s in scalars)
+    moved = jax.tree.map(
+        lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+        {k: v for k, v in state.params.items() if k not in ("alpha", "beta")},
+        {k: v for k, v in host_state.params.items() if k not in ("alpha", "beta")},
+    )
+    assert any(jax.tree.leaves(moved))
+
+    # Only α fixed: β learns from the same start.
+    only_beta, _ = run_steps(
+        tiny_method(method_class, mixup_epoch=0, learn_alpha=False)[0],
+        host_state,
+        training_batches(info, 2),
+        jax.devices()[:1],
+        2,
+        steps_per_epoch=2,
+    )
+    assert float(only_beta.params["alpha"]) == np.float32(0.3)
+    assert float(only_beta.params["beta"]) != np.float32(0.7)
+
+
 def check_checkpoint_round_trip(method_class, tmp_path):
     method, info = tiny_method(method_class, mixup_epoch=0)
     state, _ = run_steps(
