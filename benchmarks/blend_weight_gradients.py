@@ -31,6 +31,7 @@ import functools
 import json
 import os
 
+import finished_run
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,8 +39,7 @@ import timing_harness
 from absl import app, flags
 
 from mlrpl_jax import losses
-from mlrpl_jax.config import config_from_record
-from mlrpl_jax.core import checkpointing, parallel, train
+from mlrpl_jax.core import parallel, train
 from mlrpl_jax.core.host_context import HostContext
 from mlrpl_jax.methods.base import StepContext
 from mlrpl_jax.methods.blending import blend
@@ -159,32 +159,25 @@ def full_loss_gradient(method, state, batch, ctx) -> dict[str, float]:
     return {name: float(grads[name]) for name in BLEND_WEIGHTS}
 
 
+def blending_run(config) -> None:
+    if config.method not in ("sarb", "dsrb"):
+        raise ValueError(f"a {config.method} run; this script reads SARB and DSRB runs")
+
+
 def blend_weight_gradients(
     run_dir: str, num_batches: int, alphas: list[float], betas: list[float], step: int | None
 ) -> dict:
     load_before = timing_harness.load_average()
     with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as lines:
         records = [json.loads(line) for line in lines]
-    checkpointer = checkpointing.Checkpointer(
-        os.path.join(run_dir, "checkpoints"), keep_last=1, keep_best=0, async_save=False
-    )
-    step = checkpointer.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {run_dir}/checkpoints")
-    record = checkpointer.read_record(step)
-    config = config_from_record(json.loads(record["config"]))
-    if config.method not in ("sarb", "dsrb"):
-        raise ValueError(f"{run_dir} is a {config.method} run; this script reads SARB and DSRB")
+    run = finished_run.restore(run_dir, check=blending_run, step=step)
+    config, data, method, state, mesh = run.config, run.data, run.method, run.state, run.mesh
+    step = run.step
     options = config[config.method]
     trajectory = {
         name: clamp_steps(records, f"train/{name}", options[f"{name}_init"])
         for name in BLEND_WEIGHTS
     }
-    mesh = parallel.create_mesh()
-    data = train.open_data(config)
-    method, _, state = train.build_run(config, data, mesh)
-    state, _ = checkpointer.restore(step, state)
-    checkpointer.close()
     steps_per_epoch = data.steps_per_epoch(config.batch_size)
     epoch = max(step // steps_per_epoch, options.mixup_epoch)  # a blending epoch
     computed_prototypes = int(jax.device_get(state.method_state["prototype_epoch"])) < 0

@@ -23,7 +23,7 @@ from mlrpl_jax.methods.base import Method
 
 @dataclasses.dataclass
 class FinishedRun:
-    """The run's config, data, method and state at its latest checkpoint (`step`, `record`)."""
+    """The run's config, data, method and state at checkpoint `step` (its `record`)."""
 
     config: ml_collections.ConfigDict
     data: PartialLabelData
@@ -35,14 +35,17 @@ class FinishedRun:
 
 
 def restore(
-    run_dir: str, check: Callable[[ml_collections.ConfigDict], None] | None = None
+    run_dir: str,
+    check: Callable[[ml_collections.ConfigDict], None] | None = None,
+    step: int | None = None,
 ) -> FinishedRun:
-    """The latest checkpoint of the run in `run_dir` with its config, data and method; `check`
-    sees the config first and raises if the script cannot read such a run (before any build)."""
+    """Checkpoint `step` (default: the latest) of the run in `run_dir` with its config, data and
+    method; `check` sees the config first and raises if the script cannot read such a run
+    (before anything is built)."""
     checkpointer = checkpointing.Checkpointer(
         os.path.join(run_dir, "checkpoints"), keep_last=1, keep_best=0, async_save=False
     )
-    step = checkpointer.latest_step()
+    step = checkpointer.latest_step() if step is None else step
     if step is None:
         checkpointer.close()
         raise FileNotFoundError(
