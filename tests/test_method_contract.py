@@ -120,15 +120,7 @@ class ContractRun:
         return state
 
 
-# Each method's run and its checks form one xdist group (tests/conftest.py): the file's 14
-# runs share nothing but the prepared scenes, so `make test` spreads them over its workers.
-@pytest.fixture(
-    scope="module",
-    params=[
-        pytest.param(name, marks=pytest.mark.xdist_group(f"method_contract_{name}"))
-        for name in sorted(registered_methods())
-    ],
-)
+@pytest.fixture(scope="module", params=sorted(registered_methods()))
 def run(request, cached_digit_scenes_dir, tmp_path_factory):
     return ContractRun(
         request.param, cached_digit_scenes_dir, tmp_path_factory.mktemp(request.param)

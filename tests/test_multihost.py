@@ -121,11 +121,7 @@ def layout_runs(digit_scenes_dir, tmp_path_factory):
     return runs
 
 
-# The baseline's runs are the kill test's reference, in the file's xdist group; SARB's share
-# nothing with them and form a group of their own (tests/conftest.py).
-@pytest.mark.parametrize(
-    "method", ["baseline", pytest.param("sarb", marks=pytest.mark.xdist_group("multihost_sarb"))]
-)
+@pytest.mark.parametrize("method", ["baseline", "sarb"])
 def test_two_processes_equal_one_process(method, digit_scenes_dir, layout_runs):
     root, process_1_log = layout_runs(method)
     cluster, single = root / "cluster", root / "single"

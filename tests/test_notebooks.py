@@ -54,15 +54,7 @@ def test_notebook_is_stored_without_outputs(path):
             )
 
 
-# Each notebook's run is an xdist group of its own (tests/conftest.py): the runs share nothing.
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(path, marks=pytest.mark.xdist_group(f"notebook_{path.stem}"))
-        for path in NOTEBOOKS
-    ],
-    ids=lambda path: path.stem,
-)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_notebook_runs_and_renders_figures(path, digit_scenes_dir, tmp_path):
     notebook = nbformat.read(path, as_version=4)
     figures_dir = tmp_path / "figures"
