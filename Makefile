@@ -21,7 +21,10 @@ DIAGNOSTICS := $(DIAGNOSTICS),satl/positive_precision,satl/positive_recall
 DIAGNOSTICS := $(DIAGNOSTICS),satl/negative_precision,satl/negative_recall
 DIAGNOSTICS := $(DIAGNOSTICS),satl/premise_ks_positive_mean,satl/premise_ks_negative_mean
 # pytest-xdist workers of `make test`; each test file runs whole in one worker (--dist loadfile),
-# so module fixtures are built once, and both share the compilation cache
+# so module fixtures are built once, except the long parts tests/conftest.py's work_unit makes
+# units of their own (each method's contract run, each notebook run); the longest units are
+# handed out first (--no-loadscope-reorder keeps conftest's order); both workers share the
+# compilation cache
 TEST_WORKERS ?= 2
 export JAX_COMPILATION_CACHE_DIR ?= $(HOME)/.cache/mlrpl_jax/jax_compilation_cache
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0
@@ -73,7 +76,7 @@ benchmark-regime: install
 test: install
 	$(VENV)/bin/ruff format --check --quiet .
 	$(VENV)/bin/ruff check --quiet .
-	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 bench: install
 	$(PY) benchmarks/train_step.py --config=configs/baseline_digits.py

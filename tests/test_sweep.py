@@ -4,13 +4,25 @@ import json
 import math
 import os
 
+import numpy as np
 from test_end_to_end import tiny_run_config
 
 from mlrpl_jax import sweep
+from mlrpl_jax.data.label_embeddings import random_embeddings
 
 
-def test_sweep_trains_each_run_once_and_tabulates(digit_scenes_dir, tmp_path, capsys):
+def test_sweep_trains_each_run_once_and_tabulates(
+    digit_scenes_dir, tmp_path, tmp_path_factory, capsys
+):
     config = tiny_run_config(digit_scenes_dir, 1)
+    # Both seeds read seed 0's random label embeddings from a file. Drawn from each run's seed
+    # (embeddings.kind = 'random'), they enter the compiled train step as constants, so the
+    # second seed compiled a step of its own (~30 s on a cold cache); from one file both runs
+    # share one program. The seed still reaches the run (initialisation, label drop, batch
+    # order): their mAPs differ, asserted below.
+    embeddings = tmp_path_factory.mktemp("embeddings") / "digits.npy"
+    np.save(embeddings, random_embeddings(10, config.embeddings.dim, seed=0))
+    config.embeddings.kind, config.embeddings.path = "npy", str(embeddings)
     table = sweep.run_sweep(config, str(tmp_path), [0.5], [0, 1], ("train/loss", "never/logged"))
     entry = table["0.5"]
     printed = capsys.readouterr().out.splitlines()  # one progress line per run, nothing else
