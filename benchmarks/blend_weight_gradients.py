@@ -160,6 +160,7 @@ def full_loss_gradient(method, state, batch, ctx) -> dict[str, float]:
 
 
 def blending_run(config) -> None:
+    """Raises unless the run is a SARB or DSRB run (the methods with blend weights)."""
     if config.method not in ("sarb", "dsrb"):
         raise ValueError(f"a {config.method} run; this script reads SARB and DSRB runs")
 

@@ -53,11 +53,16 @@ def mixed(images: np.ndarray, labels: np.ndarray, partners: np.ndarray) -> dict[
 
 
 def cached_run(config) -> None:
+    """Raises unless the run trained on cached maps (the only runs whose mixes are of maps)."""
     if not config.data.feature_cache:
         raise ValueError("a run on pixels; this script compares runs on cached maps")
 
 
 def feature_vs_pixel(run_dir: str, images_per_mix: int, seed: int, batch_size: int) -> dict:
+    if images_per_mix < 2:
+        raise ValueError(
+            f"images_per_mix must be at least 2 (a mix of k >= 2), got {images_per_mix}"
+        )
     run = finished_run.restore(run_dir, check=cached_run)
     config, data, method, state, mesh = run.config, run.data, run.method, run.state, run.mesh
     predict = train.jit_predict(method, mesh)

@@ -76,6 +76,7 @@ def at_thresholds(scores: np.ndarray, unknown: np.ndarray, hidden: np.ndarray) -
 
 
 def sst_or_hst_run(config) -> None:
+    """Raises unless the run is an SST or HST run (the methods whose scores this script reads)."""
     if config.method not in ("sst", "hst"):
         raise ValueError(f"a {config.method} run; this script reads SST and HST runs")
 

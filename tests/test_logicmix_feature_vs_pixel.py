@@ -48,3 +48,8 @@ def test_a_cached_run_is_compared_on_its_whole_test_split(digit_scenes_dir, tmp_
     assert -1.0 <= summary["cosine_feature_vs_pixel_mix"] <= 1.0
     for key in ("mAP_pixel_mix", "mAP_feature_mix"):
         assert 0.0 < summary[key] <= 100.0
+
+
+def test_a_mix_of_one_image_is_refused_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="at least 2"):
+        script.feature_vs_pixel(str(tmp_path), images_per_mix=1, seed=0, batch_size=8)
