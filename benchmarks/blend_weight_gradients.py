@@ -39,7 +39,7 @@ import timing_harness
 from absl import app, flags
 
 from mlrpl_jax import losses
-from mlrpl_jax.core import parallel, train
+from mlrpl_jax.core import optim, parallel, train
 from mlrpl_jax.core.host_context import HostContext
 from mlrpl_jax.methods.base import StepContext
 from mlrpl_jax.methods.blending import blend
@@ -249,8 +249,12 @@ def blend_weight_gradients(
         "checkpoint_step": step,
         "epoch": epoch,
         "lr_of_epoch": float(
-            config.optim.lr
-            * config.optim.lr_decay_factor ** (epoch // config.optim.lr_decay_epochs)
+            optim.step_learning_rate(
+                config.optim.lr,
+                steps_per_epoch,
+                decay_epochs=config.optim.lr_decay_epochs,
+                decay_factor=config.optim.lr_decay_factor,
+            )(epoch * steps_per_epoch)
         ),
         "prototypes_computed_here": computed_prototypes,
         "batches": num_batches,

@@ -1,8 +1,6 @@
 """benchmarks/blend_weight_gradients.py: the path split of α's gradient, clamp steps, Adam's move."""
 
-import importlib.util
-import pathlib
-
+import blend_weight_gradients
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,11 +8,6 @@ import pytest
 
 from mlrpl_jax import losses
 from mlrpl_jax.methods.blending import blend
-
-SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "blend_weight_gradients.py"
-spec = importlib.util.spec_from_file_location("blend_weight_gradients", SCRIPT)
-blend_weight_gradients = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(blend_weight_gradients)
 
 # Four images, three classes, D = 2: row 0's class 1 is unknown and its partner row 3 has it
 # positive; row 2's class 0 is unknown and row 1 has it positive.

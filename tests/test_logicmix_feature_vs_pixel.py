@@ -1,13 +1,11 @@
 """benchmarks/logicmix_feature_vs_pixel.py: mixes of cached maps against maps of mixed pixels."""
 
+import logicmix_feature_vs_pixel as script
 import numpy as np
 import pytest
-from test_learning import load_script
 
 from mlrpl_jax.config import digit_scenes_config
 from mlrpl_jax.core import feature_cache, train
-
-script = load_script("logicmix_feature_vs_pixel")
 
 
 def test_partners_exclude_the_row_and_follow_the_seed():
