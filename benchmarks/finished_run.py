@@ -45,23 +45,23 @@ def restore(
     checkpointer = checkpointing.Checkpointer(
         os.path.join(run_dir, "checkpoints"), keep_last=1, keep_best=0, async_save=False
     )
-    step = checkpointer.latest_step() if step is None else step
-    if step is None:
+    try:
+        step = checkpointer.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(
+                f"no checkpoint in {run_dir}/checkpoints; pass the workdir of a run"
+            )
+        record = checkpointer.read_record(step)
+        config = config_from_record(json.loads(record["config"]))
+        if check is not None:
+            try:
+                check(config)
+            except ValueError as error:
+                raise ValueError(f"{run_dir}: {error}") from error
+        mesh = parallel.create_mesh()
+        data = train.open_data(config)
+        method, _, state = train.build_run(config, data, mesh)
+        state, _ = checkpointer.restore(step, state)
+    finally:
         checkpointer.close()
-        raise FileNotFoundError(
-            f"no checkpoint in {run_dir}/checkpoints; pass the workdir of a run"
-        )
-    record = checkpointer.read_record(step)
-    config = config_from_record(json.loads(record["config"]))
-    if check is not None:
-        try:
-            check(config)
-        except ValueError as error:
-            checkpointer.close()
-            raise ValueError(f"{run_dir}: {error}") from error
-    mesh = parallel.create_mesh()
-    data = train.open_data(config)
-    method, _, state = train.build_run(config, data, mesh)
-    state, _ = checkpointer.restore(step, state)
-    checkpointer.close()
     return FinishedRun(config, data, method, state, mesh, step, record)
