@@ -15,6 +15,7 @@ from fixtures_blending import (
     check_config_file,
     check_devices_and_schedule,
     check_fixed_blend_weights,
+    check_known_label_loss,
     head_only,
     tiny_config,
     tiny_method,
@@ -239,6 +240,10 @@ def test_one_and_eight_devices_and_frozen_alpha_beta():
 
 def test_fixed_alpha_beta_blend_at_their_initial_values():
     check_fixed_blend_weights(SARB)
+
+
+def test_main_term_can_be_partial_asl():
+    check_known_label_loss(SARB)
 
 
 def test_method_state_and_alpha_beta_survive_checkpoints(tmp_path):

@@ -8,7 +8,9 @@ import importlib.util
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 from head_parity import head_only
 from method_harness import (
     assert_layout_close,
@@ -18,6 +20,7 @@ from method_harness import (
     synthetic_batch,
 )
 
+from mlrpl_jax import losses
 from mlrpl_jax.config import base_config, validate_config
 from mlrpl_jax.core import optim, parallel, train
 from mlrpl_jax.core.checkpointing import Checkpointer
@@ -25,7 +28,9 @@ from mlrpl_jax.core.train import jit_train_step, make_train_step
 from mlrpl_jax.data.label_embeddings import random_embeddings
 from mlrpl_jax.data.label_graph import label_adjacency
 from mlrpl_jax.data.synthetic import synthetic_data_info
+from mlrpl_jax.methods.base import StepContext
 from mlrpl_jax.methods.blending.sarb import SARB
+from mlrpl_jax.methods.partial_losses import loss_functions
 
 NUM_CLASSES = 6
 
@@ -172,6 +177,43 @@ def check_fixed_blend_weights(method_class):
     )
     assert float(only_beta.params["alpha"]) == np.float32(0.3)
     assert float(only_beta.params["beta"]) != np.float32(0.7)
+
+
+def check_known_label_loss(method_class):
+    """known_label_loss = 'asl': the main term is partial ASL of the known labels (the ASL
+    paper's γ+ = 0, γ- = 4, m = 0.05), the blended branches keep BCE; an unknown name is refused."""
+    batch = training_batches(tiny_method(method_class)[1], 1)[0]
+    values = {}
+    for name in ("bce", "asl"):
+        method, info = tiny_method(method_class, mixup_epoch=0, known_label_loss=name)
+        state = prepared_state(method, info)
+        ctx = StepContext(
+            epoch=jnp.int32(0), step_in_epoch=jnp.int32(0), rng=jax.random.PRNGKey(0),
+            steps_per_epoch=2,
+        )  # fmt: skip
+        _, aux = method.loss(state.variables(), state.method_state, batch, ctx)
+        forward = method.forward(
+            state.variables(), state.method_state, batch, ctx.epoch, jax.random.split(ctx.rng)[1]
+        )
+        values[name] = (aux.metrics, forward)
+    bce_metrics, bce_forward = values["bce"]
+    asl_metrics, asl_forward = values["asl"]
+    # Same parameters, batch and key: the forwards are one computation, so equal to the bit.
+    assert_trees_close(asl_forward, bce_forward, rtol=0, atol=0)
+    # Each main term is the same float32 reduction as its reference function: equal to the bit.
+    assert float(bce_metrics["bce"]) == float(
+        losses.partial_bce(bce_forward.logits, batch["labels"])
+    )
+    expected_asl = loss_functions.partial_asymmetric_loss(
+        asl_forward.logits, batch["labels"], gamma_pos=0.0, gamma_neg=4.0, clip=0.05,
+        assume_negative=False,
+    )  # fmt: skip
+    assert float(asl_metrics["bce"]) == float(expected_asl)
+    assert float(asl_metrics["bce"]) != float(bce_metrics["bce"])
+    for branch in ("instance_bce", "prototype_bce"):
+        assert float(asl_metrics[branch]) == float(bce_metrics[branch]) > 0
+    with pytest.raises(ValueError, match="known_label_loss must be one of"):
+        tiny_method(method_class, known_label_loss="focal")
 
 
 def check_checkpoint_round_trip(method_class, tmp_path):

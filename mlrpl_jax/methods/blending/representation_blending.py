@@ -7,7 +7,8 @@ partner's a known positive (§8.2, the same in both methods); S2 blends unknown 
 class prototypes, which each method defines itself (`prototype_blend`, `compute_prototypes`).
 α, β are params of BlendingNetwork; they stay untouched by Adam before e_m (§10.2) and are
 projected onto [0, 1] after each update (§8.1). The prototypes are method state, recomputed
-by a host hook at epochs e_m, e_m + R, ... (§8.3).
+by a host hook at epochs e_m, e_m + R, ... (§8.3). The main term's loss on the known labels can be
+partial ASL instead of BCE (option `known_label_loss`, partial_losses.md §2).
 
 The base network is whatever `base_network` returns, as long as it is called as
 `(x, train) -> NetworkOutput` and has the linen methods `extract(x, train) -> Features` and
@@ -32,7 +33,20 @@ from mlrpl_jax.core.host_context import HostContext
 from mlrpl_jax.methods.base import LossAux, Method, PyTree, StepContext
 from mlrpl_jax.methods.blending import blend
 from mlrpl_jax.methods.blending.network import BLEND_PARAMS, BlendingNetwork
+from mlrpl_jax.methods.partial_losses import loss_functions
+from mlrpl_jax.methods.partial_losses.asymmetric import asymmetric_options
 from mlrpl_jax.models.network import Features
+
+
+def _partial_asl(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return loss_functions.partial_asymmetric_loss(
+        logits, labels, **asymmetric_options(), assume_negative=False
+    )
+
+
+# The main term's loss on the known labels (option `known_label_loss`); the blended branches,
+# whose targets are soft, keep the papers' BCE.
+KNOWN_LABEL_LOSSES = {"bce": losses.partial_bce, "asl": _partial_asl}
 
 
 @flax.struct.dataclass
@@ -66,6 +80,9 @@ class RepresentationBlending(Method):
         section.beta_init = 0.5
         section.learn_alpha = True
         section.learn_beta = True
+        # The loss of the main term BCE(z, t) on the known labels: 'bce' (the papers) or 'asl',
+        # partial ASL at the ASL paper's values (docs/methods/partial_losses.md §2)
+        section.known_label_loss = "bce"
         return section
 
     def check_options(self) -> None:
@@ -78,6 +95,11 @@ class RepresentationBlending(Method):
         for name in ("alpha_init", "beta_init"):
             if not 0.0 <= opts[name] <= 1.0:
                 raise ValueError(f"{self.name}.{name} must lie in [0, 1], got {opts[name]}.")
+        if opts.known_label_loss not in KNOWN_LABEL_LOSSES:
+            raise ValueError(
+                f"{self.name}.known_label_loss must be one of {sorted(KNOWN_LABEL_LOSSES)}, "
+                f"got {opts.known_label_loss!r}."
+            )
         self.check_prototype_options()
 
     @abc.abstractmethod
@@ -195,7 +217,7 @@ class RepresentationBlending(Method):
         targets = batch["labels"]
         contrastive_rng, blend_rng = jax.random.split(ctx.rng)
         out = self.forward(variables, method_state, batch, ctx.epoch, blend_rng)
-        bce = losses.partial_bce(out.logits, targets)
+        bce = KNOWN_LABEL_LOSSES[self.options.known_label_loss](out.logits, targets)
         contrastive_term = contrastive.contrastive_loss(out.semantic, targets, contrastive_rng)
         warmup = losses.warmup_factor(ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
         instance_bce = losses.partial_bce(out.instance_logits, out.instance_targets)
