@@ -27,7 +27,6 @@ The measurement carries the load average (timing_harness.conditions).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 
@@ -183,15 +182,7 @@ def blend_weight_gradients(
     epoch = max(step // steps_per_epoch, options.mixup_epoch)  # a blending epoch
     computed_prototypes = int(jax.device_get(state.method_state["prototype_epoch"])) < 0
     if computed_prototypes:  # a checkpoint from before blending: the epoch-start hook's pass
-        host = HostContext(
-            data=data,
-            global_batch_size=config.batch_size,
-            process_index=0,
-            process_count=1,
-            to_global=functools.partial(parallel.to_global, mesh=mesh),
-            replicate=functools.partial(parallel.replicate, mesh=mesh),
-            log=lambda *args, **kwargs: None,
-        )
+        host = HostContext.on_mesh(data, mesh, config.batch_size)
         state = method.on_epoch_start(state, epoch, host)
     gradients = make_branch_gradients(method)
     variables = state.variables()

@@ -16,7 +16,6 @@ and written to <workdir>/dry_run.json (docs/dry_run.md).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import resource
 import statistics
@@ -180,16 +179,13 @@ def prepare(plan: DryRunPlan, mesh: jax.sharding.Mesh) -> PreparedStep:
             create_train_state(method, optimizer, config).replace(step=start_step), mesh
         )
     )
-    to_global = functools.partial(parallel.to_global, mesh=mesh)
-    host = HostContext(
-        data=plan.data,
-        global_batch_size=config.batch_size,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        to_global=to_global,
-        replicate=functools.partial(parallel.replicate, mesh=mesh),
+    host = HostContext.on_mesh(
+        plan.data,
+        mesh,
+        config.batch_size,
         log=lambda step, scalars: logging.info("step %d: %s", step, scalars),
     )
+    to_global = host.to_global
     state, epoch_start_hook_s = _timed(method.on_epoch_start, state, plan.epoch, host)
     batch = to_global(
         next(

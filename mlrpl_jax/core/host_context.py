@@ -4,6 +4,7 @@ epochs: the data, the device layout and passes of jitted functions over the trai
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Iterator
 
 import jax
@@ -25,6 +26,25 @@ class HostContext:
     to_global: Callable[[dict], dict]  # local numpy batch -> global sharded arrays
     replicate: Callable[[PyTree], PyTree]  # host PyTree -> arrays replicated over the mesh
     log: Callable[[int, dict], None]  # (step, scalars) -> logs on process 0
+
+    @classmethod
+    def on_mesh(
+        cls,
+        data: Any,
+        mesh: jax.sharding.Mesh,
+        global_batch_size: int,
+        log: Callable[[int, dict], None] = lambda step, scalars: None,
+    ) -> HostContext:
+        """This process's context over `mesh`; `log` discards the scalars unless given."""
+        return cls(
+            data=data,
+            global_batch_size=global_batch_size,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            to_global=functools.partial(parallel.to_global, mesh=mesh),
+            replicate=functools.partial(parallel.replicate, mesh=mesh),
+            log=log,
+        )
 
     def train_batches(self, epoch: int) -> Iterator[dict]:
         """Local batches of one (augmented, shuffled) training epoch, as hooks need them."""

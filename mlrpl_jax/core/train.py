@@ -8,7 +8,6 @@ latest checkpoint and continues exactly where the run stopped.
 
 from __future__ import annotations
 
-import functools
 import signal
 import sys
 import threading
@@ -404,16 +403,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         history = record["history"]
         logging.info("resumed from step %d (epoch %d)", latest, latest // steps_per_epoch)
 
-    to_global = functools.partial(parallel.to_global, mesh=mesh)
-    host = HostContext(
-        data=data,
-        global_batch_size=config.batch_size,
-        process_index=process_index,
-        process_count=process_count,
-        to_global=to_global,
-        replicate=functools.partial(parallel.replicate, mesh=mesh),
-        log=writer.write,
-    )
+    host = HostContext.on_mesh(data, mesh, config.batch_size, log=writer.write)
     train_step = CompiledOnFirstCall(
         jit_train_step(make_train_step(method, optimizer, steps_per_epoch), mesh)
     )
@@ -454,7 +444,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 leave=False,
             )
             for batch in batches:
-                state, scalars = train_step(state, to_global(batch))
+                state, scalars = train_step(state, host.to_global(batch))
                 window.append(scalars)
                 step += 1
                 fault_injection.signal_if_requested("step", step)

@@ -126,15 +126,7 @@ class Runner:
         self.step_fn = jit_train_step(
             make_train_step(method, optimizer, steps_per_epoch), self.mesh
         )
-        self.host = HostContext(
-            data=data,
-            global_batch_size=batch_size,
-            process_index=0,
-            process_count=1,
-            to_global=functools.partial(parallel.to_global, mesh=self.mesh),
-            replicate=functools.partial(parallel.replicate, mesh=self.mesh),
-            log=lambda step, scalars: None,
-        )
+        self.host = HostContext.on_mesh(data, self.mesh, batch_size)
 
     def replicate(self, state):
         return parallel.replicate(state, self.mesh)
