@@ -1,15 +1,9 @@
 """benchmarks/mechanism_activity.py: per-epoch means of the mechanism scalars of a run's log."""
 
-import importlib.util
 import math
-import pathlib
 
+import mechanism_activity
 import pytest
-
-SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "mechanism_activity.py"
-spec = importlib.util.spec_from_file_location("mechanism_activity", SCRIPT)
-mechanism_activity = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mechanism_activity)
 
 
 def test_epoch_means_weight_windows_by_their_steps():

@@ -1,15 +1,10 @@
 """benchmarks/paired_run_gains.py: paired gains of run folders from their results.json."""
 
-import importlib.util
 import json
 import pathlib
 
+import paired_run_gains
 import pytest
-
-SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "paired_run_gains.py"
-spec = importlib.util.spec_from_file_location("paired_run_gains", SCRIPT)
-paired_run_gains = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(paired_run_gains)
 
 
 def write_run(folder: pathlib.Path, name: str, last_map: float | None) -> None:

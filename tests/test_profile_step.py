@@ -1,15 +1,8 @@
 """benchmarks/profile_step.py: HLO parsing, op categories and the traced per-op seconds."""
 
-import importlib.util
-import pathlib
-
 import jax
 import jax.numpy as jnp
-
-SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "profile_step.py"
-spec = importlib.util.spec_from_file_location("profile_step", SCRIPT)
-profile_step = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(profile_step)
+import profile_step
 
 
 def small_network(x, kernel, weight):

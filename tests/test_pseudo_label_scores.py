@@ -1,16 +1,10 @@
 """benchmarks/pseudo_label_scores.py: score summaries of the unknown entries against margins."""
 
-import importlib.util
 import math
-import pathlib
 
 import numpy as np
+import pseudo_label_scores
 import pytest
-
-SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "pseudo_label_scores.py"
-spec = importlib.util.spec_from_file_location("pseudo_label_scores", SCRIPT)
-pseudo_label_scores = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(pseudo_label_scores)
 
 # Two images, three classes. Known entries (targets != 0) never count.
 SCORES = np.array([[0.9, 0.55, 0.2], [0.8, 0.45, 0.7]])

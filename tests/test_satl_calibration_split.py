@@ -1,22 +1,15 @@
 """benchmarks/satl_calibration_split.py: the held-out known labels feed only SATL's histograms,
 never a loss, and are a fixed, per-image share of the known entries."""
 
-import importlib.util
-import pathlib
-
 import jax
 import method_harness
 import numpy as np
 import pytest
+import satl_calibration_split as split
 from test_satl import SATL_OPTIONS, train_mode_scores
 
 from mlrpl_jax.core import train
 from mlrpl_jax.methods.base import StepContext
-
-SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "satl_calibration_split.py"
-spec = importlib.util.spec_from_file_location("satl_calibration_split", SCRIPT)
-split = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(split)
 
 
 def build(fraction):

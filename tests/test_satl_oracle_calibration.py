@@ -2,22 +2,13 @@
 nothing else changes; the hidden labels reach the histograms through the diagnostics hook and no
 loss before the pseudo labels start."""
 
-import importlib.util
-import pathlib
-
 import jax
 import method_harness
 import numpy as np
+import satl_oracle_calibration as oracle
 
 from mlrpl_jax.core import train
 from mlrpl_jax.methods.base import StepContext
-
-SCRIPT = (
-    pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "satl_oracle_calibration.py"
-)
-spec = importlib.util.spec_from_file_location("satl_oracle_calibration", SCRIPT)
-oracle = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(oracle)
 
 NUM_BINS = 10
 
