@@ -165,6 +165,32 @@ def test_weak_assume_negative_matches_numpy():
     )
 
 
+def test_soft_partial_asl_mixes_the_two_terms_by_the_target_probability():
+    """Soft targets y in [-1, 1] (SARB's blended ones): q = y or 1 + y weighs l+ against l-,
+    against float64 NumPy; hard targets give partial ASL to the bit (q is exactly 0 or 1)."""
+    logits, labels = random_inputs(6)
+    soft = labels * np.random.default_rng(6).uniform(0.2, 1.0, labels.shape).astype(np.float32)
+    z = logits.astype(np.float64)
+    q = np.where(soft > 0, soft, 1.0 + soft)
+    p = 1.0 / (1.0 + np.exp(-z))
+    shifted = np.maximum(p - 0.05, 0.0)
+    positive, negative = -np.log(p), -(shifted**4) * np.log(1.0 - shifted)
+    selected = soft != 0
+    expected = np.sum(np.where(selected, q * positive + (1 - q) * negative, 0)) / selected.sum()
+    asl = dict(gamma_pos=0.0, gamma_neg=4.0, clip=0.05)
+    value = lf.soft_partial_asymmetric_loss(logits, soft, **asl)
+    np.testing.assert_allclose(float(value), expected, rtol=z.size * EPS, atol=TERM_ATOL)
+    assert float(lf.soft_partial_asymmetric_loss(logits, labels, **asl)) == float(
+        lf.partial_asymmetric_loss(logits, labels, **asl, assume_negative=False)
+    )
+    # Without focusing or margin it is BCE of the soft targets: gradient (σ(z) - q) / n.
+    bce = dict(gamma_pos=0.0, gamma_neg=0.0, clip=0.0)
+    grad = jax.grad(lambda x: lf.soft_partial_asymmetric_loss(x, soft, **bce))(logits)
+    n = selected.sum()
+    expected_grad = np.where(selected, p - q, 0) / n
+    np.testing.assert_allclose(np.asarray(grad), expected_grad, rtol=n * EPS, atol=TERM_ATOL / n)
+
+
 def test_class_prior_is_the_known_positive_rate_and_needs_a_known_label():
     labels = np.array([[1, -1, 0], [0, -1, 0], [1, 1, 0], [-1, 0, 0]], np.float32)
     with pytest.raises(ValueError, match=r"classes \[2\] have no known training label"):

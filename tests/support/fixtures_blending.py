@@ -180,40 +180,50 @@ def check_fixed_blend_weights(method_class):
 
 
 def check_known_label_loss(method_class):
-    """known_label_loss = 'asl': the main term is partial ASL of the known labels (the ASL
-    paper's γ+ = 0, γ- = 4, m = 0.05), the blended branches keep BCE; an unknown name is refused."""
+    """known_label_loss / blended_loss = 'asl': partial ASL (the ASL paper's γ+ = 0, γ- = 4,
+    m = 0.05) replaces the BCE of the main term / of the blended branches (soft targets); an
+    unknown name is refused."""
     batch = training_batches(tiny_method(method_class)[1], 1)[0]
-    values = {}
-    for name in ("bce", "asl"):
-        method, info = tiny_method(method_class, mixup_epoch=0, known_label_loss=name)
-        state = prepared_state(method, info)
-        ctx = StepContext(
-            epoch=jnp.int32(0), step_in_epoch=jnp.int32(0), rng=jax.random.PRNGKey(0),
-            steps_per_epoch=2,
-        )  # fmt: skip
-        _, aux = method.loss(state.variables(), state.method_state, batch, ctx)
-        forward = method.forward(
-            state.variables(), state.method_state, batch, ctx.epoch, jax.random.split(ctx.rng)[1]
-        )
-        values[name] = (aux.metrics, forward)
-    bce_metrics, bce_forward = values["bce"]
-    asl_metrics, asl_forward = values["asl"]
-    # Same parameters, batch and key: the forwards are one computation, so equal to the bit.
-    assert_trees_close(asl_forward, bce_forward, rtol=0, atol=0)
-    # Each main term is the same float32 reduction as its reference function: equal to the bit.
-    assert float(bce_metrics["bce"]) == float(
-        losses.partial_bce(bce_forward.logits, batch["labels"])
-    )
-    expected_asl = loss_functions.partial_asymmetric_loss(
-        asl_forward.logits, batch["labels"], gamma_pos=0.0, gamma_neg=4.0, clip=0.05,
-        assume_negative=False,
+    asl = dict(gamma_pos=0.0, gamma_neg=4.0, clip=0.05)
+    ctx = StepContext(
+        epoch=jnp.int32(0), step_in_epoch=jnp.int32(0), rng=jax.random.PRNGKey(0),
+        steps_per_epoch=2,
     )  # fmt: skip
-    assert float(asl_metrics["bce"]) == float(expected_asl)
-    assert float(asl_metrics["bce"]) != float(bce_metrics["bce"])
-    for branch in ("instance_bce", "prototype_bce"):
-        assert float(asl_metrics[branch]) == float(bce_metrics[branch]) > 0
-    with pytest.raises(ValueError, match="known_label_loss must be one of"):
-        tiny_method(method_class, known_label_loss="focal")
+    metrics = {}
+    for main, blended in (("bce", "bce"), ("asl", "bce"), ("asl", "asl")):
+        method, info = tiny_method(
+            method_class, mixup_epoch=0, known_label_loss=main, blended_loss=blended
+        )
+        state = prepared_state(method, info)
+        _, aux = method.loss(state.variables(), state.method_state, batch, ctx)
+        metrics[main, blended] = aux.metrics
+    # Same parameters, batch and key in all three: one forward, so every term is the same float32
+    # computation as its reference function and equal to the bit.
+    out = method.forward(
+        state.variables(), state.method_state, batch, ctx.epoch, jax.random.split(ctx.rng)[1]
+    )
+    labels = batch["labels"]
+    assert float(metrics["bce", "bce"]["bce"]) == float(losses.partial_bce(out.logits, labels))
+    main_asl = loss_functions.partial_asymmetric_loss(
+        out.logits, labels, **asl, assume_negative=False
+    )
+    assert (
+        float(metrics["asl", "bce"]["bce"])
+        == float(main_asl)
+        != float(metrics["bce", "bce"]["bce"])
+    )
+    assert float(metrics["asl", "asl"]["bce"]) == float(main_asl)
+    for branch, logits, targets in (
+        ("instance_bce", out.instance_logits, out.instance_targets),
+        ("prototype_bce", out.prototype_logits, out.prototype_targets),
+    ):
+        assert float(metrics["asl", "bce"][branch]) == float(metrics["bce", "bce"][branch]) > 0
+        assert float(metrics["bce", "bce"][branch]) == float(losses.partial_bce(logits, targets))
+        soft_asl = loss_functions.soft_partial_asymmetric_loss(logits, targets, **asl)
+        assert float(metrics["asl", "asl"][branch]) == float(soft_asl) > 0
+    for name in ("known_label_loss", "blended_loss"):
+        with pytest.raises(ValueError, match=f"{name} must be one of"):
+            tiny_method(method_class, **{name: "focal"})
 
 
 def check_checkpoint_round_trip(method_class, tmp_path):

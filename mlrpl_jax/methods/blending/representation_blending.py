@@ -7,8 +7,8 @@ partner's a known positive (§8.2, the same in both methods); S2 blends unknown 
 class prototypes, which each method defines itself (`prototype_blend`, `compute_prototypes`).
 α, β are params of BlendingNetwork; they stay untouched by Adam before e_m (§10.2) and are
 projected onto [0, 1] after each update (§8.1). The prototypes are method state, recomputed
-by a host hook at epochs e_m, e_m + R, ... (§8.3). The main term's loss on the known labels can be
-partial ASL instead of BCE (option `known_label_loss`, partial_losses.md §2).
+by a host hook at epochs e_m, e_m + R, ... (§8.3). Partial ASL can replace the BCE of the main term
+and of the blended branches (options `known_label_loss`, `blended_loss`; partial_losses.md §2).
 
 The base network is whatever `base_network` returns, as long as it is called as
 `(x, train) -> NetworkOutput` and has the linen methods `extract(x, train) -> Features` and
@@ -44,9 +44,15 @@ def _partial_asl(logits: jax.Array, labels: jax.Array) -> jax.Array:
     )
 
 
-# The main term's loss on the known labels (option `known_label_loss`); the blended branches,
-# whose targets are soft, keep the papers' BCE.
+def _soft_partial_asl(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    return loss_functions.soft_partial_asymmetric_loss(logits, targets, **asymmetric_options())
+
+
+# The loss of the main term on the known labels (option `known_label_loss`) and of the two
+# blended branches on their soft targets (option `blended_loss`): the papers' BCE or partial ASL
+# at the ASL paper's values (docs/methods/partial_losses.md §2, §2.1).
 KNOWN_LABEL_LOSSES = {"bce": losses.partial_bce, "asl": _partial_asl}
+BLENDED_LOSSES = {"bce": losses.partial_bce, "asl": _soft_partial_asl}
 
 
 @flax.struct.dataclass
@@ -80,9 +86,10 @@ class RepresentationBlending(Method):
         section.beta_init = 0.5
         section.learn_alpha = True
         section.learn_beta = True
-        # The loss of the main term BCE(z, t) on the known labels: 'bce' (the papers) or 'asl',
-        # partial ASL at the ASL paper's values (docs/methods/partial_losses.md §2)
+        # The loss of the main term on the known labels and of the blended branches on their
+        # soft targets: 'bce' (the papers) or 'asl' (KNOWN_LABEL_LOSSES, BLENDED_LOSSES)
         section.known_label_loss = "bce"
+        section.blended_loss = "bce"
         return section
 
     def check_options(self) -> None:
@@ -95,11 +102,14 @@ class RepresentationBlending(Method):
         for name in ("alpha_init", "beta_init"):
             if not 0.0 <= opts[name] <= 1.0:
                 raise ValueError(f"{self.name}.{name} must lie in [0, 1], got {opts[name]}.")
-        if opts.known_label_loss not in KNOWN_LABEL_LOSSES:
-            raise ValueError(
-                f"{self.name}.known_label_loss must be one of {sorted(KNOWN_LABEL_LOSSES)}, "
-                f"got {opts.known_label_loss!r}."
-            )
+        for name, choices in (
+            ("known_label_loss", KNOWN_LABEL_LOSSES),
+            ("blended_loss", BLENDED_LOSSES),
+        ):
+            if opts[name] not in choices:
+                raise ValueError(
+                    f"{self.name}.{name} must be one of {sorted(choices)}, got {opts[name]!r}."
+                )
         self.check_prototype_options()
 
     @abc.abstractmethod
@@ -220,8 +230,9 @@ class RepresentationBlending(Method):
         bce = KNOWN_LABEL_LOSSES[self.options.known_label_loss](out.logits, targets)
         contrastive_term = contrastive.contrastive_loss(out.semantic, targets, contrastive_rng)
         warmup = losses.warmup_factor(ctx.epoch, ctx.step_in_epoch, ctx.steps_per_epoch)
-        instance_bce = losses.partial_bce(out.instance_logits, out.instance_targets)
-        prototype_bce = losses.partial_bce(out.prototype_logits, out.prototype_targets)
+        blended_loss = BLENDED_LOSSES[self.options.blended_loss]
+        instance_bce = blended_loss(out.instance_logits, out.instance_targets)
+        prototype_bce = blended_loss(out.prototype_logits, out.prototype_targets)
         instance_weight, prototype_weight = self.branch_weights()
         total = (
             bce

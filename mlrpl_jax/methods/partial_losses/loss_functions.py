@@ -100,6 +100,29 @@ def partial_asymmetric_loss(
     return _mean_over(jnp.where(labels > 0, positive, negative), used)
 
 
+def soft_partial_asymmetric_loss(
+    logits: jax.Array, targets: jax.Array, *, gamma_pos: float, gamma_neg: float, clip: float
+) -> jax.Array:
+    """Partial ASL of soft targets y in [-1, 1], such as SARB's blended ones (ours).
+
+    An entry y != 0 is positive with probability q = y (y > 0) or q = 1 + y (y < 0), and
+
+        L = Σ_{y≠0} (q l+ + (1 - q) l-) / |{y ≠ 0}|.
+
+    At y = ±1 this is `partial_asymmetric_loss`; with γ+ = γ- = m = 0 it is the partial BCE of
+    soft targets (docs/methods/losses.md §5.1). The targets receive gradient (dL/dq ∝ l+ - l-).
+    """
+    _check_shapes(logits, targets)
+    positive, negative = asymmetric_terms(
+        logits, gamma_pos=gamma_pos, gamma_neg=gamma_neg, clip=clip
+    )
+    targets = jnp.asarray(targets, jnp.float32)
+    selected = targets != 0
+    probability = jnp.where(targets > 0, targets, 1.0 + targets)
+    mixed = probability * positive + (1.0 - probability) * negative
+    return _mean_over(jnp.where(selected, mixed, 0.0), selected.astype(jnp.float32))
+
+
 def known_label_class_prior(partial_labels: np.ndarray) -> np.ndarray:
     """π̂_c = #known positives of c / #known labels of c, (C,), from (N, C) partial labels.
 
