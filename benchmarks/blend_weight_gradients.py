@@ -270,12 +270,17 @@ def main(argv: list[str]) -> None:
     print(timing_harness.append_line(FLAGS.output, line))
 
 
-def define_flags() -> None:
-    """Command-line flags, defined only when run as a script (importing defines none)."""
+def define_blending_run_flags() -> None:
+    """--run, --batches, --step of the scripts that read a SARB or DSRB run."""
     flags.DEFINE_string("run", None, "Workdir of a SARB or DSRB run with a checkpoint.")
     flags.mark_flag_as_required("run")
     flags.DEFINE_integer("batches", 50, "Training batches to average over.")
     flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+
+
+def define_flags() -> None:
+    """Command-line flags, defined only when run as a script (importing defines none)."""
+    define_blending_run_flags()
     flags.DEFINE_list("alphas", ["0.5", "0.75", "0.9", "0.99", "1"], "Values of α to measure at.")
     flags.DEFINE_list(
         "betas", ["0", "0.01", "0.1", "0.5", "0.9", "0.99", "1"], "Values of β to measure at."

@@ -22,6 +22,7 @@ ASL (`known_label_loss='asl'`) still steers a network whose blended branches kee
 
 from __future__ import annotations
 
+import blend_weight_gradients
 import finished_run
 import jax
 import jax.numpy as jnp
@@ -82,15 +83,9 @@ def make_term_gradients(method):
     return term_gradients
 
 
-def blending_run(config) -> None:
-    """Raises unless the run is a SARB or DSRB run."""
-    if config.method not in ("sarb", "dsrb"):
-        raise ValueError(f"a {config.method} run; this script reads SARB and DSRB runs")
-
-
 def loss_term_gradients(run_dir: str, num_batches: int, step: int | None) -> dict:
     load_before = timing_harness.load_average()
-    run = finished_run.restore(run_dir, check=blending_run, step=step)
+    run = finished_run.restore(run_dir, check=blend_weight_gradients.blending_run, step=step)
     config, data, method, state, mesh = run.config, run.data, run.method, run.state, run.mesh
     steps_per_epoch = data.steps_per_epoch(config.batch_size)
     epoch = min(run.step // steps_per_epoch, config.epochs - 1)
@@ -156,10 +151,7 @@ def main(argv: list[str]) -> None:
 
 def define_flags() -> None:
     """Command-line flags, defined only when run as a script (importing defines none)."""
-    flags.DEFINE_string("run", None, "Workdir of a SARB or DSRB run with a checkpoint.")
-    flags.mark_flag_as_required("run")
-    flags.DEFINE_integer("batches", 50, "Training batches to average over.")
-    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+    blend_weight_gradients.define_blending_run_flags()
     flags.DEFINE_string(
         "output",
         timing_harness.results_path("loss_term_gradients.jsonl"),

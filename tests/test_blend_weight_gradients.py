@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from mlrpl_jax import losses
+from mlrpl_jax.config import base_config
 from mlrpl_jax.methods.blending import blend
 
 # Four images, three classes, D = 2: row 0's class 1 is unknown and its partner row 3 has it
@@ -74,3 +75,13 @@ def test_adam_steps_in_lr():
     assert blend_weight_gradients.adam_steps_in_lr(np.array([-2.0, -2.0])) == pytest.approx(-1.0)
     assert blend_weight_gradients.adam_steps_in_lr(np.array([1.0, -1.0])) == 0.0
     assert blend_weight_gradients.adam_steps_in_lr(np.zeros(3)) == 0.0
+
+
+def test_only_blending_runs_are_read():
+    config = base_config()
+    for method in ("sarb", "dsrb"):
+        config.method = method
+        blend_weight_gradients.blending_run(config)
+    config.method = "baseline"
+    with pytest.raises(ValueError, match="reads SARB and DSRB runs"):
+        blend_weight_gradients.blending_run(config)

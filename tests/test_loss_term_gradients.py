@@ -59,11 +59,3 @@ def test_terms_sum_to_the_loss_and_shares_match_each_term_on_its_own():
         result["gradient_norm"], np.linalg.norm(rows, axis=1), rtol=rows.shape[1] * EPS
     )
     assert np.sum(shares) == pytest.approx(1.0, rel=1e-9)
-
-
-def test_only_blending_runs_are_read():
-    config = tiny_method(SARB)[0].config
-    loss_term_gradients.blending_run(config)
-    config.method = "baseline"
-    with pytest.raises(ValueError, match="reads SARB and DSRB runs"):
-        loss_term_gradients.blending_run(config)
