@@ -377,10 +377,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     process_index, process_count = jax.process_index(), jax.process_count()
 
     data = open_data(config)
-    method, optimizer, state = build_run(config, data, mesh)
-    steps_per_epoch = data.steps_per_epoch(config.batch_size)
-
-    writer = MetricWriter(workdir)
     checkpointer = checkpointing.Checkpointer(
         epath.Path(workdir) / "checkpoints",
         keep_last=config.checkpoint.keep_last,
@@ -388,17 +384,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         async_save=config.checkpoint.async_save,
     )
     identity = run_identity(config, data.info.num_classes)
-    history: list[dict[str, Any]] = []
     latest = checkpointer.latest_step()
+    try:
+        # The run identity before anything is built: a checkpoint of another run fails at once
+        # with one readable line, not after the model's initialisation with a mismatch of every
+        # array.
+        if latest is not None:
+            written_by = checkpointer.read_record(latest)["run"]
+            if written_by != identity:
+                raise checkpointing.CheckpointMismatchError(
+                    f"the checkpoint in {workdir} was written by run {written_by}, this run is "
+                    f"{identity}; use a new --workdir or the original config"
+                )
+        method, optimizer, state = build_run(config, data, mesh)
+    except BaseException:
+        checkpointer.close()
+        raise
+    steps_per_epoch = data.steps_per_epoch(config.batch_size)
+
+    writer = MetricWriter(workdir)
+    history: list[dict[str, Any]] = []
     if latest is not None:
-        # The run identity first: a checkpoint of another run fails with one readable line
-        # instead of a mismatch of every array.
-        written_by = checkpointer.read_record(latest)["run"]
-        if written_by != identity:
-            raise checkpointing.CheckpointMismatchError(
-                f"the checkpoint in {workdir} was written by run {written_by}, this run is "
-                f"{identity}; use a new --workdir or the original config"
-            )
         state, record = checkpointer.restore(latest, state)
         history = record["history"]
         logging.info("resumed from step %d (epoch %d)", latest, latest // steps_per_epoch)
