@@ -22,7 +22,7 @@ DIAGNOSTICS := $(DIAGNOSTICS),satl/negative_precision,satl/negative_recall
 DIAGNOSTICS := $(DIAGNOSTICS),satl/premise_ks_positive_mean,satl/premise_ks_negative_mean
 # pytest-xdist workers of `make test`; each test file runs whole in one worker (--dist loadfile),
 # so module fixtures are built once, except the long parts tests/conftest.py's work_unit makes
-# units of their own (each method's contract run, each notebook run); the longest units are
+# units of their own (each method's contract run, the notebook runs); the longest units are
 # handed out first (--no-loadscope-reorder keeps conftest's order); both workers share the
 # compilation cache
 TEST_WORKERS ?= 2

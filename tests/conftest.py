@@ -36,8 +36,8 @@ def work_unit(nodeid: str) -> str:
     parameter = parameter.removesuffix("]")
     if path == "tests/test_method_contract.py" and parameter:  # each method's run and checks
         return f"method_contract_{parameter}"
-    if name == "test_notebook_runs_and_renders_figures":  # each notebook's run
-        return f"notebook_{parameter}"
+    if name == "test_notebook_runs_and_renders_figures":  # one unit: 02 reuses 03's SST programs
+        return "notebook_runs"
     if nodeid == "tests/test_multihost.py::test_two_processes_equal_one_process[sarb]":
         return "multihost_sarb"  # the baseline's runs stay with the kill test they serve
     return path
@@ -51,10 +51,9 @@ def work_unit(nodeid: str) -> str:
 LONGEST_UNITS_FIRST = (
     "tests/test_reliability.py",
     "tests/test_multihost.py",
+    "notebook_runs",
     "tests/test_learning.py",
-    "notebook_03_train_and_compare",
     "multihost_sarb",
-    "notebook_02_inside_the_methods",
     "method_contract_",
     "tests/test_sweep.py",
     "tests/test_dry_run.py",

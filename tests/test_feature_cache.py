@@ -150,3 +150,18 @@ def test_dry_run_of_a_cached_config_feeds_maps_of_the_backbone_shape(tmp_path):
     config = cached_config("", "sst", epochs=8)
     result = dry_run.run(config, str(tmp_path), steps=1)
     assert result["train_images_shape"] == [8, *MAP_SHAPE]
+
+
+def test_pretrained_weights_that_do_not_fit_the_backbone_are_refused(monkeypatch):
+    """With model.pretrained the init is only traced for its shapes; weights of other shapes
+    stop the cache before any map is computed."""
+    config = tiny_digit_config("baseline", batch_size=8, epochs=1)
+    config.model.pretrained = "weights.npz"
+
+    def wrong_shapes(variables, *args):
+        return jax.tree.map(lambda leaf: np.zeros((*leaf.shape, 2), leaf.dtype), variables)
+
+    monkeypatch.setattr(feature_cache, "with_pretrained_backbone", wrong_shapes)
+    backbone = feature_cache.backbone_module(config)
+    with pytest.raises(feature_cache.FeatureCacheError, match="do not match"):
+        feature_cache.backbone_variables(config, backbone)

@@ -6,7 +6,9 @@ directory. The kernel runs on one CPU device with cheaper XLA code generation: t
 time goes almost entirely into compiling tiny models, and they check behaviour, not speed.
 Notebook 03 trains every method at one known proportion instead of two (it compiles once per
 method and proportion): its figures, its table and its checks of each method's own parts are
-the same code at p = 0.3.
+the same code at p = 0.3. Notebook 02 trains SST with the settings of notebook 03's SST run at
+p = 0.3, so whichever of the two runs second finds its SST programs in the session's
+compilation cache (conftest.py keeps the notebook runs in one xdist unit, one after the other).
 """
 
 import os
