@@ -43,10 +43,7 @@ class AlternativeRuleSATL(SemanticAwareThresholdLearning):
         section.gauss_kappa = 2.0  # κ of the 'gauss' rule
         return section
 
-    def thresholds(
-        self, positive: jax.Array, negative: jax.Array, unknown: jax.Array | None = None
-    ) -> tuple[jax.Array, jax.Array]:
-        del unknown  # both rules use the known labels' histograms only
+    def thresholds(self, positive: jax.Array, negative: jax.Array) -> tuple[jax.Array, jax.Array]:
         positive = jnp.asarray(positive, jnp.float32)
         negative = jnp.asarray(negative, jnp.float32)
         if self.options.threshold_rule == "bayes":

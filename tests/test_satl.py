@@ -1,6 +1,7 @@
 """SATL as a method plug-in (docs/methods/satl.md §4, our design): histograms in the jitted step against NumPy,
 1 vs 8 devices, complete labels only in diagnostics, checkpoints, composition with SST and DSRB.
-A real run of SATL, its per-epoch thresholds and premise monitor: tests/test_method_contract.py."""
+A real run of SATL, its per-epoch thresholds and premise monitor: tests/test_method_contract.py;
+the threshold designs outside the package: tests/test_satl_threshold_designs.py."""
 
 import math
 import os
@@ -11,8 +12,6 @@ import numpy as np
 import pytest
 
 from mlrpl_jax.config import (
-    DIGIT_REGIMES,
-    ConfigError,
     digit_scenes_config,
     validate_config,
     with_method_sections,
@@ -22,21 +21,21 @@ from mlrpl_jax.core.train_state import split_params
 from mlrpl_jax.methods import get_method_class
 from mlrpl_jax.methods.base import StepContext
 from mlrpl_jax.methods.semantic_transfer.sst import StructuredSemanticTransfer
-from mlrpl_jax.methods.thresholds import histogram_thresholds
 from mlrpl_jax.methods.thresholds.satl import SemanticAwareThresholdLearning, base_method_config
 
 SATL_OPTIONS = dict(warmup_epochs=1, num_bins=10, min_count=2.0, min_precision=0.5)
 
 
-def build_satl(base_section=None, ema_decay=0.0, **options):
+def build_satl(
+    base_section=None, ema_decay=0.0, method_class=SemanticAwareThresholdLearning, **options
+):
+    """SATL, or its subclass `method_class`, with SATL_OPTIONS and `options` in `config.satl`."""
     config = method_harness.tiny_config("satl", **{**SATL_OPTIONS, **options})
     config.ema.decay = ema_decay
     if base_section is not None:
         config[options["base_method"]] = base_section
     data = method_harness.SyntheticTrainingData()
-    method, optimizer, host_state = method_harness.build(
-        SemanticAwareThresholdLearning, config, data
-    )
+    method, optimizer, host_state = method_harness.build(method_class, config, data)
     return method, optimizer, host_state, data
 
 
@@ -55,30 +54,39 @@ def train_mode_scores(method, state, batch):
     return np.asarray(jax.nn.sigmoid(apply(jax.device_get(state).variables(), batch["image"])))
 
 
-def test_histograms_in_the_step_equal_a_numpy_recomputation(satl_setup):
-    method, optimizer, host_state, data = satl_setup
+def histogram_counts(scores, labels, signs):
+    """NumPy counts (len(signs), C, 10) of the `scores` (B, C) of the entries labelled each sign."""
+    bins = np.minimum(np.floor(scores * 10).astype(int), 9)
+    counts = np.zeros((len(signs), method_harness.NUM_CLASSES, 10))
+    for index, sign in enumerate(signs):
+        np.add.at(counts[index], (np.nonzero(labels == sign)[1], bins[labels == sign]), 1.0)
+    return counts
+
+
+HISTOGRAM_SIGNS = {"positive": 1, "negative": -1, "unknown": 0}
+
+
+def check_histograms_in_the_step(method, optimizer, host_state, data, names):
+    """Two steps: each histogram `<name>_histogram` of the state against a NumPy recomputation
+    from the train-mode scores, and non-empty."""
     runner = method_harness.Runner(method, optimizer, data, jax.devices()[:1])
     decay = math.exp(-1.0 / method_harness.STEPS_PER_EPOCH)  # memory_epochs = 1
     state = runner.replicate(host_state)
-    expected = np.zeros((3, method_harness.NUM_CLASSES, 10))  # H+, H-, H^u
+    expected = 0.0
     for step in range(2):
         batch = data.batch(step)
         scores = train_mode_scores(method, state, batch)
-        labels = batch["labels"]
-        bins = np.minimum(np.floor(scores * 10).astype(int), 9)
-        for sign, index in ((1, 0), (-1, 1), (0, 2)):
-            counts = np.zeros((method_harness.NUM_CLASSES, 10))
-            np.add.at(counts, (np.nonzero(labels == sign)[1], bins[labels == sign]), 1.0)
-            expected[index] = decay * expected[index] + counts
+        counts = histogram_counts(scores, batch["labels"], [HISTOGRAM_SIGNS[n] for n in names])
+        expected = decay * expected + counts
         state, _ = runner.run(state, 1)
     stats = jax.device_get(state.method_state["satl"])
-    np.testing.assert_allclose(stats["positive_histogram"], expected[0], rtol=1e-6)
-    np.testing.assert_allclose(stats["negative_histogram"], expected[1], rtol=1e-6)
-    np.testing.assert_allclose(stats["unknown_histogram"], expected[2], rtol=1e-6)
-    assert all(
-        stats[key].sum() > 0
-        for key in ("positive_histogram", "negative_histogram", "unknown_histogram")
-    )
+    for index, name in enumerate(names):
+        np.testing.assert_allclose(stats[f"{name}_histogram"], expected[index], rtol=1e-6)
+        assert stats[f"{name}_histogram"].sum() > 0
+
+
+def test_histograms_in_the_step_equal_a_numpy_recomputation(satl_setup):
+    check_histograms_in_the_step(*satl_setup, names=("positive", "negative"))
 
 
 def with_other_ema(method, state, seed):
@@ -91,61 +99,8 @@ def with_other_ema(method, state, seed):
     return state.replace(ema={"params": jax.device_get(params), "batch_stats": state.batch_stats})
 
 
-def test_ema_teacher_scores_set_the_histograms_and_pseudo_labels():
-    """score_source='ema_teacher': H±, H^u and the pseudo labels come from the EMA's
-    inference-mode scores of the batch, recomputed here from the state before each step."""
-    method, optimizer, host_state, data = build_satl(ema_decay=0.5, score_source="ema_teacher")
-    runner = method_harness.Runner(method, optimizer, data, jax.devices()[:1])
-    decay = math.exp(-1.0 / method_harness.STEPS_PER_EPOCH)  # memory_epochs = 1
-    teacher_forward = jax.jit(
-        lambda variables, images: jax.nn.sigmoid(
-            method.model.apply(variables, images, train=False).logits
-        )
-    )
-    state = runner.replicate(with_other_ema(method, host_state, seed=1))
-    expected = np.zeros((3, method_harness.NUM_CLASSES, 10))  # H+, H-, H^u
-    pseudo_made = 0.0
-    for step in range(4):
-        batch, before = data.batch(step), jax.device_get(state)
-        teacher = np.asarray(teacher_forward(before.ema_variables(), batch["image"]))  # (B, C)
-        student = train_mode_scores(method, state, batch)
-        labels = batch["labels"]
-        stats = before.method_state["satl"]
-        tau_pos, tau_neg = method.thresholds(
-            stats["positive_histogram"], stats["negative_histogram"], stats["unknown_histogram"]
-        )
-        pseudo = np.asarray(
-            histogram_thresholds.threshold_pseudo_labels(teacher, labels, tau_pos, tau_neg)
-        )
-        counts = {}
-        for source, scores in (("teacher", teacher), ("student", student)):
-            bins = np.minimum(np.floor(scores * 10).astype(int), 9)
-            counts[source] = np.zeros((3, method_harness.NUM_CLASSES, 10))
-            for sign, index in ((1, 0), (-1, 1), (0, 2)):
-                np.add.at(
-                    counts[source][index], (np.nonzero(labels == sign)[1], bins[labels == sign]), 1
-                )
-        # The two sources bin this batch differently, so the comparison below tells them apart.
-        assert np.any(counts["teacher"] != counts["student"])
-        expected = decay * expected + counts["teacher"]
-        state, (scalars,) = runner.run(state, 1)
-        stats = jax.device_get(state.method_state["satl"])
-        # Each entry is Σ_s λ^(n-s) c_s of non-negative integer counts, made in float32 by one
-        # product and one sum per step from λ rounded once: relative error <= (2n + n) u
-        # (u = 2^-24; λ^k carries k roundings of λ), 7.2e-7 after n = 4 steps.
-        for index, key in enumerate(("positive", "negative", "unknown")):
-            np.testing.assert_allclose(stats[f"{key}_histogram"], expected[index], rtol=1e-6)
-        assert float(scalars["satl/pseudo_positives"]) == np.sum(pseudo == 1)
-        assert float(scalars["satl/pseudo_negatives"]) == np.sum(pseudo == -1)
-        pseudo_made += float(scalars["satl/pseudo_on"]) * np.sum(pseudo != 0)
-    assert pseudo_made > 0  # the teacher's pseudo labels entered the loss in epoch 1
-
-
-def test_student_scores_are_the_default_and_ignore_the_model_ema():
-    """The default score source reads no EMA: the step's loss, gradients and state are the same,
-    bit for bit, whatever the EMA holds."""
-    method, _, host_state, data = build_satl(ema_decay=0.5)
-    assert method.options.score_source == "student"
+def check_step_ignores_the_model_ema(method, host_state, data):
+    """The step's loss, gradients and state are the same, bit for bit, whatever the EMA holds."""
     assert method.model_ema_in_loss(method.config) == ""
     ctx = StepContext(
         epoch=np.int32(1),
@@ -161,18 +116,10 @@ def test_student_scores_are_the_default_and_ignore_the_model_ema():
     method_harness.assert_trees_close(results[0], results[1], rtol=0, atol=0)
 
 
-def test_ema_teacher_without_a_model_ema_stops_at_config_validation(tmp_path):
-    config = digit_scenes_config("satl", "cached")
-    config.satl.score_source = "ema_teacher"
-    message = r"satl.score_source='ema_teacher' scores .* set ema.decay > 0"
-    with pytest.raises(ConfigError, match=message):
-        validate_config(config)
-    # A run stops there, before it opens the data (which this data_dir does not hold).
-    config.data.data_dir = str(tmp_path / "absent")
-    with pytest.raises(ConfigError, match=message):
-        train.train_and_evaluate(config, str(tmp_path / "run"))
-    config.ema.decay = DIGIT_REGIMES["cached"].ema_decay
-    validate_config(config)
+def test_satl_reads_no_model_ema():
+    """SATL scores with the student (§4.1): a kept model EMA changes nothing in its step."""
+    method, _, host_state, data = build_satl(ema_decay=0.5)
+    check_step_ignores_the_model_ema(method, host_state, data)
 
 
 def test_state_and_training_agree_on_one_and_eight_devices(satl_setup):
@@ -399,58 +346,12 @@ def test_replacing_pseudo_labels_zeroes_exactly_the_weights_the_base_declares(ba
 def test_invalid_options_are_rejected():
     with pytest.raises(ValueError, match="cannot be 'satl'"):
         build_satl(base_method="satl")
-    with pytest.raises(ValueError, match="threshold_rule"):
-        build_satl(threshold_rule="median")
-    with pytest.raises(ValueError, match="pseudo_label_weighting must be one of hard, precision"):
-        build_satl(pseudo_label_weighting="soft")
-    with pytest.raises(ValueError, match=r"prior_fraction must be in \(0, 1\]"):
-        build_satl(threshold_rule="prior", prior_fraction=0.0)
-    with pytest.raises(ValueError, match=r"min_negative_precision must be in \(0, 1\]"):
-        build_satl(threshold_rule="asymmetric", min_negative_precision=1.5)
+    with pytest.raises(ValueError, match="threshold_rule must be one of precision, pos_only"):
+        build_satl(threshold_rule="prior")
+    with pytest.raises(ValueError, match=r"min_precision must be in \(0, 1\]"):
+        build_satl(min_precision=0.0)
     with pytest.raises(ValueError, match="premise_bins must be >= 2"):
         build_satl(premise_bins=1)
-    with pytest.raises(ValueError, match="score_source must be one of student, ema_teacher"):
-        build_satl(score_source="teacher")
-
-
-def test_asymmetric_precision_weighted_design_in_the_step():
-    method, optimizer, host_state, data = build_satl(
-        threshold_rule="asymmetric",
-        pseudo_label_weighting="precision",
-        prior_fraction=1.0,
-        min_negative_precision=0.6,
-    )
-    runner = method_harness.Runner(method, optimizer, data, jax.devices()[:1])
-    state, history = runner.run(runner.replicate(host_state), 4)
-    assert all(h["satl/pseudo_on"] == 1.0 for h in history[2:])
-    assert sum(h["satl/pseudo_negatives"] for h in history[2:]) > 0
-    # The weights are precisions of pseudo-label sets, in (0, 1]; their mean is 0 without any.
-    made = [h["satl/pseudo_positives"] + h["satl/pseudo_negatives"] > 0 for h in history]
-    assert all(
-        (0.0 < h["satl/mean_pseudo_weight"] <= 1.0)
-        if any_made
-        else h["satl/mean_pseudo_weight"] == 0.0
-        for h, any_made in zip(history, made)
-    )
-    assert any(h["satl/mean_pseudo_weight"] < 1.0 for h in history[2:])  # ... and below 1 here
-    assert np.all(np.isfinite([h["loss"] for h in history]))
-    stats = jax.device_get(state.method_state["satl"])
-    tau_pos, tau_neg = method.thresholds(
-        stats["positive_histogram"], stats["negative_histogram"], stats["unknown_histogram"]
-    )
-    expected = histogram_thresholds.category_thresholds(
-        stats["positive_histogram"],
-        stats["negative_histogram"],
-        rule="asymmetric",
-        min_precision=0.5,
-        max_missed_positive_fraction=0.05,
-        min_count=2.0,
-        unknown=stats["unknown_histogram"],
-        prior_fraction=1.0,
-        min_negative_precision=0.6,
-    )
-    np.testing.assert_array_equal(tau_pos, expected[0])
-    np.testing.assert_array_equal(tau_neg, expected[1])
 
 
 def test_configs_validate_and_name_the_base_section():

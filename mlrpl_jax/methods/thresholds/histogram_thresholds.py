@@ -1,11 +1,9 @@
 """Per-category score distributions, the thresholds derived from them and the ranking loss (SATL).
 
-Pure jnp functions of docs/methods/satl.md §4.2-4.6 and of the threshold rules and pseudo-label
-weighting our implementation adds (docs/methods/satl.md, "Threshold rules"). This is **our
-design following the abstract of arXiv 2507.23263**, not the paper's method (no method text or
-code of the paper is public). The distributions are histograms H+, H- (C, K) of the sigmoid
-scores of known positive and known negative entries (and H^u of the unknown entries), with K
-equal bins on [0, 1]; every threshold is a bin edge e_k = k / K.
+Pure jnp functions of docs/methods/satl.md §4.2-4.6. This is **our design following the
+abstract of arXiv 2507.23263**, not the paper's method (no method text or code of the paper is
+public). The distributions are histograms H+, H- (C, K) of the sigmoid scores of known positive
+and known negative entries, with K equal bins on [0, 1]; every threshold is a bin edge e_k = k / K.
 All arithmetic is float32 whatever the network's dtype (§4.11).
 """
 
@@ -14,8 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-THRESHOLD_RULES = ("precision", "pos_only")  # from the known labels' histograms H± alone
-PRIOR_RULES = ("prior", "asymmetric")  # also read H^u, the histogram of the unknown entries' scores
+THRESHOLD_RULES = ("precision", "pos_only")  # from the known labels' histograms H±
 _TINY = 1e-12
 
 
@@ -82,16 +79,6 @@ def tail_precision(positive: jax.Array, negative: jax.Array, min_count: float) -
     return jax.lax.cummin(precision, axis=1, reverse=True)
 
 
-def head_precision(positive: jax.Array, negative: jax.Array, min_count: float) -> jax.Array:
-    """Precision (C, K) of "negative if s < e_{k+1}" on the known labels, counted as 1 where
-    fewer than n_min known entries score below e_{k+1}, made non-increasing in k by a cumulative
-    minimum."""
-    pos_head, neg_head = jnp.cumsum(positive, axis=1), jnp.cumsum(negative, axis=1)  # (C, K)
-    head = pos_head + neg_head
-    precision = jnp.where(head >= min_count, neg_head / jnp.maximum(head, _TINY), 1.0)
-    return jax.lax.cummin(precision, axis=1)
-
-
 def positive_precision_thresholds(
     positive: jax.Array, negative: jax.Array, *, min_precision: float, min_count: float
 ) -> jax.Array:
@@ -118,54 +105,6 @@ def missed_positive_thresholds(
     return jnp.where(num_pos >= min_count, bin_edges(positive.shape[1])[last], 0.0)
 
 
-def prior_matching_thresholds(
-    positive: jax.Array,
-    negative: jax.Array,
-    unknown: jax.Array,
-    *,
-    prior_fraction: float,
-    min_count: float,
-) -> jax.Array:
-    """τ+_c (C,) of the `prior` rule (docs/methods/satl.md, "Threshold rules"): the lowest edge
-    e_k whose tail of unknown scores T^u[c, k] holds at most ρ π̂_c n^u_c entries, with the class
-    prior π̂_c = n+_c / (n+_c + n-_c) of the known labels (unbiased when labels are hidden
-    uniformly at random) and ρ = `prior_fraction`.
-
-    +inf where that tail is empty (the fraction falls inside the top occupied bin), or where
-    fewer than n_min known or unknown entries were counted. Only counts of the known labels
-    enter, never their scores.
-    """
-    num_known = jnp.sum(positive, axis=1) + jnp.sum(negative, axis=1)  # (C,)
-    prior = jnp.sum(positive, axis=1) / jnp.maximum(num_known, _TINY)
-    unknown_tail = tail_counts(unknown)  # (C, K), non-increasing in k
-    target = prior_fraction * prior * unknown_tail[:, 0]  # (C,)
-    within = unknown_tail <= target[:, None]
-    first = jnp.argmax(within, axis=1)  # (C,)
-    selected = jnp.take_along_axis(unknown_tail, first[:, None], axis=1)[:, 0]
-    valid = (
-        jnp.any(within, axis=1)
-        & (selected > 0)
-        & (num_known >= min_count)
-        & (unknown_tail[:, 0] >= min_count)
-    )
-    return jnp.where(valid, bin_edges(positive.shape[1])[first], jnp.inf)
-
-
-def negative_precision_thresholds(
-    positive: jax.Array, negative: jax.Array, *, min_negative_precision: float, min_count: float
-) -> jax.Array:
-    """τ-_c (C,) of the `asymmetric` rule: the highest upper bin edge e_{k+1} below which the
-    known entries are negatives with `head_precision` >= ρ- and number at least n_min; 0 if none."""
-    num_bins = positive.shape[1]
-    head = jnp.cumsum(positive + negative, axis=1)  # (C, K): known entries below e_{k+1}
-    qualifies = (head_precision(positive, negative, min_count) >= min_negative_precision) & (
-        head >= min_count
-    )
-    last = jnp.max(jnp.where(qualifies, jnp.arange(num_bins), -1), axis=1)  # (C,)
-    upper_edges = (jnp.arange(num_bins, dtype=jnp.float32) + 1.0) / num_bins
-    return jnp.where(last >= 0, upper_edges[jnp.maximum(last, 0)], 0.0)
-
-
 def category_thresholds(
     positive: jax.Array,
     negative: jax.Array,
@@ -174,78 +113,27 @@ def category_thresholds(
     min_precision: float,
     max_missed_positive_fraction: float,
     min_count: float,
-    unknown: jax.Array | None = None,
-    prior_fraction: float | None = None,
-    min_negative_precision: float | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """(τ+, τ-) float32 (C,) of `rule` in THRESHOLD_RULES or PRIOR_RULES; τ- never exceeds τ+.
+    """(τ+, τ-) float32 (C,) of `rule` in THRESHOLD_RULES; τ- never exceeds τ+.
 
     * `precision` (§4.4): τ+ from ρ+, τ- from the missed-positive budget ε-;
-    * `pos_only`: the same τ+, τ- = 0;
-    * `prior`: τ+ = `prior_matching_thresholds` (needs `unknown` and `prior_fraction`), τ- as
-      in `precision`;
-    * `asymmetric`: τ+ = the higher of the `precision` and the `prior` τ+ (few, confident
-      positives), τ- = `negative_precision_thresholds` (needs `min_negative_precision`).
+    * `pos_only`: the same τ+, τ- = 0.
     """
-    if rule not in THRESHOLD_RULES + PRIOR_RULES:
+    if rule not in THRESHOLD_RULES:
         raise ValueError(
-            f"unknown threshold rule {rule!r}; "
-            f"valid rules: {', '.join(THRESHOLD_RULES + PRIOR_RULES)}"
+            f"unknown threshold rule {rule!r}; valid rules: {', '.join(THRESHOLD_RULES)}"
         )
     positive = jnp.asarray(positive, jnp.float32)
     negative = jnp.asarray(negative, jnp.float32)
     tau_pos = positive_precision_thresholds(
         positive, negative, min_precision=min_precision, min_count=min_count
     )
-    if rule in PRIOR_RULES:
-        if unknown is None or prior_fraction is None:
-            raise ValueError(
-                f"threshold rule {rule!r} needs the histogram of the unknown entries' "
-                "scores and prior_fraction"
-            )
-        prior_pos = prior_matching_thresholds(
-            positive,
-            negative,
-            jnp.asarray(unknown, jnp.float32),
-            prior_fraction=prior_fraction,
-            min_count=min_count,
-        )
-        tau_pos = prior_pos if rule == "prior" else jnp.maximum(tau_pos, prior_pos)
     if rule == "pos_only":
         return tau_pos, jnp.zeros_like(tau_pos)
-    if rule == "asymmetric":
-        if min_negative_precision is None:
-            raise ValueError("threshold rule 'asymmetric' needs min_negative_precision")
-        tau_neg = negative_precision_thresholds(
-            positive, negative, min_negative_precision=min_negative_precision, min_count=min_count
-        )
-    else:
-        tau_neg = missed_positive_thresholds(
-            positive, max_missed_positive_fraction=max_missed_positive_fraction, min_count=min_count
-        )
-    return tau_pos, jnp.minimum(tau_neg, tau_pos)
-
-
-def pseudo_label_precision(
-    scores: jax.Array,
-    pseudo_labels: jax.Array,
-    positive: jax.Array,
-    negative: jax.Array,
-    *,
-    min_count: float,
-) -> jax.Array:
-    """Weights (B, C) of the `precision` pseudo-label weighting: the known-label precision of
-    each pseudo label's set, `tail_precision` at its bin for a +1, `head_precision` for a -1,
-    0 where there is no pseudo label."""
-    positive = jnp.asarray(positive, jnp.float32)
-    negative = jnp.asarray(negative, jnp.float32)
-    bins = score_bins(scores, positive.shape[1])  # (B, C)
-    classes = jnp.arange(positive.shape[0])[None, :]  # (1, C)
-    pos_weight = tail_precision(positive, negative, min_count)[classes, bins]  # (B, C)
-    neg_weight = head_precision(positive, negative, min_count)[classes, bins]
-    return jnp.where(
-        pseudo_labels == 1, pos_weight, jnp.where(pseudo_labels == -1, neg_weight, 0.0)
+    tau_neg = missed_positive_thresholds(
+        positive, max_missed_positive_fraction=max_missed_positive_fraction, min_count=min_count
     )
+    return tau_pos, jnp.minimum(tau_neg, tau_pos)
 
 
 def threshold_pseudo_labels(

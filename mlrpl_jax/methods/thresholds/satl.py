@@ -13,10 +13,11 @@ L_base is the whole loss of `config.satl.base_method` (any other registered meth
 runs unchanged; with `replace_base_pseudo_labels` the base's own pseudo-label terms (the
 options it declares in `replaced_pseudo_label_weights`, e.g. SST's and HST's intra/inter BCE)
 get weight 0, so SATL's thresholds take their place (§3.3). z are the logits of the base's
-train-mode forward, captured with `flax.linen.intercept_methods`, so SATL adds no forward pass. The histograms, thresholds and ranking loss are in
-mlrpl_jax/methods/thresholds/histogram_thresholds.py. With `score_source = 'ema_teacher'` (ours)
-H±, H^u, the thresholds and the pseudo labels come from one more forward, the model EMA's in
-inference mode on the same batch; the pseudo-label BCE and the ranking loss stay on z.
+train-mode forward, captured with `flax.linen.intercept_methods`, so SATL adds no forward pass.
+The histograms, thresholds and ranking loss are in
+mlrpl_jax/methods/thresholds/histogram_thresholds.py. The experiments in benchmarks/ subclass
+SATL through its hooks: `init_histograms` / `histogram_counts` (the histograms in the state),
+`thresholds_from_state`, `threshold_scores` and `pseudo_label_bce`.
 """
 
 from __future__ import annotations
@@ -44,10 +45,6 @@ COUNT_KEYS = (
     "hidden_positives",
     "hidden_negatives",
 )
-PSEUDO_LABEL_WEIGHTINGS = ("hard", "precision")
-# Whose scores fill H±, H^u and are cut into pseudo labels: the training student's (§4.1) or the
-# model EMA's in inference mode on the same batch (ours, docs/methods/satl.md "Score source").
-SCORE_SOURCES = ("student", "ema_teacher")
 
 
 class SemanticAwareThresholdLearning(Method):
@@ -57,9 +54,7 @@ class SemanticAwareThresholdLearning(Method):
     paper_batch_size = 32
     schedule_options = {"warmup_epochs": "epochs"}
     # Values of satl.threshold_rule that `thresholds` computes.
-    threshold_rules: ClassVar[tuple[str, ...]] = (
-        histogram_thresholds.THRESHOLD_RULES + histogram_thresholds.PRIOR_RULES
-    )
+    threshold_rules: ClassVar[tuple[str, ...]] = histogram_thresholds.THRESHOLD_RULES
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
@@ -70,19 +65,15 @@ class SemanticAwareThresholdLearning(Method):
         section.num_bins = 100  # K
         section.memory_epochs = 1.0  # λ = exp(-1 / (memory_epochs S)), S = steps per epoch
         section.warmup_epochs = 5  # E_w: first epoch whose pseudo labels enter the loss
-        section.threshold_rule = "precision"  # 'precision' | 'pos_only' | 'prior' | 'asymmetric'
+        section.threshold_rule = "precision"  # 'precision' | 'pos_only'
         section.min_precision = 0.9  # ρ+
         section.max_missed_positive_fraction = 0.05  # ε-
-        section.prior_fraction = 0.5  # ρ of 'prior' and 'asymmetric': top ρ π̂_c of unknowns
-        section.min_negative_precision = 0.95  # ρ- of 'asymmetric'
         section.min_count = 20.0  # n_min, an effective (decayed) count
-        section.pseudo_label_weighting = "hard"  # 'hard' | 'precision' (estimated precision)
         section.pseudo_weight = 1.0  # λ_p
         section.ranking_weight = 0.1  # λ_r
         section.ranking_margin = 0.5  # m, on probabilities
         section.ranking_smoothness = 10.0  # β of the smooth hinge
         section.premise_bins = 100  # bins of the premise monitor's histograms (diagnostics only)
-        section.score_source = "student"  # 'student' | 'ema_teacher' (needs config.ema.decay > 0)
         return section
 
     @classmethod
@@ -106,13 +97,6 @@ class SemanticAwareThresholdLearning(Method):
             sections[base_name] = base_section
         return sections
 
-    @classmethod
-    def model_ema_in_loss(cls, config: ml_collections.ConfigDict) -> str:
-        """With `score_source = 'ema_teacher'` the loss scores its batch with the model EMA."""
-        if cls.method_options(config).score_source == "ema_teacher":
-            return "satl.score_source='ema_teacher'"
-        return ""
-
     def check_options(self) -> None:
         check_options(self.options, self.threshold_rules)
 
@@ -127,17 +111,14 @@ class SemanticAwareThresholdLearning(Method):
         return self.base.init_variables(rng, image_shape)
 
     def init_method_state(self) -> PyTree:
-        """{'base': the base's state, 'satl': zeros of H+, H- and the unknown entries' H^u
-        (C, K), per-class epoch counts (C,) and the premise monitor's epoch histograms (C, K_p)}."""
+        """{'base': the base's state, 'satl': the histograms of `init_histograms`, per-class
+        epoch counts (C,) and the premise monitor's epoch histograms (C, K_p)}."""
         num_classes = self.info.num_classes
-        shape = (num_classes, self.options.num_bins)
         premise_shape = (num_classes, self.options.premise_bins)
         return {
             "base": self.base.init_method_state(),
             "satl": {
-                "positive_histogram": jnp.zeros(shape, jnp.float32),
-                "negative_histogram": jnp.zeros(shape, jnp.float32),
-                "unknown_histogram": jnp.zeros(shape, jnp.float32),
+                **self.init_histograms(),
                 "counts": {key: jnp.zeros(num_classes, jnp.float32) for key in COUNT_KEYS},
                 "premise": {
                     group: jnp.zeros(premise_shape, jnp.float32) for group in premise_monitor.GROUPS
@@ -162,11 +143,29 @@ class SemanticAwareThresholdLearning(Method):
     ) -> jax.Array:
         return self.base.predict(variables, method_state["base"], images)
 
-    def thresholds(
-        self, positive: jax.Array, negative: jax.Array, unknown: jax.Array | None = None
-    ) -> tuple[jax.Array, jax.Array]:
-        """(τ+, τ-) float32 (C,) of the configured rule (§4.4); `unknown` (C, K), the histogram of
-        the unknown entries' scores, is needed by the `prior` and `asymmetric` rules."""
+    def init_histograms(self) -> dict[str, jax.Array]:
+        """Zeros of the decayed score histograms in the state: H+, H- (C, K) (§4.2)."""
+        shape = (self.info.num_classes, self.options.num_bins)
+        return {
+            "positive_histogram": jnp.zeros(shape, jnp.float32),
+            "negative_histogram": jnp.zeros(shape, jnp.float32),
+        }
+
+    def histogram_counts(
+        self, scores: jax.Array, labels: jax.Array, histogram_labels: jax.Array
+    ) -> dict[str, jax.Array]:
+        """This batch's counts (C, K) for each histogram of `init_histograms` (§4.3): the
+        detached `scores` (B, C) of the entries `histogram_labels` (B, C) marks known positive
+        and known negative. `labels` (B, C) are the batch's known labels, for the histograms a
+        subclass adds."""
+        del labels  # H± count `histogram_labels`
+        positive, negative = histogram_thresholds.score_histograms(
+            scores, histogram_labels, self.options.num_bins
+        )
+        return {"positive_histogram": positive, "negative_histogram": negative}
+
+    def thresholds(self, positive: jax.Array, negative: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(τ+, τ-) float32 (C,) of the configured rule (§4.4) from H+, H- (C, K)."""
         opts = self.options
         return histogram_thresholds.category_thresholds(
             positive,
@@ -175,10 +174,11 @@ class SemanticAwareThresholdLearning(Method):
             min_precision=opts.min_precision,
             max_missed_positive_fraction=opts.max_missed_positive_fraction,
             min_count=opts.min_count,
-            unknown=unknown,
-            prior_fraction=opts.prior_fraction,
-            min_negative_precision=opts.min_negative_precision,
         )
+
+    def thresholds_from_state(self, stats: PyTree) -> tuple[jax.Array, jax.Array]:
+        """(τ+, τ-) (C,) the step uses, from SATL's state `stats`: `thresholds` of H±."""
+        return self.thresholds(stats["positive_histogram"], stats["negative_histogram"])
 
     def split_known_labels(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """(labels the losses train on, labels counted into H±), both (B, C) in {-1, 0, +1}: the
@@ -239,18 +239,16 @@ class SemanticAwareThresholdLearning(Method):
         )
         stats = method_state["satl"]
         scores = jax.nn.sigmoid(logits.astype(jnp.float32))  # (B, C), the student's
-        # The scores that set H±, H^u, the thresholds and the pseudo labels (`score_source`).
+        # The scores that set the histograms, the thresholds and the pseudo labels.
         detached = self.threshold_scores(scores, method_state, batch, ctx)  # (B, C)
 
         # Thresholds and ranking anchors from the state before this step's update (§4.4).
-        tau_pos, tau_neg = self.thresholds(
-            stats["positive_histogram"], stats["negative_histogram"], stats["unknown_histogram"]
-        )
+        tau_pos, tau_neg = self.thresholds_from_state(stats)
         pseudo = histogram_thresholds.threshold_pseudo_labels(
             detached, labels, tau_pos, tau_neg
         )  # (B, C)
         pseudo_on = (ctx.epoch >= opts.warmup_epochs).astype(jnp.float32)
-        pseudo_bce, pseudo_weights = self.pseudo_label_bce(logits, pseudo, detached, stats)
+        pseudo_bce, pseudo_metrics = self.pseudo_label_bce(logits, pseudo, detached, stats)
         ranking = histogram_thresholds.distribution_ranking_loss(
             scores,
             trained_labels,
@@ -267,23 +265,14 @@ class SemanticAwareThresholdLearning(Method):
         )
 
         decay = math.exp(-1.0 / (opts.memory_epochs * ctx.steps_per_epoch))
-        positive_counts, negative_counts = histogram_thresholds.score_histograms(
-            detached, histogram_labels, opts.num_bins
-        )
-        unknown_counts = histogram_thresholds.score_histogram(detached, labels == 0, opts.num_bins)
+        counts = self.histogram_counts(detached, labels, histogram_labels)
+        # The counts and premise histograms pass unchanged: `diagnostics` fills them.
         new_stats = {
-            "positive_histogram": histogram_thresholds.decayed_update(
-                stats["positive_histogram"], positive_counts, decay
-            ),
-            "negative_histogram": histogram_thresholds.decayed_update(
-                stats["negative_histogram"], negative_counts, decay
-            ),
-            "unknown_histogram": histogram_thresholds.decayed_update(
-                stats["unknown_histogram"], unknown_counts, decay
-            ),
-            # counted against the hidden labels in `diagnostics`
-            "counts": stats["counts"],
-            "premise": stats["premise"],
+            **stats,
+            **{
+                key: histogram_thresholds.decayed_update(stats[key], batch_counts, decay)
+                for key, batch_counts in counts.items()
+            },
         }
         metrics = {
             **base_aux.metrics,
@@ -296,9 +285,7 @@ class SemanticAwareThresholdLearning(Method):
                 jnp.isfinite(tau_pos), dtype=jnp.float32
             ),
             "satl/mean_negative_threshold": jnp.mean(tau_neg),
-            "satl/mean_pseudo_weight": histogram_thresholds.masked_mean(
-                pseudo_weights, pseudo != 0
-            ),
+            **pseudo_metrics,
         }
         diagnostic_inputs = {
             "base": base_aux.diagnostic_inputs,
@@ -321,33 +308,18 @@ class SemanticAwareThresholdLearning(Method):
         ctx: StepContext,
     ) -> jax.Array:
         """Detached scores (B, C) of the batch for the histograms, thresholds and pseudo labels:
-        the student's train-mode `scores` (§4.1), or with `score_source = 'ema_teacher'` the
-        sigmoid of the model EMA's inference-mode logits (no BN update) on the same images."""
-        if self.options.score_source == "ema_teacher":
-            if ctx.ema_variables is None:
-                raise ValueError(
-                    "satl.score_source='ema_teacher' needs the model EMA in ctx.ema_variables, "
-                    "which the train step passes (core/train.py loss_gradients_and_diagnostics)"
-                )
-            teacher_logits = self.predict(ctx.ema_variables, method_state, batch["image"])
-            scores = jax.nn.sigmoid(teacher_logits.astype(jnp.float32))
+        the student's train-mode `scores` (§4.1)."""
+        del method_state, batch, ctx  # a subclass may score the batch otherwise
         return jax.lax.stop_gradient(scores)
 
     def pseudo_label_bce(
         self, logits: jax.Array, pseudo: jax.Array, scores: jax.Array, stats: PyTree
-    ) -> tuple[jax.Array, jax.Array]:
-        """BCE(z, ŷ) of the pseudo labels (§4.7) and their weights (B, C): 1 (`hard`), or the
-        known-label precision of each one's set (`precision`); 0 where there is none."""
-        if self.options.pseudo_label_weighting == "precision":
-            weights = histogram_thresholds.pseudo_label_precision(
-                scores,
-                pseudo,
-                stats["positive_histogram"],
-                stats["negative_histogram"],
-                min_count=self.options.min_count,
-            )
-            return weighted_pseudo_bce(logits, pseudo, weights), weights
-        return losses.partial_bce(logits, pseudo), (pseudo != 0).astype(jnp.float32)
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """BCE(z, ŷ) of the hard pseudo labels ŷ (B, C) (§4.7) and the metrics it adds (none);
+        `scores` (B, C), the detached threshold scores, and `stats`, SATL's state, are for a
+        subclass that weighs the pseudo labels."""
+        del scores, stats
+        return losses.partial_bce(logits, pseudo), {}
 
     def diagnostics(
         self,
@@ -402,11 +374,7 @@ class SemanticAwareThresholdLearning(Method):
         """Logs the epoch's thresholds, pseudo-label precision / recall (§4.10) and premise
         monitor, then runs the base hook."""
         stats = jax.device_get(state.method_state["satl"])
-        tau_pos, tau_neg = jax.device_get(
-            self.thresholds(
-                stats["positive_histogram"], stats["negative_histogram"], stats["unknown_histogram"]
-            )
-        )
+        tau_pos, tau_neg = jax.device_get(self.thresholds_from_state(stats))
         class_names = self.info.spec.class_names
         host.log(
             int(jax.device_get(state.step)),
@@ -455,28 +423,13 @@ def check_options(options: ml_collections.ConfigDict, threshold_rules: tuple[str
         )
     if options.premise_bins < 2:
         raise ValueError(f"satl.premise_bins must be >= 2, got {options.premise_bins}")
-    if options.score_source not in SCORE_SOURCES:
-        raise ValueError(
-            f"satl.score_source must be one of {', '.join(SCORE_SOURCES)}, "
-            f"got {options.score_source!r}"
-        )
-    if options.pseudo_label_weighting not in PSEUDO_LABEL_WEIGHTINGS:
-        raise ValueError(
-            f"satl.pseudo_label_weighting must be one of "
-            f"{', '.join(PSEUDO_LABEL_WEIGHTINGS)}, "
-            f"got {options.pseudo_label_weighting!r}"
-        )
-    for key in ("min_precision", "prior_fraction", "min_negative_precision"):
-        if not 0.0 < options[key] <= 1.0:
-            raise ValueError(f"satl.{key} must be in (0, 1], got {options[key]}")
+    check_unit_interval(options, "min_precision")
 
 
-def weighted_pseudo_bce(logits: jax.Array, pseudo: jax.Array, weights: jax.Array) -> jax.Array:
-    """Σ w BCE(z, ŷ) / |{ŷ != 0}| over the batch (B, C), in float32: a pseudo label of estimated
-    precision w counts w times, so low-precision sets also weigh less in total."""
-    elementwise = losses.partial_bce_elementwise(logits.astype(jnp.float32), pseudo)  # 0 at ŷ = 0
-    count = jnp.sum(pseudo != 0, dtype=jnp.float32)
-    return jnp.sum(weights * elementwise) / jnp.maximum(count, 1.0)
+def check_unit_interval(options: ml_collections.ConfigDict, key: str) -> None:
+    """Raises ValueError unless satl.`key` lies in (0, 1]."""
+    if not 0.0 < options[key] <= 1.0:
+        raise ValueError(f"satl.{key} must be in (0, 1], got {options[key]}")
 
 
 def base_method_config(
