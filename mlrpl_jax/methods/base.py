@@ -135,8 +135,9 @@ class Method(abc.ABC):
     @classmethod
     def model_ema_in_loss(cls, config: ml_collections.ConfigDict) -> str:
         """The option by which the loss of `config` reads the model EMA (`ctx.ema_variables`),
-        e.g. "satl.score_source='ema_teacher'", or '' when it does not. Only then does the step
-        pass the EMA to the loss, and config validation requires config.ema.decay > 0."""
+        e.g. "satl.score_source='ema_teacher'" (benchmarks/satl_threshold_designs.py), or ''
+        when it does not. Only then does the step pass the EMA to the loss, and config
+        validation requires config.ema.decay > 0."""
         del config
         return ""
 
