@@ -134,8 +134,9 @@ class ThresholdDesignSATL(SemanticAwareThresholdLearning):
         batch: dict[str, jax.Array],
         ctx: StepContext,
     ) -> jax.Array:
-        """The student's detached `scores` (B, C), or with `score_source = 'ema_teacher'` the
-        sigmoid of the model EMA's inference-mode logits (no BN update) on the same images."""
+        """SATL's detached scores (B, C) of the student's `scores`, or with `score_source =
+        'ema_teacher'` of the sigmoid of the model EMA's inference-mode logits (no BN update) on
+        the same images."""
         if self.options.score_source == "ema_teacher":
             if ctx.ema_variables is None:
                 raise ValueError(
@@ -144,7 +145,7 @@ class ThresholdDesignSATL(SemanticAwareThresholdLearning):
                 )
             teacher_logits = self.predict(ctx.ema_variables, method_state, batch["image"])
             scores = jax.nn.sigmoid(teacher_logits.astype(jnp.float32))
-        return jax.lax.stop_gradient(scores)
+        return super().threshold_scores(scores, method_state, batch, ctx)
 
     def pseudo_label_bce(
         self, logits: jax.Array, pseudo: jax.Array, scores: jax.Array, stats: PyTree
